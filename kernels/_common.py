@@ -1,0 +1,100 @@
+"""Shared helpers for the specc Triton kernels: backend dispatch, launch heuristics, poisoning.
+
+Triton is optional (pyproject only requires it on Linux): when it is missing every public kernel
+falls back to its torch reference, and the ``@triton.jit`` decorators become no-ops.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+try:  # pragma: no cover - exercised implicitly
+    import triton
+    import triton.language as tl
+
+    HAS_TRITON = True
+except Exception:  # pragma: no cover - no triton on this platform
+    HAS_TRITON = False
+
+    class _StubTL:  # enough for the kernel signatures (annotations) to evaluate
+        constexpr = None
+
+    class _StubTriton:
+        @staticmethod
+        def jit(fn=None, **_kw):
+            return fn if fn is not None else (lambda f: f)
+
+    triton = _StubTriton()  # type: ignore[assignment]
+    tl = _StubTL()  # type: ignore[assignment]
+
+BACKENDS = ("auto", "triton", "torch")
+
+# Tests flip this on: every buffer a kernel is expected to fully overwrite is then allocated
+# filled with NaN (floats) or a sentinel (ints), so an element the kernel forgot shows up.
+POISON = False
+_INT_POISON = -7777
+
+
+def interpreting() -> bool:
+    """True when Triton runs in interpreter mode (TRITON_INTERPRET=1, read at call time)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0", "false", "False")
+
+
+def use_triton(backend: str, *tensors) -> bool:
+    """Resolve ``backend`` to True (Triton) or False (torch reference).
+
+    "auto": Triton when any tensor is on CUDA or TRITON_INTERPRET=1, the torch reference otherwise.
+    "triton": always Triton (raises if it cannot run). "torch": always the reference.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "torch":
+        return False
+    on_cuda = any(t is not None and t.is_cuda for t in tensors)
+    if backend == "triton":
+        if not HAS_TRITON:
+            raise RuntimeError("backend='triton' requested but triton is not installed")
+        if not (on_cuda or interpreting()):
+            raise RuntimeError("backend='triton' needs CUDA tensors or TRITON_INTERPRET=1")
+        return True
+    return HAS_TRITON and (on_cuda or interpreting())
+
+
+def new_empty(shape, dtype, device) -> torch.Tensor:
+    """``torch.empty`` for buffers a kernel must fully overwrite (poisoned when POISON is set)."""
+    out = torch.empty(shape, dtype=dtype, device=device)
+    if POISON:
+        if out.is_floating_point():
+            out.fill_(float("nan"))
+        else:
+            out.fill_(_INT_POISON)
+    return out
+
+
+def num_sms(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 4  # interpreter: keep grids tiny
+
+
+def next_pow2(x: int) -> int:
+    return 1 << max(0, int(x) - 1).bit_length()
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """tl.dot input precision mirroring torch's matmul setting for fp32 inputs."""
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        return "ieee"
+    return "tf32"  # Triton's default; only affects fp32 operands
+
+
+def kernel_dtype_ok(*tensors) -> bool:
+    """Dtypes the Triton kernels accept (anything else falls back to the reference)."""
+    ok = (torch.float32, torch.float16, torch.bfloat16)
+    return all(t.dtype in ok for t in tensors)
+
+
+def row_major(t: torch.Tensor) -> torch.Tensor:
+    """Unit stride along the last dim (big tables are normally already like that: no copy)."""
+    return t if t.stride(-1) == 1 else t.contiguous()

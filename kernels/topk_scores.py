@@ -1,0 +1,223 @@
+"""topk_scores: top-k of hidden @ weight.T per row, without materialising the [N, C] scores.
+
+    topk_scores(hidden [N,d], weight [C,d], k, exclude=None [N,m], backend="auto")
+        -> (scores [N,k] float32, ids [N,k] int64), sorted by descending score.
+
+Semantics: ``exclude`` lists item ids per row that are never returned (duplicates fine; callers
+pad with 0, which excludes item 0 = the padding item, on purpose). When fewer than k items are
+available (k > C, or too many excluded) the tail is padded with score -inf and id -1; any slot
+whose score is -inf carries id -1. Ties: any consistent order. No gradient (inference only).
+
+Triton path (exact, two recompute passes over the catalog, each one tl.dot per tile):
+1. ``_topk_scores_chunkmax_kernel``: the catalog is cut into n_chunks >= K' chunks of GROUP
+   columns (K' = k + m, so exclusions can be dropped afterwards); it writes the max score of
+   every (row, chunk), an [N, n_chunks] buffer (n_chunks ~ 8 K', independent of C). The K'-th
+   largest chunk max, tau_i, is a lower bound of the row's K'-th largest score (K' distinct items
+   reach it), so the true top-K' all score >= tau_i.
+2. ``_topk_scores_fwd_kernel``: recomputes the tiles and appends every (score, id) with
+   score >= tau_i to a per-row candidate buffer of CAP = 4 K' slots (atomic row counter +
+   in-tile cumsum for the slots).
+Then torch drops excluded candidates (searchsorted against the sorted exclude row) and takes the
+top k of the CAP candidates. Rows whose candidates overflowed CAP (massive ties, or very
+clustered catalogs) are recomputed exactly with the blockwise reference.
+Memory: O(N * (n_chunks + CAP)), independent of C. Tiny catalogs (C < 16 K') skip pass 1.
+"""
+from __future__ import annotations
+
+import torch
+
+from ._common import dot_precision, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms, row_major, tl, \
+    triton, use_triton
+
+__all__ = ["topk_scores", "topk_scores_reference"]
+
+_MIN_GROUP = 16
+
+
+@triton.jit
+def _topk_scores_chunkmax_kernel(h_ptr, w_ptr, cmax_ptr, N, C, D, stride_h, stride_w, n_chunks,
+                                 TILES: tl.constexpr, SUB: tl.constexpr,
+                                 BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+                                 PRECISION: tl.constexpr):
+    """cmax[row, chunk] = max score over the chunk's columns (chunk = TILES*BLOCK_C or SUB columns)."""
+    pid_n = tl.program_id(0)
+    pid_c = tl.program_id(1)
+    NSUB: tl.constexpr = BLOCK_C // SUB
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < N
+    dofs = tl.arange(0, BLOCK_D)
+    dmask = dofs < D
+    h = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + dofs[None, :],
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    best = tl.full([BLOCK_N, NSUB], float("-inf"), tl.float32)
+    for t in range(TILES):
+        cols = (pid_c * TILES + t) * BLOCK_C + tl.arange(0, BLOCK_C)
+        cmask = cols < C
+        wt = tl.load(w_ptr + cols.to(tl.int64)[None, :] * stride_w + dofs[:, None],
+                     mask=dmask[:, None] & cmask[None, :], other=0.0)
+        s = tl.dot(h, wt, input_precision=PRECISION)
+        s = tl.where(cmask[None, :], s, float("-inf"))
+        best = tl.maximum(best, tl.max(tl.reshape(s, [BLOCK_N, NSUB, SUB]), axis=2))
+    chunks = pid_c * NSUB + tl.arange(0, NSUB)
+    tl.store(cmax_ptr + rows.to(tl.int64)[:, None] * n_chunks + chunks[None, :], best,
+             mask=rmask[:, None] & (chunks < n_chunks)[None, :])
+
+
+@triton.jit
+def _topk_scores_fwd_kernel(h_ptr, w_ptr, thr_ptr, cnt_ptr, cval_ptr, cid_ptr, N, C, D, stride_h, stride_w,
+                            cols_per_split, CAP,
+                            BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
+                            PRECISION: tl.constexpr):
+    """Append every (score, id) with score >= thr[row] to the row's candidate list (CAP slots)."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < N
+    dofs = tl.arange(0, BLOCK_D)
+    dmask = dofs < D
+    h = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + dofs[None, :],
+                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    thr = tl.load(thr_ptr + rows, mask=rmask, other=float("inf"))
+    c_start = pid_s * cols_per_split
+    c_end = tl.minimum(c_start + cols_per_split, C)
+    for c0 in range(c_start, c_end, BLOCK_C):
+        cols = c0 + tl.arange(0, BLOCK_C)
+        cmask = cols < c_end
+        wt = tl.load(w_ptr + cols.to(tl.int64)[None, :] * stride_w + dofs[:, None],
+                     mask=dmask[:, None] & cmask[None, :], other=0.0)
+        s = tl.dot(h, wt, input_precision=PRECISION)
+        sel = (s >= thr[:, None]) & cmask[None, :] & rmask[:, None]
+        sel_i = sel.to(tl.int32)
+        nsel = tl.sum(sel_i, axis=1)
+        if tl.max(nsel, axis=0) > 0:
+            base = tl.atomic_add(cnt_ptr + rows, nsel, mask=rmask)
+            pos = base[:, None] + tl.cumsum(sel_i, axis=1) - 1
+            ok = sel & (pos < CAP)
+            off = rows.to(tl.int64)[:, None] * CAP + pos
+            tl.store(cval_ptr + off, s, mask=ok)
+            tl.store(cid_ptr + off, cols[None, :] + tl.zeros([BLOCK_N, BLOCK_C], tl.int32), mask=ok)
+
+
+def _config(D: int):
+    block_d = max(16, next_pow2(D))
+    if interpreting():
+        return 32, 64, block_d, 4, 1
+    if block_d > 128:
+        return 64, 128, block_d, 8, 2
+    return 128, 128, block_d, 8, 3
+
+
+def _drop_excluded(vals: torch.Tensor, ids: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
+    if exclude is None or exclude.shape[1] == 0:
+        return vals
+    ex = torch.sort(exclude.to(torch.int64), dim=1).values
+    pos = torch.searchsorted(ex, ids.to(torch.int64)).clamp(max=ex.shape[1] - 1)
+    return vals.masked_fill(ex.gather(1, pos) == ids, float("-inf"))
+
+
+def _finish(vals: torch.Tensor, ids: torch.Tensor, k: int):
+    """Top-k of candidate (vals, ids) [N, M] -> padded ([N, k] fp32, [N, k] int64), -inf slots get id -1."""
+    N, M = vals.shape
+    kk = min(k, M)
+    v, i = torch.topk(vals, kk, dim=1)
+    out_ids = ids.gather(1, i).to(torch.int64)
+    out_ids = out_ids.masked_fill(v == float("-inf"), -1)
+    if kk < k:
+        v = torch.cat([v, v.new_full((N, k - kk), float("-inf"))], dim=1)
+        out_ids = torch.cat([out_ids, out_ids.new_full((N, k - kk), -1)], dim=1)
+    return v.float().contiguous(), out_ids.contiguous()
+
+
+def _topk_triton(hidden, weight, k, exclude):
+    h, w = row_major(hidden), row_major(weight)
+    N, D = h.shape
+    C = w.shape[0]
+    m = 0 if exclude is None else exclude.shape[1]
+    kk = min(k + m, C)                       # K': enough candidates to drop every exclusion
+    BN, BC, BD, warps, stages = _config(D)
+    prec = dot_precision(h.dtype)
+    n_blocks = triton.cdiv(N, BN)
+    dev = h.device
+    if C >= _MIN_GROUP * (kk + 1):
+        group = max(_MIN_GROUP, next_pow2(C // (8 * kk) + 1) // 2)   # power of 2, ~8 K' chunks or more
+        n_chunks = triton.cdiv(C, group)
+        tiles, sub = (group // BC, BC) if group >= BC else (1, group)
+        cmax = new_empty((N, n_chunks), torch.float32, dev)
+        grid1 = (n_blocks, triton.cdiv(C, tiles * BC))
+        _topk_scores_chunkmax_kernel[grid1](h, w, cmax, N, C, D, h.stride(0), w.stride(0), n_chunks,
+                                            TILES=tiles, SUB=sub, BLOCK_N=BN, BLOCK_C=BC, BLOCK_D=BD,
+                                            PRECISION=prec, num_warps=warps, num_stages=stages)
+        thr = torch.topk(cmax, kk, dim=1).values[:, -1].contiguous()
+        del cmax
+        cap = 4 * kk
+    else:                                    # tiny catalog: every item is a candidate
+        thr = torch.full((N,), float("-inf"), dtype=torch.float32, device=dev)
+        cap = C
+    cnt = torch.zeros(N, dtype=torch.int32, device=dev)
+    cval = torch.full((N, cap), float("-inf"), dtype=torch.float32, device=dev)
+    cid = torch.full((N, cap), -1, dtype=torch.int32, device=dev)
+    col_tiles = triton.cdiv(C, BC)
+    splits = max(1, min(col_tiles, triton.cdiv(4 * num_sms(dev), n_blocks)))
+    cols_per_split = triton.cdiv(col_tiles, splits) * BC
+    splits = triton.cdiv(C, cols_per_split)
+    _topk_scores_fwd_kernel[(n_blocks, splits)](h, w, thr, cnt, cval, cid, N, C, D, h.stride(0), w.stride(0),
+                                                cols_per_split, cap, BLOCK_N=BN, BLOCK_C=BC, BLOCK_D=BD,
+                                                PRECISION=prec, num_warps=warps, num_stages=stages)
+    cid64 = cid.to(torch.int64)
+    scores, ids = _finish(_drop_excluded(cval, cid64, exclude), cid64, k)
+    over = (cnt > cap).nonzero().flatten()
+    if over.numel():                         # rare: exact blockwise fallback for those rows
+        ex = exclude[over] if exclude is not None else None
+        s2, i2 = topk_scores_reference(hidden[over], weight, k, ex)
+        scores[over], ids[over] = s2, i2
+    return scores, ids
+
+
+def topk_scores_reference(hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
+                          block: int | None = None):
+    """Blockwise pure-torch top-k (test truth and CPU production path): memory O(N * (k + block))."""
+    N = hidden.shape[0]
+    C = weight.shape[0]
+    if block is None:
+        block = max(1024, min(65536, (1 << 24) // max(N, 1)))
+    ex = exclude.to(torch.int64) if exclude is not None and exclude.shape[1] > 0 else None
+    best_v = torch.full((N, 0), float("-inf"), dtype=torch.float32, device=hidden.device)
+    best_i = torch.zeros((N, 0), dtype=torch.int64, device=hidden.device)
+    with torch.no_grad():
+        for c0 in range(0, C, block):
+            c1 = min(c0 + block, C)
+            s = (hidden @ weight[c0:c1].T).float()
+            if ex is not None:
+                rel = ex - c0
+                rel = torch.where((rel >= 0) & (rel < c1 - c0), rel, c1 - c0)   # out of block -> dummy column
+                s = torch.cat([s, s.new_empty((N, 1))], dim=1).scatter_(1, rel, float("-inf"))[:, :c1 - c0]
+            ids = torch.arange(c0, c1, device=hidden.device).expand(N, -1)
+            v = torch.cat([best_v, s], dim=1)
+            i = torch.cat([best_i, ids], dim=1)
+            kk = min(k, v.shape[1])
+            best_v, pos = torch.topk(v, kk, dim=1)
+            best_i = i.gather(1, pos)
+    return _finish(best_v, best_i, k)
+
+
+def topk_scores(hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
+                backend: str = "auto"):
+    """Top-k items by ``hidden @ weight.T`` per row -> (scores [N, k] float32, ids [N, k] int64).
+
+    ``exclude`` [N, m]: item ids never returned for that row (pad with 0 = the padding item).
+    If k exceeds the available items, the tail is padded with score -inf and id -1.
+    Never materialises the [N, C] score matrix (Triton and reference alike).
+    """
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"need hidden [N, d] and weight [C, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
+    k = int(k)
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if exclude is not None and (exclude.dim() != 2 or exclude.shape[0] != hidden.shape[0]):
+        raise ValueError(f"exclude must be [N, m], got {tuple(exclude.shape)}")
+    tensors = [t for t in (hidden, weight, exclude) if t is not None]
+    if not use_triton(backend, *tensors) or not kernel_dtype_ok(hidden, weight) or hidden.dtype != weight.dtype \
+            or hidden.shape[0] == 0 or weight.shape[0] == 0:
+        return topk_scores_reference(hidden, weight, k, exclude)
+    with torch.no_grad():
+        return _topk_triton(hidden, weight, k, exclude)

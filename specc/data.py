@@ -1,0 +1,430 @@
+"""Merlin parquet data -> padded model batches.
+
+Reading goes through merlin-dataloader (`merlin.io.Dataset` + `merlin.dataloader.torch.Loader`, CPU): one pass
+turns the ragged `col__values` / `col__offsets` tensors it yields into right-padded `[N, max_length]` arrays kept
+in memory (truncated keeping the most recent values), validating values on the way. Epochs are then served from
+memory with a deterministic global shuffle from `(seed, epoch)`; merlin's own shuffle is chunk-local and draws
+from the global numpy RNG in a worker thread, so it is not reproducible from a seed alone.
+
+Structural checks that need no data (files exist and are parquet, columns present, list vs scalar, dtypes) read
+only the parquet footers with pyarrow, so that a wrong file fails in milliseconds with every problem listed.
+merlin is imported lazily, inside functions.
+"""
+from __future__ import annotations
+
+import glob as _glob
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from specc.errors import DataError, did_you_mean
+from specc.schema import Column, Schema
+
+_CHUNK_ROWS = 1 << 17          # rows per merlin-dataloader batch in the materialising pass
+
+
+# ---------------------------------------------------------------------------------------------
+# files and footers
+# ---------------------------------------------------------------------------------------------
+
+def _resolve_files(path: str) -> tuple[list[str], list[str]]:
+    """Parquet files named by `path` (file, folder or glob) and the problems found."""
+    path = os.fspath(path)
+    if any(ch in path for ch in "*?["):
+        files = sorted(f for f in _glob.glob(path, recursive=True) if os.path.isfile(f))
+        if not files:
+            return [], [f"no file matches the pattern {path!r}"]
+        return files, []
+    if os.path.isdir(path):
+        files = sorted(
+            os.path.join(root, f) for root, dirs, names in os.walk(path) for f in names
+            if f.endswith((".parquet", ".parq", ".pq")) and not f.startswith((".", "_")))
+        if not files:
+            return [], [f"the folder {path!r} holds no .parquet files"]
+        return files, []
+    if not os.path.exists(path):
+        parent = os.path.dirname(path) or "."
+        msg = f"{path!r} does not exist"
+        if os.path.isdir(parent):
+            near = did_you_mean(os.path.basename(path), os.listdir(parent))
+            if near:
+                msg += f" ({near})"
+        return [], [msg]
+    return [path], []
+
+
+def _arrow_kind(t) -> tuple[bool | None, str]:
+    """(is_list, element kind) of an arrow type; kind one of int, float, bool, string, other."""
+    import pyarrow as pa
+    is_list = False
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        is_list, t = True, t.value_type
+        if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+            return None, "nested list"
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_integer(t):
+        return is_list, "int"
+    if pa.types.is_floating(t):
+        return is_list, "float"
+    if pa.types.is_boolean(t):
+        return is_list, "bool"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t):
+        return is_list, "string"
+    return is_list, str(t)
+
+
+@dataclass
+class _ColumnPlan:
+    name: str
+    is_list: bool
+    floating: bool                 # output float32 (else int64)
+    cardinality: int | None
+    continuous: bool
+
+
+def _plan_columns(schema: Schema, columns: Sequence[str], arrow_schema, problems: list[str]) -> list[_ColumnPlan]:
+    plans = []
+    data_names = list(arrow_schema.names)
+    for name in columns:
+        if name not in data_names:
+            near = did_you_mean(name, data_names)
+            problems.append(f"column {name!r} is not in the data" + (f" ({near})" if near else
+                            f"; the data has {', '.join(map(repr, data_names[:12]))}"
+                            + (" ..." if len(data_names) > 12 else "")))
+            continue
+        is_list, kind = _arrow_kind(arrow_schema.field(name).type)
+        col: Column | None = schema[name] if name in schema else None
+        if is_list is None or kind not in ("int", "float", "bool"):
+            problems.append(f"column {name!r} holds {arrow_schema.field(name).type}, which specc cannot feed to a "
+                            "model: encode it as integer ids (e.g. NVTabular Categorify) or floats")
+            continue
+        if col is None:
+            plans.append(_ColumnPlan(name, bool(is_list), kind == "float", None, kind == "float"))
+            continue
+        if col.is_list and not is_list:
+            problems.append(f"column {name!r} is a scalar in the data but a list (sequence) in the schema")
+            continue
+        if not col.is_list and is_list:
+            problems.append(f"column {name!r} is a list in the data but a scalar in the schema "
+                            "(tag it `list` / give it a value_count, or use a scalar column)")
+            continue
+        wants_ids = col.is_categorical or col.cardinality is not None or (
+            col.dtype in ("int", "bool") and not col.is_continuous)
+        if col.is_categorical and kind == "float":
+            problems.append(f"column {name!r} holds floats ({arrow_schema.field(name).type}) but the schema says it "
+                            "is categorical: categorical columns must hold integer ids in [0, cardinality)")
+            continue
+        floating = col.is_continuous or col.dtype == "float" or (kind == "float" and not wants_ids)
+        plans.append(_ColumnPlan(name, col.is_list, floating, col.cardinality, col.is_continuous or floating))
+    return plans
+
+
+# ---------------------------------------------------------------------------------------------
+# the dataset
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class SequenceDataset:
+    path: str
+    schema: Schema
+    columns: list[str]
+    n_rows: int
+    n_skipped: int
+    max_length: int
+    item_column: str | None = None
+    _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _floating: dict[str, bool] = field(default_factory=dict, repr=False)
+    _item_counts: np.ndarray | None = field(default=None, repr=False)
+    _batch_size: int | None = field(default=None, repr=False)
+    _drop_last: bool = field(default=False, repr=False)
+
+    def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+                drop_last: bool = False) -> Iterator[dict]:
+        """Batches of `{column: tensor}`: list columns `[B, max_length]`, scalars `[B]`; int64 ids, float32 values.
+        With `shuffle`, the order is a permutation drawn from `(seed, epoch)` alone."""
+        import torch
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self._batch_size, self._drop_last = batch_size, drop_last
+        n = self.n_rows
+        order = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF]).permutation(n) \
+            if shuffle else None
+        stop = (n // batch_size) * batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = slice(start, min(start + batch_size, n)) if order is None else order[start:start + batch_size]
+            batch = {}
+            for name in self.columns:
+                arr = self._arrays[name][idx]
+                t = torch.from_numpy(np.ascontiguousarray(arr))
+                batch[name] = t.to(torch.float32 if self._floating[name] else torch.int64)
+            yield batch
+
+    def __len__(self) -> int:
+        if self._batch_size is None:
+            return self.n_rows
+        if self._drop_last:
+            return self.n_rows // self._batch_size
+        return math.ceil(self.n_rows / self._batch_size)
+
+    def item_counts(self, cardinality: int):
+        """float `[cardinality]`: how often each item id occurs in `item_column` over the usable rows
+        (padding id 0 excluded; counted before truncation to max_length)."""
+        import torch
+        out = np.zeros(int(cardinality), dtype=np.float64)
+        if self._item_counts is not None:
+            k = min(len(self._item_counts), int(cardinality))
+            out[:k] = self._item_counts[:k]
+        out[0] = 0.0
+        return torch.from_numpy(out.astype(np.float32))
+
+
+def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: str | None, max_length: int,
+                 min_length: int = 1) -> SequenceDataset:
+    """Open, validate and load parquet data for a model; raises `DataError` listing every problem found."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    source = os.fspath(path)
+    columns = list(dict.fromkeys(columns))
+    if item_column is not None and item_column not in columns:
+        columns.append(item_column)
+    if max_length < 1:
+        raise DataError([f"max_length must be >= 1 (got {max_length})"], source=source)
+
+    files, problems = _resolve_files(source)
+    if problems:
+        raise DataError(problems, source=source)
+
+    # --- footers only: parquet? same columns? ---
+    arrow_schema = None
+    for f in files:
+        try:
+            s = pq.read_schema(f)
+        except Exception as exc:  # pyarrow.ArrowInvalid and friends
+            problems.append(f"{f!r} is not a parquet file ({str(exc).splitlines()[0][:160]})")
+            continue
+        if arrow_schema is None:
+            arrow_schema = s
+        else:
+            missing = [c for c in columns if c in arrow_schema.names and c not in s.names]
+            if missing:
+                problems.append(f"{f!r} lacks column(s) {', '.join(map(repr, missing))} that other files have")
+    if problems or arrow_schema is None:
+        raise DataError(problems or [f"no readable parquet file under {source!r}"], source=source)
+
+    plans = _plan_columns(schema, columns, arrow_schema, problems)
+    if problems:
+        raise DataError(problems, source=source)
+    list_names = [p.name for p in plans if p.is_list]
+    # a scalar item column is allowed (one item per row); then lengths come from the first list column
+    length_col = item_column if item_column in list_names else (list_names[0] if list_names else None)
+
+    # --- one pass through merlin-dataloader ---
+    acc = _Accumulator(plans, max_length, min_length, length_col, item_column)
+    for chunk in _merlin_chunks(files, [p.name for p in plans], source):
+        acc.add(chunk)
+    problems = acc.problems()
+    if problems:
+        raise DataError(problems, source=source)
+    arrays = acc.arrays()
+    n_rows = acc.n_kept
+    if n_rows == 0:
+        what = f"fewer than {min_length} items in {length_col!r}" if min_length > 1 else f"an empty {length_col!r}"
+        raise DataError([f"every row ({acc.n_total}) has {what}: nothing to train or evaluate on"], source=source)
+    return SequenceDataset(path=source, schema=schema, columns=columns, n_rows=n_rows,
+                           n_skipped=acc.n_total - n_rows, max_length=max_length, item_column=item_column,
+                           _arrays=arrays, _floating={p.name: p.floating for p in plans},
+                           _item_counts=acc.item_counts)
+
+
+def _merlin_chunks(files: list[str], names: list[str], source: str):
+    """Yield dicts of numpy arrays (`col` for scalars, `col__values` / `col__offsets` for lists) from
+    merlin-dataloader, reading only `names`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import merlin.io
+        from merlin.dataloader.torch import Loader
+        try:
+            ds = merlin.io.Dataset(files, engine="parquet", cpu=True)
+            ds.schema = ds.schema.select_by_name(names)
+            loader = Loader(ds, batch_size=_CHUNK_ROWS, shuffle=False)
+            for tensors, _ in loader:
+                out = {}
+                for key, value in tensors.items():
+                    if isinstance(value, tuple):        # older loaders: (values, offsets)
+                        out[key + "__values"] = value[0].numpy()
+                        out[key + "__offsets"] = value[1].numpy()
+                    else:
+                        out[key] = value.numpy()
+                yield out
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError([f"merlin-dataloader could not read the data: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"], source=source) from None
+
+
+class _Accumulator:
+    """Validates each chunk (vectorised) and builds the padded arrays of the rows kept."""
+
+    def __init__(self, plans: list[_ColumnPlan], max_length: int, min_length: int, length_col: str | None,
+                 item_column: str | None):
+        self.plans, self.L, self.min_length = plans, max_length, min_length
+        self.length_col, self.item_column = length_col, item_column
+        self.parts: dict[str, list[np.ndarray]] = {p.name: [] for p in plans}
+        self.n_total = 0
+        self.n_kept = 0
+        self.out_of_range: dict[str, list] = {}    # name -> [count, min, max]
+        self.non_finite: dict[str, list] = {}      # name -> [count, first row]
+        self.ragged: list = [0, None]              # rows whose list columns disagree in length, first example
+        self.nulls: dict[str, int] = {}
+        self.item_counts: np.ndarray | None = None
+
+    def add(self, chunk: dict[str, np.ndarray]):
+        n = None
+        lengths: dict[str, np.ndarray] = {}
+        for p in self.plans:
+            if p.is_list:
+                if p.name + "__offsets" in chunk:
+                    off = chunk[p.name + "__offsets"].astype(np.int64)
+                    lengths[p.name] = np.diff(off)
+                else:                                       # fixed-size list arrives as [n, k]
+                    v = chunk[p.name]
+                    lengths[p.name] = np.full(v.shape[0], v.shape[1] if v.ndim > 1 else 1, dtype=np.int64)
+                rows = len(lengths[p.name])
+            else:
+                rows = len(chunk[p.name])
+            n = rows if n is None else n
+        if n is None or n == 0:
+            return
+        base = self.n_total
+        self.n_total += n
+
+        # rows whose list columns differ in length
+        if len(lengths) > 1:
+            names = list(lengths)
+            ref = lengths[names[0]]
+            bad = np.zeros(n, dtype=bool)
+            for other in names[1:]:
+                bad |= lengths[other] != ref
+            nbad = int(bad.sum())
+            if nbad:
+                if self.ragged[1] is None:
+                    i = int(np.argmax(bad))
+                    self.ragged[1] = (base + i, {k: int(v[i]) for k, v in lengths.items()})
+                self.ragged[0] += nbad
+
+        keep = np.ones(n, dtype=bool)
+        if self.length_col is not None:
+            keep = lengths[self.length_col] >= max(self.min_length, 1)
+        n_keep = int(keep.sum())
+        self.n_kept += n_keep
+
+        for p in self.plans:
+            if p.is_list:
+                if p.name + "__values" in chunk:
+                    values = chunk[p.name + "__values"]
+                    off = chunk[p.name + "__offsets"].astype(np.int64)
+                else:
+                    v = chunk[p.name]
+                    v = v.reshape(n, -1)
+                    values = v.reshape(-1)
+                    off = np.arange(n + 1, dtype=np.int64) * v.shape[1]
+                self._check_values(p, values, base, off)
+                padded = _pad_keep_last(values, off[:-1][keep], off[1:][keep], self.L,
+                                        np.float32 if p.floating else _id_dtype(p))
+                self.parts[p.name].append(padded)
+                if p.name == self.item_column:
+                    # counts over the rows kept, before truncation
+                    sel = np.repeat(keep, np.diff(off))
+                    self._count_items(values[sel])
+            else:
+                values = chunk[p.name].reshape(n)
+                self._check_values(p, values, base, None)
+                self.parts[p.name].append(values[keep].astype(np.float32 if p.floating else _id_dtype(p)))
+                if p.name == self.item_column:
+                    self._count_items(values[keep])
+
+    def _count_items(self, values: np.ndarray):
+        if values.size == 0:
+            return
+        v = values.astype(np.int64)
+        v = v[v >= 0]
+        c = np.bincount(v)
+        if self.item_counts is None:
+            self.item_counts = c.astype(np.float64)
+        else:
+            if len(c) > len(self.item_counts):
+                c, self.item_counts = self.item_counts, c.astype(np.float64)
+            self.item_counts[:len(c)] += c
+
+    def _check_values(self, p: _ColumnPlan, values: np.ndarray, base: int, off: np.ndarray | None):
+        if values.size == 0:
+            return
+        if np.issubdtype(values.dtype, np.floating):
+            finite = np.isfinite(values)
+            if not finite.all():
+                bad = int((~finite).sum())
+                first = int(np.argmax(~finite))
+                row = base + (int(np.searchsorted(off, first, side="right") - 1) if off is not None else first)
+                rec = self.non_finite.setdefault(p.name, [0, row])
+                rec[0] += bad
+                if not p.continuous:
+                    return
+        if p.cardinality is not None and not p.floating:
+            lo, hi = values.min(), values.max()
+            if lo < 0 or hi >= p.cardinality:
+                bad = int(((values < 0) | (values >= p.cardinality)).sum())
+                rec = self.out_of_range.setdefault(p.name, [0, int(lo), int(hi)])
+                rec[0] += bad
+                rec[1], rec[2] = min(rec[1], int(lo)), max(rec[2], int(hi))
+
+    def problems(self) -> list[str]:
+        out = []
+        card = {p.name: p.cardinality for p in self.plans}
+        for name, (count, lo, hi) in self.out_of_range.items():
+            out.append(f"column {name!r}: {count} value(s) outside [0, {card[name]}) (min seen {lo}, max seen {hi}); "
+                       f"ids must be < the schema's cardinality (int_domain.max + 1 = {card[name]}): fix the "
+                       "schema's int_domain.max or re-encode the ids")
+        for name, (count, row) in self.non_finite.items():
+            out.append(f"column {name!r}: {count} NaN/inf value(s) (first in row {row}); fill or drop them")
+        if self.ragged[0]:
+            row, lens = self.ragged[1]
+            shown = ", ".join(f"{k!r} has {v}" for k, v in lens.items())
+            out.append(f"{self.ragged[0]} row(s) whose list columns differ in length (first: row {row}: {shown}); "
+                       "the list columns of one row must describe the same interactions")
+        return out
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        out = {}
+        for p in self.plans:
+            parts = self.parts[p.name]
+            if parts:
+                out[p.name] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            else:
+                shape = (0, self.L) if p.is_list else (0,)
+                out[p.name] = np.zeros(shape, np.float32 if p.floating else np.int64)
+        return out
+
+
+def _id_dtype(p: _ColumnPlan):
+    return np.int32 if p.cardinality is not None and p.cardinality < 2 ** 31 else np.int64
+
+
+def _pad_keep_last(values: np.ndarray, starts: np.ndarray, ends: np.ndarray, L: int, dtype) -> np.ndarray:
+    """Rows `values[starts[i]:ends[i]]` as `[n, L]`: the last L values of each, right-padded with 0."""
+    n = len(starts)
+    out = np.zeros((n, L), dtype=dtype)
+    if n == 0:
+        return out
+    first = np.maximum(starts, ends - L)
+    length = ends - first
+    idx = first[:, None] + np.arange(L)[None, :]
+    mask = np.arange(L)[None, :] < length[:, None]
+    out[mask] = values[idx[mask]]
+    return out

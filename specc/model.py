@@ -1,0 +1,256 @@
+"""specc.Model: the compiled nn.Module. Built only from a Plan (see build.py)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specc.errors import DataError
+from specc.nn.heads import NextItemHead, ScalarHead
+from specc.nn.masking import causal_targets, mlm_positions, plm_positions
+from specc.plan import Plan
+
+
+class Model(nn.Module):
+    def __init__(self, plan: Plan, inputs: nn.Module, body: nn.Module, next_item: NextItemHead | None,
+                 scalar_heads: dict[str, ScalarHead], mask_embedding: nn.Parameter | None,
+                 discriminator: nn.Linear | None):
+        super().__init__()
+        self.plan = plan
+        self.inputs, self.body, self.next_item = inputs, body, next_item
+        self.scalar_heads = nn.ModuleDict(scalar_heads)
+        self.mask_embedding = mask_embedding
+        self.discriminator = discriminator
+        i = plan.inputs
+        self.max_length = i.max_sequence_length
+        self.sequence_column = i.sequence_column
+        self.list_columns = [f.column for f in i.features if f.sequential]
+        self.scalar_columns = [f.column for f in i.features if not f.sequential]
+        self.id_ranges = {f.column: next(t.rows for t in i.tables if t.name == f.table)
+                          for f in i.features if f.role == "categorical"}
+        task = plan.next_item
+        self.item_table = None if task is None or task.table is None else \
+            [t.name for t in i.tables].index(task.table)
+        self.task_plans = {t.name: t for t in plan.tasks}
+        self.generator: torch.Generator | None = None   # set by the trainer for reproducible masking/sampling
+
+    # ------------------------------------------------------------------ batches
+
+    @property
+    def input_columns(self) -> list[str]:
+        return self.list_columns + self.scalar_columns
+
+    @property
+    def target_columns(self) -> list[str]:
+        return [t.target for t in self.plan.tasks if t.kind != "next_item"]
+
+    def _backend(self, x: torch.Tensor) -> str:
+        k = self.plan.kernels
+        return k if k != "auto" else ("triton" if x.is_cuda else "torch")
+
+    def prepare(self, batch: dict[str, torch.Tensor], targets: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """Padded [B, L] list columns (most recent max_sequence_length items kept), [B] scalars, and lengths."""
+        needed = self.input_columns + (self.target_columns if targets else [])
+        missing = [c for c in needed if c not in batch and f"{c}__values" not in batch]
+        if missing:
+            raise DataError([f"the batch lacks column(s) {', '.join(missing)}"], "batch")
+        out = {}
+        for c in needed:
+            out[c] = _padded(batch, c) if (c in self.list_columns or f"{c}__values" in batch) else batch[c]
+        seq = out[self.sequence_column]
+        lengths = (seq != 0).sum(1)
+        L = seq.shape[1]
+        if L > self.max_length:   # keep each row's most recent items
+            idx = (lengths - self.max_length).clamp(min=0)[:, None] + torch.arange(self.max_length, device=seq.device)
+            for c in self.list_columns:
+                out[c] = out[c].gather(1, idx.clamp(max=L - 1)) * (idx < lengths[:, None]).to(out[c].dtype)
+            lengths = lengths.clamp(max=self.max_length)
+        elif L < self.max_length:
+            for c in self.list_columns:
+                out[c] = F.pad(out[c], (0, self.max_length - L))
+        for c, rows in self.id_ranges.items():
+            v = out[c]
+            if v.numel() and (int(v.min()) < 0 or int(v.max()) >= rows):
+                raise DataError([f"column {c!r} has ids outside [0, {rows}) (min {int(v.min())}, max {int(v.max())})"],
+                                "batch")
+        return out, lengths
+
+    # ------------------------------------------------------------------ forward
+
+    def encode(self, batch: dict[str, torch.Tensor], lengths: torch.Tensor, replace: torch.Tensor | None = None,
+               attention: torch.Tensor | None = None) -> torch.Tensor:
+        """Body outputs [B, L, width]; positions in `replace` get the mask embedding."""
+        B, L = batch[self.sequence_column].shape
+        x = self.inputs(batch, B, L)
+        valid = torch.arange(L, device=x.device)[None] < lengths[:, None]
+        if replace is not None:
+            x = torch.where(replace[..., None], self.mask_embedding.to(x.dtype), x)
+            valid = valid | replace
+        return self.body(x, valid, attention)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict:
+        """Training: {"loss", "losses": {task: loss}}. In eval mode the next-item loss follows the eval protocol
+        (the last item predicted from the ones before it) and "predictions" holds the other tasks' outputs."""
+        batch, lengths = self.prepare(batch, targets=True)
+        if not self.training:
+            return self._eval_forward(batch, lengths)
+        losses: dict[str, torch.Tensor] = {}
+        m = self.plan.masking
+        items = batch[self.sequence_column]
+        L = items.shape[1]
+        gen = self.generator
+        replace = attention = None
+        if m.kind in ("mlm", "rtd"):
+            replace = mlm_positions(lengths, L, m.probability, gen)
+        elif m.kind == "plm":
+            replace, attention = plm_positions(lengths, L, m.probability, m.max_span_length, gen)
+        hidden = self.encode(batch, lengths, replace, attention)
+        if self.next_item is not None:
+            name = next(t.name for t in self.plan.tasks if t.kind == "next_item")
+            if m.kind == "causal":
+                where, targets = causal_targets(items, lengths)
+            else:
+                where, targets = replace, items
+            h, y = hidden[where], targets[where]
+            weight = self._item_weight()
+            losses[name] = self.next_item.loss(h, weight, y, self._backend(h), gen)
+            if m.kind == "rtd":
+                losses["rtd_discriminator"] = self._discriminator_loss(batch, lengths, replace, h, weight)
+        for name, head in self.scalar_heads.items():
+            losses[name] = head.loss(head(hidden, lengths), self._scalar_target(batch, name, lengths))
+        total = sum(self._weight(name) * loss for name, loss in losses.items())
+        return {"loss": total, "losses": losses}
+
+    def _weight(self, name: str) -> float:
+        if name == "rtd_discriminator":
+            return self.plan.masking.discriminator_weight
+        return self.task_plans[name].weight
+
+    def _item_weight(self) -> torch.Tensor:
+        return self.inputs.tables[self.item_table] if self.item_table is not None else self.next_item.table
+
+    def _scalar_target(self, batch, name, lengths) -> torch.Tensor:
+        t = self.task_plans[name]
+        y = batch[t.target]
+        if y.dim() == 2:   # a list target: its value at the summarised position
+            pos = torch.zeros_like(lengths) if t.summary == "first" else (lengths - 1).clamp(min=0)
+            y = y[torch.arange(y.shape[0], device=y.device), pos]
+        return y
+
+    def _discriminator_loss(self, batch, lengths, replaced_at, h_masked, weight) -> torch.Tensor:
+        """ELECTRA-style replaced-token detection: corrupt masked items with samples, detect them per position."""
+        items = batch[self.sequence_column]
+        with torch.no_grad():
+            if self.plan.masking.sample_from_batch:
+                pool = items[items > 0]
+                idx = torch.randint(0, pool.numel(), (h_masked.shape[0],), generator=self.generator).to(pool.device)
+                fakes = pool[idx]
+            else:
+                logits = self.next_item.queries(h_masked.detach()) @ weight.detach().T / self.next_item.temperature
+                logits[:, 0] = float("-inf")
+                fakes = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator).squeeze(1)
+        corrupted = dict(batch)
+        new_items = items.clone()
+        new_items[replaced_at] = fakes
+        corrupted[self.sequence_column] = new_items
+        hidden = self.encode(corrupted, lengths)
+        valid = torch.arange(items.shape[1], device=items.device)[None] < lengths[:, None]
+        labels = (new_items != items).float()
+        logits = self.discriminator(hidden).squeeze(-1)
+        return F.binary_cross_entropy_with_logits(logits[valid], labels[valid])
+
+    # ------------------------------------------------------------------ inference
+
+    def next_hidden(self, batch: dict[str, torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
+        """The body's state for the position after each sequence's last item, [B, width]. Never sees beyond it."""
+        B, L = batch[self.sequence_column].shape
+        rows = torch.arange(B, device=lengths.device)
+        if not self.plan.masking.uses_mask_token:
+            hidden = self.encode(batch, lengths)
+            return hidden[rows, (lengths - 1).clamp(min=0)]
+        full = lengths >= L   # no room for the mask token: drop the oldest item
+        if full.any():
+            batch = dict(batch)
+            for c in self.list_columns:
+                shifted = F.pad(batch[c][:, 1:], (0, 1))
+                batch[c] = torch.where(full[:, None], shifted, batch[c])
+            lengths = lengths - full.long()
+        replace = torch.zeros(B, L, dtype=torch.bool, device=lengths.device)
+        replace[rows, lengths] = True
+        hidden = self.encode(batch, lengths, replace)
+        return hidden[rows, lengths]
+
+    def _strip_last(self, batch, lengths):
+        """The eval protocol's input: every sequence without its last item, and that item as the target."""
+        rows = torch.arange(lengths.shape[0], device=lengths.device)
+        last = (lengths - 1).clamp(min=0)
+        target = batch[self.sequence_column][rows, last]
+        stripped = dict(batch)
+        for c in self.list_columns:
+            v = batch[c].clone()
+            v[rows, last] = 0
+            stripped[c] = v
+        return stripped, (lengths - 1).clamp(min=0), target
+
+    def _eval_forward(self, batch, lengths) -> dict:
+        losses, predictions = {}, {}
+        if self.next_item is not None:
+            stripped, short, target = self._strip_last(batch, lengths)
+            h = self.next_hidden(stripped, short)
+            name = next(t.name for t in self.plan.tasks if t.kind == "next_item")
+            from specc.kernels import linear_cross_entropy
+            weight = self._item_weight()
+            losses[name] = linear_cross_entropy(self.next_item.queries(h), weight, target,
+                                                temperature=self.next_item.temperature, backend=self._backend(h))
+        if self.scalar_heads:
+            hidden = self.encode(batch, lengths)
+            for name, head in self.scalar_heads.items():
+                out = head(hidden, lengths)
+                losses[name] = head.loss(out, self._scalar_target(batch, name, lengths))
+                predictions[name] = head.predict(out)
+        total = sum(self._weight(n) * v for n, v in losses.items())
+        return {"loss": total, "losses": losses, "predictions": predictions}
+
+    @torch.no_grad()
+    def recommend(self, batch: dict[str, torch.Tensor], k: int = 20, exclude_seen: bool = False
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k next items after each sequence's last item: (scores [B, k], ids [B, k]). Never returns id 0."""
+        if self.next_item is None:
+            raise ValueError("this model has no next_item task")
+        batch, lengths = self.prepare(batch)
+        return self._topk(batch, lengths, k, exclude_seen)
+
+    @torch.no_grad()
+    def evaluate_batch(self, batch: dict[str, torch.Tensor], k: int, exclude_seen: bool = False) -> dict:
+        """The eval protocol for one batch: top-k ids for each sequence's last item predicted from the ones before
+        it, the targets, and the other tasks' predictions and labels."""
+        batch, lengths = self.prepare(batch, targets=True)
+        out: dict = {}
+        if self.next_item is not None:
+            stripped, short, target = self._strip_last(batch, lengths)
+            out["next_item"] = (self._topk(stripped, short, k, exclude_seen)[1], target)
+        if self.scalar_heads:
+            hidden = self.encode(batch, lengths)
+            for name, head in self.scalar_heads.items():
+                out[name] = (head.predict(head(hidden, lengths)), self._scalar_target(batch, name, lengths))
+        return out
+
+    def _topk(self, batch, lengths, k, exclude_seen):
+        h = self.next_hidden(batch, lengths)
+        seen = batch[self.sequence_column]
+        exclude = seen if exclude_seen else torch.zeros(seen.shape[0], 1, dtype=seen.dtype, device=seen.device)
+        return self.next_item.topk(h, self._item_weight(), k, exclude, self._backend(h))
+
+
+def _padded(batch: dict[str, torch.Tensor], column: str) -> torch.Tensor:
+    """A list column as [B, L], right-padded; Merlin's ragged `col__values`/`col__offsets` are converted."""
+    if column in batch:
+        v = batch[column]
+        return v if v.dim() == 2 else v[:, None]
+    values, offsets = batch[f"{column}__values"], batch[f"{column}__offsets"].long()
+    lengths = offsets[1:] - offsets[:-1]
+    B, L = lengths.shape[0], int(lengths.max()) if lengths.numel() else 0
+    pos = torch.arange(L, device=values.device)[None]
+    idx = (offsets[:-1, None] + pos).clamp(max=max(values.shape[0] - 1, 0))
+    out = values[idx] if values.numel() else torch.zeros(B, L, dtype=values.dtype, device=values.device)
+    return out * (pos < lengths[:, None]).to(values.dtype)

@@ -1,0 +1,101 @@
+"""Sequence bodies: specc's native transformer, GRU and MLP (Hugging Face bodies live in hf.py)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "none": nn.Identity}
+
+
+def capabilities(kind: str, architecture: str | None) -> set[str]:
+    """What attention patterns a body can run: "causal", "bidirectional", "plm" (a per-batch pattern)."""
+    if kind in ("gru", "mlp"):
+        return {"causal"}
+    if architecture == "native":
+        return {"causal", "bidirectional", "plm"}
+    from specc.nn.hf import capabilities as hf_capabilities
+    return hf_capabilities(architecture)
+
+
+def mlp(widths: list[int], activation: str, dropout: float, last_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if last_activation or i < len(widths) - 2:
+            layers.append(_ACTIVATIONS[activation]())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class NativeBlock(nn.Module):
+    """Pre-LayerNorm transformer block on scaled_dot_product_attention."""
+
+    def __init__(self, d_model: int, n_head: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.n_head = n_head
+        self.dropout = dropout
+        self.norm1 = nn.LayerNorm(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+        B, L, D = x.shape
+        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, L, D)))
+        return x + self.drop(self.ff(self.norm2(x)))
+
+
+class NativeTransformer(nn.Module):
+    """specc's own encoder: learned positions, pre-LN blocks, causal or bidirectional."""
+
+    def __init__(self, d_model: int, n_head: int, n_layer: int, d_ff: int, dropout: float, max_positions: int,
+                 causal: bool):
+        super().__init__()
+        self.causal = causal
+        self.positions = nn.Embedding(max_positions, d_model)
+        self.drop = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(NativeBlock(d_model, n_head, d_ff, dropout) for _ in range(n_layer))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+        L = x.shape[1]
+        x = self.drop(x + self.positions.weight[:L])
+        if attention is not None:
+            mask, is_causal = attention[:, None], False
+        elif self.causal:
+            # right padding: real positions never see padded ones under a causal mask
+            mask, is_causal = None, True
+        else:
+            keys = valid.clone()
+            keys[:, 0] = True   # an empty row attends to something rather than producing NaN
+            mask, is_causal = keys[:, None, None, :], False
+        for block in self.blocks:
+            x = block(x, mask, is_causal)
+        return self.norm(x)
+
+
+class GruBody(nn.Module):
+    def __init__(self, d_model: int, n_layer: int, dropout: float):
+        super().__init__()
+        self.gru = nn.GRU(d_model, d_model, n_layer, batch_first=True, dropout=dropout if n_layer > 1 else 0.0)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+        return self.gru(x)[0]
+
+
+class MlpBody(nn.Module):
+    """No sequence mixing: a per-position MLP (a baseline)."""
+
+    def __init__(self, input_width: int, dims: list[int], activation: str, dropout: float):
+        super().__init__()
+        self.mlp = mlp([input_width, *dims], activation, dropout)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+        return self.mlp(x)

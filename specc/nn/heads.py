@@ -1,0 +1,93 @@
+"""Task heads and their losses: next-item scoring over the catalog, binary classification, regression."""
+from __future__ import annotations
+
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specc.nn.samplers import Sampler
+
+
+class NextItemHead(nn.Module):
+    """Scores hidden states against item embeddings (the tied input table, or its own table)."""
+
+    def __init__(self, n_items: int, body_width: int, projection: tuple[int, int] | None, own_table: bool,
+                 temperature: float, loss: str, label_smoothing: float = 0.0, negatives: int = 0,
+                 sampler: str | None = None, logq_correction: bool = False, t: float = 0.0):
+        super().__init__()
+        self.n_items, self.temperature, self.loss_kind = n_items, temperature, loss
+        self.label_smoothing, self.negatives, self.logq_correction, self.t = label_smoothing, negatives, logq_correction, t
+        self.projection = nn.Linear(*projection) if projection else None
+        self.table = nn.Parameter(torch.randn(n_items, body_width) * 0.02) if own_table else None
+        self.sampler = Sampler(sampler or "uniform", n_items, negatives) if loss == "sampled_softmax" else None
+        # item frequencies for the popularity sampler, filled by training (saved with the model)
+        self.register_buffer("item_counts", torch.zeros(n_items), persistent=sampler == "popularity")
+
+    def queries(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.projection(hidden) if self.projection is not None else hidden
+
+    def loss(self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, backend: str,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+        from specc.kernels import linear_cross_entropy, sampled_softmax_loss
+        h = self.queries(hidden)
+        if self.loss_kind == "cross_entropy":
+            return linear_cross_entropy(h, weight, target, label_smoothing=self.label_smoothing,
+                                        temperature=self.temperature, backend=backend)
+        if self.loss_kind == "sampled_softmax":
+            negatives, logq_neg, logq_target = self.sampler.sample(target, self.item_counts, generator)
+            if not self.logq_correction:
+                logq_neg = logq_target = None
+            return sampled_softmax_loss(h, weight, target, negatives, logq_target, logq_neg,
+                                        remove_accidental_hits=True, temperature=self.temperature, backend=backend)
+        return self._binary_loss(h, weight, target, generator)
+
+    def _binary_loss(self, h, weight, target, generator):
+        """BCE (SASRec) and gBCE (gSASRec, Petrov & Macdonald 2023) with per-position uniform negatives."""
+        N, S = target.shape[0], self.negatives
+        negatives = torch.randint(1, self.n_items, (N, S), generator=generator).to(target.device)
+        pos = (h * weight[target]).sum(-1) / self.temperature
+        neg = torch.einsum("nd,nsd->ns", h, weight[negatives]) / self.temperature
+        beta = 1.0
+        if self.loss_kind == "gbce":
+            alpha = S / (self.n_items - 1)
+            beta = alpha * (self.t * (1 - 1 / alpha) + 1 / alpha)
+        neg_loss = F.softplus(neg).masked_fill(negatives == target[:, None], 0.0).sum(-1)
+        return (-beta * F.logsigmoid(pos) + neg_loss).mean()
+
+    def topk(self, hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: torch.Tensor | None, backend: str):
+        from specc.kernels import topk_scores
+        scores, ids = topk_scores(self.queries(hidden) / self.temperature, weight, k, exclude=exclude, backend=backend)
+        return scores, ids
+
+
+def summarize(hidden: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
+    """[B, L, d] -> [B, d]: the last real position, the first, or the mean over real positions."""
+    if how == "first":
+        return hidden[:, 0]
+    if how == "last":
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), (lengths - 1).clamp(min=0)]
+    valid = (torch.arange(hidden.shape[1], device=hidden.device)[None] < lengths[:, None]).to(hidden.dtype)
+    return (hidden * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp(min=1)
+
+
+class ScalarHead(nn.Module):
+    """Binary classification (logit) or regression (value) from a summary of the sequence."""
+
+    def __init__(self, body_width: int, kind: str, summary: str):
+        super().__init__()
+        self.kind, self.summary = kind, summary
+        self.linear = nn.Linear(body_width, 1)
+
+    def forward(self, hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.linear(summarize(hidden, lengths, self.summary)).squeeze(-1)
+
+    def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.kind == "binary_classification":
+            return F.binary_cross_entropy_with_logits(output, target.float())
+        return F.mse_loss(output, target.float())
+
+    def predict(self, output: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(output) if self.kind == "binary_classification" else output
+
+

@@ -1,0 +1,132 @@
+"""Hugging Face transformer bodies: config resolution (at compile time) and the module (at build time)."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from specc.errors import did_you_mean
+
+# our arguments -> each architecture's config keys
+_KEYS = {
+    "gpt2": dict(d_model="n_embd", n_head="n_head", n_layer="n_layer", d_ff="n_inner", max_positions="n_positions",
+                 dropout=("resid_pdrop", "embd_pdrop", "attn_pdrop")),
+    "xlnet": dict(d_model="d_model", n_head="n_head", n_layer="n_layer", d_ff="d_inner", dropout=("dropout",)),
+    "llama": dict(d_model="hidden_size", n_head=("num_attention_heads", "num_key_value_heads"),
+                  n_layer="num_hidden_layers", d_ff="intermediate_size", max_positions="max_position_embeddings",
+                  dropout=("attention_dropout",)),
+}
+_BERT_LIKE = dict(d_model=("hidden_size", "embedding_size"), n_head="num_attention_heads",
+                  n_layer="num_hidden_layers", d_ff="intermediate_size", max_positions="max_position_embeddings",
+                  dropout=("hidden_dropout_prob", "attention_probs_dropout_prob"))
+for _arch in ("bert", "roberta", "albert", "electra"):
+    _KEYS[_arch] = _BERT_LIKE
+_GENERIC = dict(d_model="hidden_size", n_head=("num_attention_heads", "num_key_value_heads"),
+                n_layer="num_hidden_layers", d_ff="intermediate_size", max_positions="max_position_embeddings",
+                dropout=("attention_dropout", "hidden_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob"))
+# encoders that become causal with is_decoder=True; decoder-only models are causal already
+_DECODER_CAPABLE = {"bert", "roberta", "electra"}
+
+
+def model_type(architecture: str) -> str:
+    return architecture[3:] if architecture.startswith("hf:") else architecture
+
+
+def capabilities(architecture: str) -> set[str]:
+    from transformers import CONFIG_MAPPING
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+    mt = model_type(architecture)
+    if mt not in CONFIG_MAPPING:
+        err = ValueError(f"unknown Hugging Face model type {mt!r}")
+        err.hint = did_you_mean(mt, list(CONFIG_MAPPING.keys()))
+        raise err
+    if mt == "xlnet":
+        return {"causal", "bidirectional", "plm"}
+    caps = set()
+    if mt in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        caps.add("bidirectional")
+        if mt in _DECODER_CAPABLE or (architecture.startswith("hf:") and mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+            caps.add("causal")
+    elif mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        caps.add("causal")
+    return caps
+
+
+def resolve_config(architecture: str, *, d_model: int, n_head: int, n_layer: int, d_ff: int, dropout: float,
+                   max_positions: int, causal: bool, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The full set of config keys for the body, JSON-serialisable; ValueError (with .hint) when overrides are bad."""
+    from transformers import AutoConfig
+    mt = model_type(architecture)
+    keys = _KEYS.get(architecture, _GENERIC)
+    defaults = AutoConfig.for_model(mt)
+    ours = dict(d_model=d_model, n_head=n_head, n_layer=n_layer, d_ff=d_ff, dropout=dropout,
+                max_positions=max_positions + 2)   # +2: RoBERTa's positions start after its padding index
+    config: dict[str, Any] = {}
+    for arg, names in keys.items():
+        for name in (names,) if isinstance(names, str) else names:
+            if hasattr(defaults, name):
+                config[name] = ours[arg]
+    # the body reads inputs_embeds: a tiny vocabulary and no special tokens
+    for name, value in (("vocab_size", 2), ("pad_token_id", 0), ("bos_token_id", None), ("eos_token_id", None),
+                        ("use_cache", False)):
+        if hasattr(defaults, name):
+            config[name] = value
+    if mt == "xlnet":
+        config.update(attn_type="bi", mem_len=None)   # causality comes from perm_mask (see HFTransformer)
+    elif causal and mt in _DECODER_CAPABLE | ({mt} if architecture.startswith("hf:") else set()) and \
+            "bidirectional" in capabilities(architecture):
+        config["is_decoder"] = True
+    unknown = [k for k in overrides if not hasattr(defaults, k)]
+    if unknown:
+        err = ValueError(f"{mt} configs have no key(s) {', '.join(map(repr, unknown))}")
+        err.hint = did_you_mean(unknown[0], [k for k in defaults.to_dict() if not k.startswith("_")])
+        raise err
+    config.update(overrides)
+    built = AutoConfig.for_model(mt, **config)
+    width = getattr(built, "hidden_size", None)
+    if width is not None and width != d_model:
+        raise ValueError(f"config sets the hidden size to {width} but body.d_model is {d_model}")
+    return {"model_type": mt, **config}
+
+
+def _instantiate(config: dict[str, Any], device: str | None = None) -> nn.Module:
+    import logging
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    cfg = AutoConfig.for_model(config["model_type"], **{k: v for k, v in config.items() if k != "model_type"})
+    model_class = MODEL_MAPPING[type(cfg)]   # resolved (and imported) before any device context
+    with torch.device(device or "cpu"):
+        model = model_class(cfg)
+    if getattr(model, "pooler", None) is not None:
+        model.pooler = None   # sequence outputs only
+    return model
+
+
+def count_parameters(config: dict[str, Any]) -> int:
+    return sum(p.numel() for p in _instantiate(config, "meta").parameters())
+
+
+class HFTransformer(nn.Module):
+    """A Hugging Face base model over `inputs_embeds` [B, L, d] -> [B, L, d]."""
+
+    def __init__(self, config: dict[str, Any], causal: bool):
+        super().__init__()
+        self.model = _instantiate(config)
+        self.is_xlnet = config["model_type"] == "xlnet"
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+        if self.is_xlnet:
+            # XLNet's perm_mask[b, i, j] = 1 means i may not attend to j; it expresses causality and PLM orders.
+            if attention is None:
+                L = x.shape[1]
+                attention = torch.ones(L, L, dtype=torch.bool, device=x.device).tril().expand(x.shape[0], L, L) \
+                    if self.causal else None
+            perm = None if attention is None else (~attention).to(x.dtype)
+            return self.model(inputs_embeds=x, attention_mask=valid.to(x.dtype), perm_mask=perm).last_hidden_state
+        if attention is not None:
+            raise ValueError("only native and xlnet bodies take a custom attention pattern")
+        return self.model(inputs_embeds=x, attention_mask=valid.long()).last_hidden_state

@@ -1,0 +1,512 @@
+"""The spec language, version 1 (see SPEC.md): frozen pydantic models, closed objects, unions tagged by "kind".
+
+This module does not import torch: parsing a spec is cheap and works anywhere.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from specc.errors import Issue, SpecError, did_you_mean, json_path
+
+SPEC_VERSION = 1
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
+Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
+Cutoffs = Annotated[list[PositiveInt], Field(min_length=1)]
+
+
+class Closed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+# ---------------------------------------------------------------- inputs
+
+class InferDims(Closed):
+    multiplier: Annotated[float, Field(gt=0.0)] = 2.0
+
+
+class Embeddings(Closed):
+    default_dim: PositiveInt = 64
+    dims: dict[str, PositiveInt] = {}
+    infer: InferDims | None = None
+    shared: dict[str, Annotated[list[str], Field(min_length=1)]] = {}
+
+
+class LinearContinuous(Closed):
+    kind: Literal["linear"]
+    dim: PositiveInt = 16
+
+
+class SoftEmbeddingContinuous(Closed):
+    kind: Literal["soft_embedding"]
+    cardinality: PositiveInt = 10
+    dim: PositiveInt = 16
+
+
+class IdentityContinuous(Closed):
+    kind: Literal["identity"]
+
+
+Continuous = Annotated[Union[LinearContinuous, SoftEmbeddingContinuous, IdentityContinuous], Field(discriminator="kind")]
+
+
+class ConcatAggregation(Closed):
+    kind: Literal["concat"]
+
+
+class SumAggregation(Closed):
+    kind: Literal["sum"]
+
+
+class ItemMultiplyAggregation(Closed):
+    kind: Literal["item_multiply"]
+
+
+Aggregation = Annotated[Union[ConcatAggregation, SumAggregation, ItemMultiplyAggregation], Field(discriminator="kind")]
+
+Activation = Literal["relu", "gelu", "none"]
+
+
+class MlpProjection(Closed):
+    kind: Literal["mlp"]
+    dims: Annotated[list[PositiveInt], Field(min_length=1)]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.0
+
+
+Projection = Annotated[Union[MlpProjection], Field(discriminator="kind")]
+
+
+class Inputs(Closed):
+    max_sequence_length: PositiveInt
+    features: Annotated[list[str], Field(min_length=1)] | None = None
+    embeddings: Embeddings = Embeddings()
+    continuous: Continuous = LinearContinuous(kind="linear")
+    aggregation: Aggregation = ConcatAggregation(kind="concat")
+    projection: Projection | None = None
+    dropout: Dropout = 0.0
+    layer_norm: bool = True
+
+
+# ---------------------------------------------------------------- masking
+
+class CausalMasking(Closed):
+    kind: Literal["causal"]
+
+
+class MlmMasking(Closed):
+    kind: Literal["mlm"]
+    probability: Probability = 0.15
+
+
+class PlmMasking(Closed):
+    kind: Literal["plm"]
+    probability: Probability = 1 / 6
+    max_span_length: PositiveInt = 5
+
+
+class RtdMasking(Closed):
+    kind: Literal["rtd"]
+    probability: Probability = 0.15
+    sample_from_batch: bool = False
+    discriminator_weight: Annotated[float, Field(gt=0.0)] = 50.0
+
+
+class NoMasking(Closed):
+    kind: Literal["none"]
+
+
+Masking = Annotated[Union[CausalMasking, MlmMasking, PlmMasking, RtdMasking, NoMasking], Field(discriminator="kind")]
+
+# ---------------------------------------------------------------- body
+
+ARCHITECTURES = ("native", "gpt2", "xlnet", "bert", "roberta", "albert", "electra", "llama")
+
+
+class TransformerBody(Closed):
+    kind: Literal["transformer"]
+    architecture: str
+    d_model: PositiveInt
+    n_head: PositiveInt
+    n_layer: PositiveInt
+    d_ff: PositiveInt | None = None
+    dropout: Dropout = 0.1
+    config: dict[str, Any] = {}
+
+    @field_validator("architecture")
+    @classmethod
+    def _known_architecture(cls, value: str) -> str:
+        if value in ARCHITECTURES or (value.startswith("hf:") and len(value) > 3):
+            return value
+        hint = did_you_mean(value, ARCHITECTURES)
+        raise PydanticCustomError("unknown_architecture", "unknown architecture {value}; choose one of {choices} "
+                                  "or 'hf:<model_type>'{hint}",
+                                  {"value": repr(value), "choices": ", ".join(ARCHITECTURES), "hint": f" ({hint})" if hint else ""})
+
+
+class GruBody(Closed):
+    kind: Literal["gru"]
+    d_model: PositiveInt
+    n_layer: PositiveInt = 1
+    dropout: Dropout = 0.0
+
+
+class MlpBody(Closed):
+    kind: Literal["mlp"]
+    dims: Annotated[list[PositiveInt], Field(min_length=1)]
+    activation: Activation = "relu"
+    dropout: Dropout = 0.0
+
+
+Body = Annotated[Union[TransformerBody, GruBody, MlpBody], Field(discriminator="kind")]
+
+# ---------------------------------------------------------------- tasks
+
+SAMPLERS = ("uniform", "log_uniform", "popularity", "in_batch", "mixed")
+
+
+class CrossEntropyLoss(Closed):
+    kind: Literal["cross_entropy"]
+    label_smoothing: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+
+class SampledSoftmaxLoss(Closed):
+    kind: Literal["sampled_softmax"]
+    negatives: PositiveInt = 8192
+    sampler: Literal["uniform", "log_uniform", "popularity", "in_batch", "mixed"] = "uniform"
+    logq_correction: bool = True
+
+
+class GbceLoss(Closed):
+    kind: Literal["gbce"]
+    negatives: PositiveInt = 256
+    t: Annotated[float, Field(ge=0.0, le=1.0)] = 0.75
+
+
+class BceLoss(Closed):
+    kind: Literal["bce"]
+    negatives: PositiveInt = 1
+
+
+NextItemLoss = Annotated[Union[CrossEntropyLoss, SampledSoftmaxLoss, GbceLoss, BceLoss], Field(discriminator="kind")]
+
+RANKING_METRICS = ("ndcg", "recall", "mrr", "precision", "map")
+CLASSIFICATION_METRICS = ("auc", "accuracy", "precision", "recall")
+REGRESSION_METRICS = ("rmse", "mae")
+
+
+def _check_metric_names(metrics: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    for name in metrics:
+        if name not in allowed:
+            hint = did_you_mean(name, allowed)
+            raise PydanticCustomError("unknown_metric", "unknown metric {name}; choose from {choices}{hint}",
+                                      {"name": repr(name), "choices": ", ".join(allowed), "hint": f" ({hint})" if hint else ""})
+
+
+class TaskBase(Closed):
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] | None = None
+    weight: Annotated[float, Field(gt=0.0)] = 1.0
+
+
+class NextItemTask(TaskBase):
+    kind: Literal["next_item"]
+    target: str | None = None
+    weight_tying: bool = True
+    temperature: Annotated[float, Field(gt=0.0)] = 1.0
+    loss: NextItemLoss = CrossEntropyLoss(kind="cross_entropy")
+    metrics: dict[str, Cutoffs] = {"ndcg": [10, 20], "recall": [10, 20]}
+
+    @field_validator("metrics")
+    @classmethod
+    def _ranking_metrics(cls, value):
+        _check_metric_names(value, RANKING_METRICS)
+        return value
+
+
+Summary = Literal["last", "first", "mean"]
+
+
+class BinaryClassificationTask(TaskBase):
+    kind: Literal["binary_classification"]
+    target: str
+    summary: Summary = "last"
+    metrics: list[str] = ["auc", "accuracy"]
+
+    @field_validator("metrics")
+    @classmethod
+    def _classification_metrics(cls, value):
+        _check_metric_names(value, CLASSIFICATION_METRICS)
+        return value
+
+
+class RegressionTask(TaskBase):
+    kind: Literal["regression"]
+    target: str
+    summary: Summary = "last"
+    metrics: list[str] = ["rmse", "mae"]
+
+    @field_validator("metrics")
+    @classmethod
+    def _regression_metrics(cls, value):
+        _check_metric_names(value, REGRESSION_METRICS)
+        return value
+
+
+Task = Annotated[Union[NextItemTask, BinaryClassificationTask, RegressionTask], Field(discriminator="kind")]
+
+# ---------------------------------------------------------------- training
+
+
+class Optimizer(Closed):
+    kind: Literal["adamw", "adam", "sgd"] = "adamw"
+    lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
+
+
+class Training(Closed):
+    batch_size: PositiveInt = 256
+    epochs: PositiveInt = 3
+    optimizer: Optimizer = Optimizer()
+    seed: int = 42
+    precision: Literal["fp32", "bf16"] = "fp32"
+    warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
+
+
+# ---------------------------------------------------------------- the spec
+
+class ModelSpec(Closed):
+    json_schema_ref: str | None = Field(None, alias="$schema")
+    specc: Literal[1]
+    name: Annotated[str, Field(min_length=1)] = "model"
+    schema_path: str | None = Field(None, alias="schema")
+    inputs: Inputs
+    masking: Masking = CausalMasking(kind="causal")
+    body: Body
+    tasks: Annotated[list[Task], Field(min_length=1)]
+    training: Training = Training()
+    base_dir: str | None = Field(None, exclude=True, description="folder the spec was read from (set by load_spec)")
+
+    @model_validator(mode="after")
+    def _unique_task_names(self):
+        names = [t.name for t in self.tasks if t.name]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise PydanticCustomError("duplicate_task_name", "task names must be unique; repeated: {names}",
+                                      {"names": ", ".join(dupes)})
+        return self
+
+    def to_json_dict(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"base_dir"})
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_spec(source: "ModelSpec | Mapping | str | os.PathLike") -> ModelSpec:
+    """A ModelSpec from a path, a JSON string or a dict. Raises SpecError listing every problem."""
+    if isinstance(source, ModelSpec):
+        return source
+    base_dir = None
+    origin = None
+    if isinstance(source, Mapping):
+        data = dict(source)
+    else:
+        text, origin = _read_text(source)
+        if origin is not None:
+            base_dir = str(Path(origin).resolve().parent)
+        data = _parse_json(text, origin)
+    return validate_spec(data, origin=origin, base_dir=base_dir)
+
+
+def validate_spec(data: Any, origin: str | None = None, base_dir: str | None = None) -> ModelSpec:
+    if not isinstance(data, Mapping):
+        raise SpecError([Issue("$", "invalid_type",
+                               f"a spec is a JSON object, got {_json_type(data)}",
+                               'start the file with {"specc": 1, ...}')], origin)
+    version = data.get("specc")
+    if "specc" in data and version != SPEC_VERSION:
+        raise SpecError([Issue("$.specc", "unsupported_version",
+                               f"unsupported spec language version {version!r}",
+                               f"this specc reads version {SPEC_VERSION}")], origin)
+    if "base_dir" in data:
+        raise SpecError([Issue("$.base_dir", "unknown_key", "unknown key 'base_dir'")], origin)
+    try:
+        return ModelSpec.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        raise SpecError(_issues_from_validation(exc, data), origin) from None
+
+
+def _read_text(source) -> tuple[str, str | None]:
+    if isinstance(source, (bytes, bytearray)):
+        source = source.decode("utf-8", errors="replace")
+    text = str(source)
+    looks_like_json = text.lstrip().startswith(("{", "["))
+    if looks_like_json and not isinstance(source, os.PathLike):
+        return text, None
+    path = Path(text)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise SpecError([Issue("$", "file_not_found", f"spec file {text!r} does not exist")]) from None
+    except IsADirectoryError:
+        raise SpecError([Issue("$", "file_not_found", f"{text!r} is a folder, not a spec file")]) from None
+    except OSError as exc:
+        raise SpecError([Issue("$", "file_unreadable", f"cannot read spec file {text!r}: {exc.strerror}")]) from None
+    try:
+        return raw.decode("utf-8-sig"), text
+    except UnicodeDecodeError as exc:
+        raise SpecError([Issue("$", "invalid_encoding",
+                               f"the spec is not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
+                               "save the file as UTF-8")], text) from None
+
+
+def _parse_json(text: str, origin: str | None) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SpecError([Issue("$", "invalid_json", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
+                        origin) from None
+    except RecursionError:
+        raise SpecError([Issue("$", "invalid_json", "JSON nested too deeply")], origin) from None
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return "null" if value is None else type(value).__name__
+
+
+# pydantic reports discriminated-union members by their tag inside `loc`; a JSON path must skip those.
+_CUSTOM_CODES = {"unknown_architecture", "unknown_metric", "duplicate_task_name"}
+_CODES = {
+    "extra_forbidden": "unknown_key",
+    "missing": "missing_key",
+    "union_tag_invalid": "unknown_kind",
+    "union_tag_not_found": "missing_kind",
+    "literal_error": "invalid_choice",
+}
+
+
+def _issues_from_validation(exc: ValidationError, data: Any) -> list[Issue]:
+    issues = []
+    seen = set()
+    for err in exc.errors(include_url=False):
+        loc, model_path = _json_loc(err["loc"], data)
+        code = err["type"] if err["type"] in _CUSTOM_CODES else _CODES.get(err["type"], "invalid_type" if err["type"].endswith("_type") or "parsing" in err["type"]
+                          else "invalid_value")
+        message, hint = _describe(err, loc, model_path)
+        key = (json_path(loc), code, message)
+        if key not in seen:
+            seen.add(key)
+            issues.append(Issue(json_path(loc), code, message, hint))
+    return issues
+
+
+def _json_loc(loc: tuple, data: Any) -> tuple[list, list]:
+    """The JSON location of a pydantic error, and the model path (keys plus union tags) to find the model class."""
+    out, node = [], data
+    model_path = []
+    for part in loc:
+        if isinstance(part, int) and isinstance(node, list) and 0 <= part < len(node):
+            out.append(part)
+            model_path.append(part)
+            node = node[part]
+        elif isinstance(node, Mapping) and part in node:
+            out.append(part)
+            model_path.append(part)
+            node = node[part]
+        elif isinstance(node, Mapping) and node.get("kind") == part:
+            model_path.append(("kind", part))   # a union member's tag, not a key
+        elif isinstance(part, str) and not part.startswith(("function-", "list[", "dict[")):
+            out.append(part)
+            model_path.append(part)
+            node = None
+    return out, model_path
+
+
+def _describe(err: dict, loc: list, model_path: list) -> tuple[str, str | None]:
+    kind = err["type"]
+    field = loc[-1] if loc else None
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(model_path[:-1])
+        hint = did_you_mean(field, allowed) if allowed else None
+        if allowed and not hint:
+            hint = "allowed keys: " + ", ".join(allowed)
+        return f"unknown key {field!r}", hint
+    if kind == "missing":
+        return f"missing required key {field!r}", None
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        expected = err.get("ctx", {}).get("expected_tags", "")
+        choices = [c.strip().strip("'") for c in expected.split(",") if c.strip()]
+        given = err.get("ctx", {}).get("tag")
+        if kind == "union_tag_not_found":
+            return "missing \"kind\"", "choose one of " + ", ".join(repr(c) for c in choices)
+        hint = did_you_mean(given, choices)
+        return (f"unknown kind {given!r}",
+                (hint + " " if hint else "") + "choose one of " + ", ".join(repr(c) for c in choices))
+    message = err["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    return message, None
+
+
+def _allowed_keys(model_path: list) -> list[str]:
+    """The keys a closed object at `model_path` accepts (walking ModelSpec's fields and union tags)."""
+    import typing
+
+    def unwrap(tp):
+        while True:
+            origin = typing.get_origin(tp)
+            if origin is Annotated:
+                tp = typing.get_args(tp)[0]
+            elif origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+                args = [a for a in typing.get_args(tp) if a is not type(None)]
+                if len(args) != 1:
+                    return args
+                tp = args[0]
+            else:
+                return tp
+
+    current: Any = ModelSpec
+    for part in model_path:
+        current = unwrap(current)
+        if isinstance(part, tuple):   # a union tag picks the member
+            members = current if isinstance(current, list) else [current]
+            current = next((m for m in members if isinstance(m, type) and issubclass(m, BaseModel)
+                            and part[1] in typing.get_args(m.model_fields["kind"].annotation)), None)
+        elif isinstance(part, int):
+            current = typing.get_args(current)[0] if typing.get_origin(current) is list else None
+        elif isinstance(current, type) and issubclass(current, BaseModel):
+            fields = {f.alias or n: f for n, f in current.model_fields.items()}
+            current = fields[part].annotation if part in fields else None
+        else:
+            return []
+        if current is None:
+            return []
+    current = unwrap(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return [f.alias or n for n, f in current.model_fields.items() if n != "base_dir"]
+    return []
+
+
+def json_schema() -> dict:
+    """The JSON Schema of the spec language, for editors (published as specc/spec.schema.json)."""
+    schema = ModelSpec.model_json_schema(by_alias=True)
+    schema["properties"].pop("base_dir", None)
+    schema["title"] = "specc model spec, version 1"
+    schema["$id"] = "https://specc.dev/spec.schema.json"
+    return schema
