@@ -82,7 +82,7 @@ def _linear_cross_entropy_fwd_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_ptr,
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         l = l * tl.exp2(m - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
         m = m_new
-    lse = tl.where(l > 0, (m + tl.log2(l)) * 0.6931471805599453, float("-inf"))
+    lse = tl.where(l > 0, (m + tl.log2(tl.maximum(l, 1e-30))) * 0.6931471805599453, float("-inf"))
     tl.store(lse_ptr + pid_s * N + rows, lse, mask=rmask)
 
 
@@ -168,15 +168,21 @@ def _linear_cross_entropy_bwd_dw_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_p
 
 
 # ----------------------------------------------------------------------------------- launchers
-def _config(D: int, dtype: torch.dtype):
-    """(BLOCK_N, BLOCK_C, BLOCK_D, num_warps, num_stages), chosen for H100 (d = 64..256)."""
+def _config(D: int, dtype: torch.dtype, kind: str):
+    """(BLOCK_N, BLOCK_C, BLOCK_D, num_warps, num_stages) per pass, chosen for H100 at d = 64..256.
+
+    kind: "fwd" / "dh" (BLOCK_N hidden rows stay on chip, BLOCK_C catalog rows stream) or
+    "dw" (BLOCK_C catalog rows stay on chip, BLOCK_N hidden rows stream)."""
     block_d = max(16, next_pow2(D))
     if interpreting():
         return 32, 64, block_d, 4, 1
-    wide = block_d > 128 or dtype == torch.float32
-    if wide:
+    if dtype == torch.float32:
         return 64, 64, block_d, 4 if block_d <= 128 else 8, 2
-    return 128, 64, block_d, 8, 3
+    if block_d > 128:
+        return {"fwd": (128, 64, block_d, 8, 2), "dh": (64, 64, block_d, 8, 2),
+                "dw": (64, 64, block_d, 8, 2)}[kind]
+    return {"fwd": (128, 128, block_d, 8, 3), "dh": (128, 64, block_d, 8, 3),
+            "dw": (64, 128, block_d, 8, 3)}[kind]
 
 
 def _splits(n_blocks: int, C: int, block_c: int, device) -> int:
@@ -190,7 +196,7 @@ def lse_forward(h, w, scale, bias=None, colids=None, tgt=None):
     """Per-row natural-log LSE of (h @ w.T) * scale - bias, hits (colids == tgt) masked. fp32 [N]."""
     N, D = h.shape
     C = w.shape[0]
-    BN, BC, BD, warps, stages = _config(D, h.dtype)
+    BN, BC, BD, warps, stages = _config(D, h.dtype, "fwd")
     n_blocks = triton.cdiv(N, BN)
     splits = _splits(n_blocks, C, BC, h.device)
     cols_per_split = triton.cdiv(triton.cdiv(C, splits), BC) * BC
@@ -212,15 +218,15 @@ def lse_backward(h, w, lse, g, tgt, scale, bias=None, colids=None, target_in_cat
     ``g`` [N] fp32 already includes the 1/T factor (scale) and zeros for ignored rows."""
     N, D = h.shape
     C = w.shape[0]
-    BN, BC, BD, warps, stages = _config(D, h.dtype)
     scale2 = float(scale) * _LOG2E
     dummy = lse
     common = dict(HAS_BIAS=bias is not None, HIT_MASK=colids is not None, TARGET_IN_CATALOG=target_in_catalog,
-                  BLOCK_D=BD, PRECISION=dot_precision(h.dtype), num_warps=warps, num_stages=stages)
+                  PRECISION=dot_precision(h.dtype))
     b = bias if bias is not None else dummy
     cid = colids if colids is not None else dummy
     dh = dw = None
     if need_dh:
+        BN, BC, BD, warps, stages = _config(D, h.dtype, "dh")
         n_blocks = triton.cdiv(N, BN)
         splits = _splits(n_blocks, C, BC, h.device)
         cols_per_split = triton.cdiv(triton.cdiv(C, splits), BC) * BC
@@ -230,13 +236,15 @@ def lse_backward(h, w, lse, g, tgt, scale, bias=None, colids=None, target_in_cat
             new_empty((N, D), torch.float32, h.device)
         _linear_cross_entropy_bwd_dh_kernel[(n_blocks, splits)](
             h, w, b, cid, tgt, lse, g, dh, N, C, D, h.stride(0), w.stride(0), dh.stride(0), cols_per_split,
-            scale2, float(one_minus_eps), float(eps_over_c), ATOMIC=atomic, BLOCK_N=BN, BLOCK_C=BC, **common)
+            scale2, float(one_minus_eps), float(eps_over_c), ATOMIC=atomic, BLOCK_N=BN, BLOCK_C=BC, BLOCK_D=BD,
+            num_warps=warps, num_stages=stages, **common)
     if need_dw:
-        # the dW pass streams hidden rows: give it the roles swapped (catalog block = BN-sized)
+        BN, BC, BD, warps, stages = _config(D, h.dtype, "dw")
         dw = new_empty((C, D), dw_dtype or w.dtype, w.device)
-        _linear_cross_entropy_bwd_dw_kernel[(triton.cdiv(C, BN),)](
+        _linear_cross_entropy_bwd_dw_kernel[(triton.cdiv(C, BC),)](
             h, w, b, cid, tgt, lse, g, dw, N, C, D, h.stride(0), w.stride(0), dw.stride(0), scale2,
-            float(one_minus_eps), float(eps_over_c), BLOCK_N=BC, BLOCK_C=BN, **common)
+            float(one_minus_eps), float(eps_over_c), BLOCK_N=BN, BLOCK_C=BC, BLOCK_D=BD,
+            num_warps=warps, num_stages=stages, **common)
     return dh, dw
 
 

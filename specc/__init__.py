@@ -17,7 +17,7 @@ from specc.plan import Plan  # noqa: E402
 
 def build(spec, schema=None, kernels: str = "auto"):
     """Compile `spec` (path, JSON string, dict or ModelSpec) against `schema` and return a specc.Model."""
-    from specc.build import build as _build
+    from specc.builder import build as _build
     return _build(spec, schema, kernels)
 
 

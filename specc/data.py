@@ -2,12 +2,19 @@
 
 Reading goes through merlin-dataloader (`merlin.io.Dataset` + `merlin.dataloader.torch.Loader`, CPU): one pass
 turns the ragged `col__values` / `col__offsets` tensors it yields into right-padded `[N, max_length]` arrays kept
-in memory (truncated keeping the most recent values), validating values on the way. Epochs are then served from
-memory with a deterministic global shuffle from `(seed, epoch)`; merlin's own shuffle is chunk-local and draws
-from the global numpy RNG in a worker thread, so it is not reproducible from a seed alone.
+in memory (truncated keeping the most recent values), validating values on the way (vectorised numpy). Epochs
+are then served from memory with a deterministic global shuffle from `(seed, epoch)`; merlin's own shuffle is
+chunk-local and draws from the global numpy RNG in a worker thread, so it is not reproducible from a seed.
+
+Fallback to pyarrow, and why: on CPU, merlin-core flattens list columns with a Python loop
+(`pd.Series(itertools.chain(*s))` in `merlin.core.dispatch.flatten_list_column_values`), about 35 s per million
+sessions of 10 items; pyarrow hands over the same values/offsets buffers without copying in ~1 s. So
+`engine="auto"` (the default) reads through merlin-dataloader up to `MERLIN_MAX_ROWS` rows and through pyarrow
+above that, or wherever merlin is not installed (e.g. the GPU benchmark machine). Both engines feed the same
+validation and padding code and give identical batches (tested). `engine="merlin"` / `"pyarrow"` force one.
 
 Structural checks that need no data (files exist and are parquet, columns present, list vs scalar, dtypes) read
-only the parquet footers with pyarrow, so that a wrong file fails in milliseconds with every problem listed.
+only the parquet footers with pyarrow, so a wrong file fails in milliseconds with every problem listed.
 merlin is imported lazily, inside functions.
 """
 from __future__ import annotations
@@ -24,7 +31,9 @@ import numpy as np
 from specc.errors import DataError, did_you_mean
 from specc.schema import Column, Schema
 
-_CHUNK_ROWS = 1 << 17          # rows per merlin-dataloader batch in the materialising pass
+_CHUNK_ROWS = 1 << 17          # rows per chunk in the materialising pass
+MERLIN_MAX_ROWS = 200_000      # engine="auto": merlin-dataloader up to this many rows, pyarrow above
+ENGINES = ("auto", "merlin", "pyarrow")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,6 +146,7 @@ class SequenceDataset:
     n_skipped: int
     max_length: int
     item_column: str | None = None
+    engine: str = "pyarrow"        # which reader loaded it: "merlin" (merlin-dataloader) or "pyarrow"
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _floating: dict[str, bool] = field(default_factory=dict, repr=False)
     _item_counts: np.ndarray | None = field(default=None, repr=False)
@@ -184,7 +194,7 @@ class SequenceDataset:
 
 
 def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: str | None, max_length: int,
-                 min_length: int = 1) -> SequenceDataset:
+                 min_length: int = 1, engine: str = "auto") -> SequenceDataset:
     """Open, validate and load parquet data for a model; raises `DataError` listing every problem found."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -195,6 +205,8 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
         columns.append(item_column)
     if max_length < 1:
         raise DataError([f"max_length must be >= 1 (got {max_length})"], source=source)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
 
     files, problems = _resolve_files(source)
     if problems:
@@ -202,9 +214,12 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
 
     # --- footers only: parquet? same columns? ---
     arrow_schema = None
+    total_rows = 0
     for f in files:
         try:
-            s = pq.read_schema(f)
+            meta = pq.read_metadata(f)
+            s = meta.schema.to_arrow_schema()
+            total_rows += meta.num_rows
         except Exception as exc:  # pyarrow.ArrowInvalid and friends
             problems.append(f"{f!r} is not a parquet file ({str(exc).splitlines()[0][:160]})")
             continue
@@ -224,10 +239,21 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
     # a scalar item column is allowed (one item per row); then lengths come from the first list column
     length_col = item_column if item_column in list_names else (list_names[0] if list_names else None)
 
-    # --- one pass through merlin-dataloader ---
+    # --- one pass through merlin-dataloader (or pyarrow, see the module docstring) ---
+    if engine == "auto":
+        engine = "merlin" if total_rows <= MERLIN_MAX_ROWS and _have_merlin() else "pyarrow"
+    names = [p.name for p in plans]
     acc = _Accumulator(plans, max_length, min_length, length_col, item_column)
-    for chunk in _merlin_chunks(files, [p.name for p in plans], source):
-        acc.add(chunk)
+    try:
+        for chunk in (_merlin_chunks if engine == "merlin" else _arrow_chunks)(files, names, source):
+            acc.add(chunk)
+    except _MerlinFailed:
+        # merlin-core's CPU path has edge cases it cannot read (e.g. a chunk whose lists are all empty);
+        # the footers already passed, so read the same data with pyarrow instead
+        engine = "pyarrow"
+        acc = _Accumulator(plans, max_length, min_length, length_col, item_column)
+        for chunk in _arrow_chunks(files, names, source):
+            acc.add(chunk)
     problems = acc.problems()
     if problems:
         raise DataError(problems, source=source)
@@ -238,8 +264,69 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
         raise DataError([f"every row ({acc.n_total}) has {what}: nothing to train or evaluate on"], source=source)
     return SequenceDataset(path=source, schema=schema, columns=columns, n_rows=n_rows,
                            n_skipped=acc.n_total - n_rows, max_length=max_length, item_column=item_column,
+                           engine=engine,
                            _arrays=arrays, _floating={p.name: p.floating for p in plans},
                            _item_counts=acc.item_counts)
+
+
+class _MerlinFailed(Exception):
+    """merlin-dataloader raised while reading data whose footers were fine."""
+
+
+def _have_merlin() -> bool:
+    import importlib.util
+    try:
+        return importlib.util.find_spec("merlin.dataloader") is not None and \
+            importlib.util.find_spec("merlin.io") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _arrow_chunks(files: list[str], names: list[str], source: str):
+    """The same chunks as `_merlin_chunks`, read with pyarrow (zero-copy values / offsets)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    nulls: dict[str, int] = {}
+    for f in files:
+        try:
+            batches = pq.ParquetFile(f).iter_batches(batch_size=_CHUNK_ROWS, columns=names)
+            for rb in batches:
+                out = {}
+                for name in names:
+                    arr = rb.column(rb.schema.get_field_index(name))
+                    if pa.types.is_dictionary(arr.type):
+                        arr = arr.dictionary_decode()
+                    if pa.types.is_fixed_size_list(arr.type):
+                        k = arr.type.list_size
+                        flat = arr.flatten()
+                        n_null = arr.null_count + flat.null_count
+                        out[name + "__offsets"] = np.arange(len(arr) + 1, dtype=np.int64) * k
+                        out[name + "__values"] = flat.to_numpy(zero_copy_only=False)
+                    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+                        values = arr.values            # offsets index this buffer directly, even when sliced
+                        if pa.types.is_dictionary(values.type):
+                            values = values.dictionary_decode()
+                        off = np.asarray(arr.offsets, dtype=np.int64)
+                        # null lists are empty; null values inside the rows used are problems
+                        n_null = values.slice(off[0], off[-1] - off[0]).null_count
+                        out[name + "__offsets"] = off
+                        out[name + "__values"] = values.to_numpy(zero_copy_only=False)
+                    else:
+                        n_null = arr.null_count
+                        out[name] = arr.to_numpy(zero_copy_only=False)
+                    if n_null:
+                        nulls[name] = nulls.get(name, 0) + n_null
+                if nulls:
+                    continue
+                yield out
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError([f"cannot read {f!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"],
+                            source=source) from None
+    if nulls:
+        raise DataError([f"column {k!r}: {v} null value(s); fill or drop them" for k, v in nulls.items()],
+                        source=source)
 
 
 def _merlin_chunks(files: list[str], names: list[str], source: str):
@@ -253,7 +340,14 @@ def _merlin_chunks(files: list[str], names: list[str], source: str):
             ds = merlin.io.Dataset(files, engine="parquet", cpu=True)
             ds.schema = ds.schema.select_by_name(names)
             loader = Loader(ds, batch_size=_CHUNK_ROWS, shuffle=False)
-            for tensors, _ in loader:
+            label_names = list(getattr(loader, "label_names", []) or [])
+            for tensors, labels in loader:
+                # merlin splits target-tagged columns (from a schema.pbtxt next to the data) off as labels
+                tensors = dict(tensors)
+                if isinstance(labels, dict):
+                    tensors.update(labels)
+                elif labels is not None and len(label_names) == 1:
+                    tensors[label_names[0]] = labels
                 out = {}
                 for key, value in tensors.items():
                     if isinstance(value, tuple):        # older loaders: (values, offsets)
@@ -262,11 +356,8 @@ def _merlin_chunks(files: list[str], names: list[str], source: str):
                     else:
                         out[key] = value.numpy()
                 yield out
-        except DataError:
-            raise
         except Exception as exc:
-            raise DataError([f"merlin-dataloader could not read the data: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:300] if str(exc) else ''}"], source=source) from None
+            raise _MerlinFailed(f"{type(exc).__name__}: {exc}") from exc
 
 
 class _Accumulator:

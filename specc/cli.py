@@ -1,0 +1,161 @@
+"""The `specc` command line. Bad input prints a located error and exits 1; usage errors exit 2."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from specc.errors import UserError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.run(args) or 0
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="specc", description="Compile, train and serve sequential recommenders "
+                                "from declarative specs.")
+    sub = p.add_subparsers(metavar="COMMAND")
+
+    c = sub.add_parser("compile", help="check a spec against its schema and print the plan")
+    c.add_argument("spec", help="spec file (JSON)")
+    c.add_argument("--schema", help="Merlin schema (schema.pbtxt or JSON); default: the spec's \"schema\"")
+    c.add_argument("--json", action="store_true", help="print the plan (or the errors) as JSON")
+    c.add_argument("--kernels", choices=["auto", "triton", "torch"], default="auto")
+    c.set_defaults(run=_compile)
+
+    s = sub.add_parser("schema", help="print the JSON Schema of the spec language")
+    s.set_defaults(run=_schema)
+
+    t = sub.add_parser("train", help="train a spec'd model on parquet data and evaluate it")
+    t.add_argument("spec")
+    t.add_argument("--data", required=True, help="training parquet file or folder")
+    t.add_argument("--eval", dest="eval_data", help="validation parquet file or folder")
+    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--schema", help="default: the spec's schema, else schema.pbtxt beside the data")
+    t.add_argument("--epochs", type=_positive_int)
+    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.set_defaults(run=_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a trained run on parquet data")
+    e.add_argument("run_dir")
+    e.add_argument("--data", required=True)
+    e.add_argument("--batch-size", type=_positive_int, default=512)
+    e.add_argument("--exclude-seen", action="store_true")
+    e.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    e.set_defaults(run=_evaluate)
+
+    r = sub.add_parser("recommend", help="top-k next items for each row of a parquet file")
+    r.add_argument("run_dir")
+    r.add_argument("--data", required=True)
+    r.add_argument("--k", type=_positive_int, default=20)
+    r.add_argument("--out", help="output file: .parquet or .jsonl (default: JSON lines on stdout)")
+    r.add_argument("--batch-size", type=_positive_int, default=512)
+    r.add_argument("--exclude-seen", action="store_true")
+    r.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    r.set_defaults(run=_recommend)
+
+    d = sub.add_parser("data", help="data utilities")
+    dsub = d.add_subparsers(metavar="ACTION")
+    syn = dsub.add_parser("synth", help="write synthetic sessions (Markov chain over items) and their schema")
+    syn.add_argument("--schema", help="schema to synthesise for (default: the built-in e-commerce schema)")
+    syn.add_argument("--out", required=True, help="output folder")
+    syn.add_argument("--train", type=_positive_int, default=None, help="number of training sessions")
+    syn.add_argument("--valid", type=_positive_int, default=None, help="number of validation sessions")
+    syn.add_argument("--seed", type=int, default=0)
+    syn.set_defaults(run=_synth)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _compile(args) -> int:
+    from specc.check import compile as compile_plan
+    from specc.errors import SpecError
+    try:
+        plan = compile_plan(args.spec, args.schema, args.kernels)
+    except SpecError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "errors": [i.to_dict() for i in exc.issues]}, indent=2))
+        else:
+            print(_with_source(exc, args.spec), file=sys.stderr)
+        return 1
+    print(plan.to_json() if args.json else plan.summary())
+    return 0
+
+
+def _with_source(exc, path: str) -> str:
+    exc.source = exc.source or path
+    return exc.render()
+
+
+def _schema(args) -> int:
+    from specc.spec import json_schema
+    print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _train(args) -> int:
+    from specc.train import train_command
+    return train_command(args)
+
+
+def _evaluate(args) -> int:
+    from specc.train import evaluate_command
+    return evaluate_command(args)
+
+
+def _recommend(args) -> int:
+    from specc.train import recommend_command
+    return recommend_command(args)
+
+
+def _synth(args) -> int:
+    from specc.schema import load_schema
+    from specc.synth import default_schema, synthesize
+    schema = load_schema(args.schema) if args.schema else default_schema()
+    kwargs = {k: v for k, v in (("n_train", args.train), ("n_valid", args.valid)) if v is not None}
+    report = synthesize(schema, args.out, seed=args.seed, **kwargs)
+    print(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

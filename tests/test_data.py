@@ -1,0 +1,277 @@
+"""Parquet -> padded batches: shapes, truncation (keep the most recent), shuffling, and every bad-data message."""
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+torch = pytest.importorskip("torch")
+
+from specc.data import open_dataset  # noqa: E402
+from specc.errors import DataError, UserError  # noqa: E402
+from specc.schema import Schema  # noqa: E402
+
+ENGINES = ["merlin", "pyarrow"]
+
+SCHEMA = Schema.from_columns([
+    {"name": "item", "tags": ["item", "id", "categorical", "list"], "is_list": True, "cardinality": 50},
+    {"name": "cat", "tags": ["item", "categorical", "list"], "is_list": True, "cardinality": 5},
+    {"name": "price", "tags": ["continuous", "list"], "dtype": "float", "is_list": True},
+    {"name": "weekday", "tags": ["context", "categorical"], "cardinality": 8},
+    {"name": "age", "tags": ["continuous"], "dtype": "float"},
+    {"name": "click", "tags": ["binary_classification", "target"]},
+])
+COLS = ["item", "cat", "price", "weekday", "age", "click"]
+
+
+def _write(path, items, *, cat=None, price=None, weekday=None, age=None, click=None, **extra):
+    n = len(items)
+    cat = cat if cat is not None else [[i % 5 for i in row] for row in items]
+    price = price if price is not None else [[i / 100.0 for i in row] for row in items]
+    table = {
+        "item": pa.array(items, pa.list_(pa.int64())),
+        "cat": pa.array(cat, pa.list_(pa.int32())),
+        "price": pa.array(price, pa.list_(pa.float32())),
+        "weekday": weekday if isinstance(weekday, pa.Array) else
+        pa.array(weekday if weekday is not None else [r % 7 for r in range(n)], pa.int64()),
+        "age": pa.array(age if age is not None else [r / n for r in range(n)], pa.float64()),
+        "click": pa.array(click if click is not None else [r % 2 for r in range(n)], pa.int8()),
+    }
+    for k, v in extra.items():
+        table[k] = v if isinstance(v, pa.Array) else pa.array(v)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table(table), path)
+    return path
+
+
+def _all(ds, bs=1000, **kw):
+    out = {}
+    for b in ds.batches(bs, shuffle=kw.pop("shuffle", False), **kw):
+        for k, v in b.items():
+            out.setdefault(k, []).append(v)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _problems(exc_info) -> str:
+    return "\n".join(exc_info.value.problems)
+
+
+# --- shapes, padding, truncation -------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_padding_and_truncation_keep_most_recent(tmp_path, engine):
+    items = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10]]
+    f = _write(tmp_path / "d.parquet", items)
+    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=4, engine=engine)
+    assert ds.engine == engine and ds.n_rows == 3 and ds.n_skipped == 0
+    b = next(ds.batches(8, shuffle=False))
+    assert b["item"].tolist() == [[1, 2, 3, 0], [4, 0, 0, 0], [7, 8, 9, 10]]
+    assert b["cat"].tolist() == [[1, 2, 3, 0], [4, 0, 0, 0], [2, 3, 4, 0]]
+    assert b["item"].dtype == torch.int64 and b["cat"].dtype == torch.int64
+    assert b["price"].dtype == torch.float32 and b["price"].shape == (3, 4)
+    assert torch.allclose(b["price"][2], torch.tensor([0.07, 0.08, 0.09, 0.10]))
+    assert b["weekday"].shape == (3,) and b["weekday"].dtype == torch.int64
+    assert b["age"].shape == (3,) and b["age"].dtype == torch.float32
+    assert b["click"].dtype == torch.int64
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ragged_matches_python(tmp_path, engine):
+    rng = np.random.default_rng(0)
+    rows = [list(rng.integers(1, 50, rng.integers(1, 30))) for _ in range(333)]
+    # spread over two files in a folder, read by folder
+    _write(tmp_path / "data" / "part_0.parquet", rows[:200])
+    _write(tmp_path / "data" / "part_1.parquet", rows[200:], weekday=[1] * 133, age=[0.5] * 133, click=[0] * 133)
+    L = 12
+    ds = open_dataset(tmp_path / "data", SCHEMA, ["item", "price"], item_column="item", max_length=L, engine=engine)
+    got = _all(ds, bs=64)
+    want = [r[-L:] + [0] * (L - len(r[-L:])) for r in rows]
+    assert got["item"].tolist() == want
+    want_p = np.array([[v / 100.0 for v in r[-L:]] + [0.0] * (L - len(r[-L:])) for r in rows], np.float32)
+    assert np.allclose(got["price"].numpy(), want_p)
+
+
+def test_engines_agree_and_glob(tmp_path):
+    rng = np.random.default_rng(1)
+    rows = [list(rng.integers(0, 50, rng.integers(0, 15))) for _ in range(500)]
+    _write(tmp_path / "a.parquet", rows[:250])
+    _write(tmp_path / "b.parquet", rows[250:])
+    sets = [open_dataset(str(tmp_path / "*.parquet"), SCHEMA, COLS, item_column="item", max_length=7, engine=e)
+            for e in ENGINES]
+    assert sets[0].n_rows == sets[1].n_rows and sets[0].n_skipped == sets[1].n_skipped > 0
+    a, b = (_all(s, shuffle=True, seed=3, epoch=1) for s in sets)
+    for k in COLS:
+        assert torch.equal(a[k], b[k]), k
+    assert torch.equal(sets[0].item_counts(50), sets[1].item_counts(50))
+
+
+def test_auto_engine_small_uses_merlin(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1, 2], [3]])
+    assert open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3).engine == "merlin"
+
+
+# --- shuffling ---------------------------------------------------------------------------------------
+
+def test_shuffle_deterministic(tmp_path):
+    rows = [[i % 49 + 1, (i * 7) % 49 + 1] for i in range(200)]
+    f = _write(tmp_path / "d.parquet", rows, age=[float(i) for i in range(200)])
+    ds = open_dataset(f, SCHEMA, ["item", "age"], item_column="item", max_length=2, engine="pyarrow")
+
+    def order(**kw):
+        return torch.cat([b["age"] for b in ds.batches(32, shuffle=True, **kw)]).long().tolist()
+
+    assert order(seed=1, epoch=0) == order(seed=1, epoch=0)
+    assert order(seed=1, epoch=0) != order(seed=1, epoch=1)
+    assert order(seed=1, epoch=0) != order(seed=2, epoch=0)
+    assert sorted(order(seed=5, epoch=3)) == list(range(200))           # a permutation
+    plain = torch.cat([b["age"] for b in ds.batches(32, shuffle=False)]).long().tolist()
+    assert plain == list(range(200))
+
+
+def test_len_and_drop_last(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1]] * 10)
+    ds = open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3)
+    assert len(ds) == 10
+    assert [b["item"].shape[0] for b in ds.batches(4, shuffle=False)] == [4, 4, 2]
+    assert len(ds) == 3
+    assert [b["item"].shape[0] for b in ds.batches(4, shuffle=True, drop_last=True)] == [4, 4]
+    assert len(ds) == 2
+
+
+def test_item_counts(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1, 2, 2], [3, 2], [], [1]])
+    ds = open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=2)
+    counts = ds.item_counts(50)
+    assert counts.dtype == torch.float32 and counts.shape == (50,)
+    assert counts[:5].tolist() == [0.0, 2.0, 3.0, 1.0, 0.0]      # before truncation; the empty row is skipped
+
+
+# --- skipping -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_empty_and_short_sequences_skipped(tmp_path, engine):
+    items = [[1, 2], [], [3], [4, 5, 6], []]
+    f = _write(tmp_path / "d.parquet", items)
+    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, engine=engine)
+    assert (ds.n_rows, ds.n_skipped) == (3, 2)
+    assert _all(ds)["item"].tolist() == [[1, 2, 0], [3, 0, 0], [4, 5, 6]]
+    assert _all(ds)["weekday"].tolist() == [0, 2, 3]               # scalars follow their rows
+    ev = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, min_length=2, engine=engine)
+    assert (ev.n_rows, ev.n_skipped) == (2, 3)
+    assert _all(ev)["item"].tolist() == [[1, 2, 0], [4, 5, 6]]
+
+
+def test_every_row_empty(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[], []])
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3)
+    assert "every row (2)" in _problems(e)
+    f = _write(tmp_path / "e.parquet", [[1], [2]])
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3, min_length=2)
+    assert "fewer than 2 items" in _problems(e)
+
+
+# --- bad data: every problem has its message -------------------------------------------------------------
+
+def test_missing_path(tmp_path):
+    (tmp_path / "train.parquet").write_bytes(b"")
+    with pytest.raises(DataError) as e:
+        open_dataset(tmp_path / "trian.parquet", SCHEMA, ["item"], item_column="item", max_length=3)
+    assert "does not exist" in _problems(e) and "train.parquet" in _problems(e)
+    assert isinstance(e.value, UserError) and e.value.source.endswith("trian.parquet")
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(DataError, match="no .parquet files"):
+        open_dataset(tmp_path / "empty_dir", SCHEMA, ["item"], item_column="item", max_length=3)
+    with pytest.raises(DataError, match="no file matches"):
+        open_dataset(str(tmp_path / "*.pq"), SCHEMA, ["item"], item_column="item", max_length=3)
+
+
+def test_not_parquet(tmp_path):
+    f = tmp_path / "data.parquet"
+    f.write_text("session_id,item\n1,2\n")
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3)
+    assert "is not a parquet file" in _problems(e)
+
+
+def test_missing_columns_all_reported(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1]])
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["itme", "wekday", "item"], item_column="item", max_length=3)
+    text = _problems(e)
+    assert len(e.value.problems) == 2
+    assert "'itme' is not in the data" in text and "'item'" in text
+    assert "'wekday' is not in the data" in text and "did you mean 'weekday'" in text
+
+
+def test_wrong_types(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1, 2]],
+               weekday=pa.array([1.5], pa.float64()),                       # float where categorical
+               cat=[[1, 2]])
+    # scalar where list, list where scalar: rename via extra columns and a schema that expects otherwise
+    schema = Schema.from_columns(list(SCHEMA.columns) + [
+        {"name": "seq_expected", "tags": ["categorical", "list"], "is_list": True, "cardinality": 9},
+        {"name": "scalar_expected", "tags": ["continuous"], "dtype": "float"},
+        {"name": "text", "tags": ["categorical"], "cardinality": 3},
+    ])
+    pq.write_table(pq.read_table(f).append_column("seq_expected", pa.array([3]))
+                   .append_column("scalar_expected", pa.array([[0.5]]))
+                   .append_column("text", pa.array(["a"])), f)
+    with pytest.raises(DataError) as e:
+        open_dataset(f, schema, ["item", "weekday", "seq_expected", "scalar_expected", "text"],
+                     item_column="item", max_length=3)
+    text = _problems(e)
+    assert len(e.value.problems) == 4
+    assert "'weekday' holds floats" in text and "categorical" in text
+    assert "'seq_expected' is a scalar in the data but a list" in text
+    assert "'scalar_expected' is a list in the data but a scalar" in text
+    assert "'text' holds string" in text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_ids_out_of_range(tmp_path, engine):
+    f = _write(tmp_path / "d.parquet", [[1, 50, 51], [-1, 3]], cat=[[0, 1, 2], [1, 9]], weekday=[3, 8])
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item", "cat", "weekday"], item_column="item", max_length=3, engine=engine)
+    text = _problems(e)
+    assert len(e.value.problems) == 3
+    assert "column 'item': 3 value(s) outside [0, 50) (min seen -1, max seen 51)" in text
+    assert "column 'cat': 1 value(s) outside [0, 5) (min seen 0, max seen 9)" in text
+    assert "column 'weekday': 1 value(s) outside [0, 8)" in text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_non_finite(tmp_path, engine):
+    f = _write(tmp_path / "d.parquet", [[1, 2], [3], [4]], price=[[0.1, float("nan")], [0.3], [float("inf")]],
+               age=[0.1, float("-inf"), 0.2])
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item", "price", "age"], item_column="item", max_length=3, engine=engine)
+    text = _problems(e)
+    assert "column 'price': 2 NaN/inf value(s) (first in row 0)" in text
+    assert "column 'age': 1 NaN/inf value(s) (first in row 1)" in text
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_list_columns_differ_in_length(tmp_path, engine):
+    f = _write(tmp_path / "d.parquet", [[1, 2], [3, 4, 5], [6]], cat=[[1, 2], [3, 4], [1, 1]])
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item", "cat"], item_column="item", max_length=3, engine=engine)
+    text = _problems(e)
+    assert "2 row(s) whose list columns differ in length (first: row 1: 'item' has 3, 'cat' has 2)" in text
+
+
+def test_nulls_reported(tmp_path):
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"item": pa.array([[1, None], [2]], pa.list_(pa.int64())),
+                             "age": pa.array([0.5, None], pa.float64())}), f)
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item", "age"], item_column="item", max_length=3, engine="pyarrow")
+    text = _problems(e)
+    assert "column 'item': 1 null value(s)" in text and "column 'age': 1 null value(s)" in text
+
+
+def test_message_renders_source(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1, 99]])
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3)
+    assert str(e.value).startswith(str(f)) and "1 data problem" in str(e.value)

@@ -1,0 +1,44 @@
+"""Every example spec compiles, builds with the planned parameter count, trains a step and recommends."""
+import json
+
+import pytest
+import torch
+
+import specc
+from helpers import SPECS, random_batch
+
+
+def test_there_are_enough_example_specs():
+    assert len(SPECS) >= 10
+
+
+@pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
+def test_example_spec_compiles_builds_and_trains(path, seed):
+    plan = specc.compile(str(path))
+    assert plan.summary().startswith("model ")
+    assert json.loads(plan.to_json())["parameters"] == plan.parameters
+    model = specc.build(str(path))
+    assert sum(p.numel() for p in model.parameters()) == plan.parameters
+    model.train()
+    batch = random_batch(model)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    out = model(batch)
+    assert torch.isfinite(out["loss"]) and set(out["losses"]) >= {t.name for t in plan.tasks}
+    out["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(batch)
+    assert torch.isfinite(evaluated["loss"])
+    if plan.next_item is not None:
+        scores, ids = model.recommend(batch, k=7)
+        assert scores.shape == ids.shape == (6, 7)
+        assert (ids > 0).all() and (ids < plan.next_item.n_items).all()
+        assert (scores[:, :-1] >= scores[:, 1:]).all()
+
+
+def test_spec_files_reference_the_published_json_schema():
+    for path in SPECS:
+        assert json.loads(path.read_text())["$schema"] == "../specc/spec.schema.json", path
