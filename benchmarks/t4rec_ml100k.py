@@ -135,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---- train ---------------------------------------------------------------------------------
     sessions = 0
-    losses = []
-    t0 = time.perf_counter()
+    losses, epoch_s = [], []
+    load_before = os.getloadavg()[0]
+    t0, c0 = time.perf_counter(), time.process_time()
     for epoch in range(args.epochs):
         model.train()
-        epoch_loss, steps = 0.0, 0
+        epoch_loss, steps, te = 0.0, 0, time.perf_counter()
         for x, y in train_loader:
             out = model(x, targets=y, training=True)
             loss = out["loss"]
@@ -150,8 +151,11 @@ def main(argv: list[str] | None = None) -> int:
             steps += 1
             sessions += int(x["item_id-list"].shape[0])
         losses.append(epoch_loss / max(steps, 1))
+        epoch_s.append(time.perf_counter() - te)
         print(f"epoch {epoch + 1}/{args.epochs} loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
     train_s = time.perf_counter() - t0
+    train_cpu_s = time.process_time() - c0
+    load_after = os.getloadavg()[0]
 
     # ---- evaluate: T4Rec's eval (testing=True, last item of each sequence) --------------------
     model.eval()
@@ -185,9 +189,15 @@ def main(argv: list[str] | None = None) -> int:
         "final_train_loss": round(losses[-1], 4) if losses else None,
         "train_wall_s": round(train_s, 2),
         "sessions_per_s": round(sessions / train_s, 1) if train_s > 0 else None,
+        "train_cpu_s": round(train_cpu_s, 2),
+        # the fastest epoch: the least disturbed by other processes on a shared machine
+        "best_epoch_sessions_per_s": round(n_train / min(epoch_s), 1) if epoch_s else None,
         "eval_wall_s": round(eval_s, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "torch_threads": torch.get_num_threads(),
+        # 1-minute load average before/after training: other processes on the machine slow
+        # the wall-clock numbers down; compare timings only from runs on a quiet machine
+        "loadavg_1m": [round(load_before, 2), round(load_after, 2)],
         "torch": torch.__version__,
     }
     print(json.dumps(result))

@@ -36,13 +36,12 @@ _MIN_GROUP = 16
 
 @triton.jit
 def _topk_scores_chunkmax_kernel(h_ptr, w_ptr, cmax_ptr, N, C, D, stride_h, stride_w, n_chunks,
-                                 TILES: tl.constexpr, SUB: tl.constexpr,
+                                 TILES: tl.constexpr, SUB: tl.constexpr, NSUB: tl.constexpr,
                                  BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                  PRECISION: tl.constexpr):
     """cmax[row, chunk] = max score over the chunk's columns (chunk = TILES*BLOCK_C or SUB columns)."""
     pid_n = tl.program_id(0)
     pid_c = tl.program_id(1)
-    NSUB: tl.constexpr = BLOCK_C // SUB
     rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     rmask = rows < N
     dofs = tl.arange(0, BLOCK_D)
@@ -98,13 +97,18 @@ def _topk_scores_fwd_kernel(h_ptr, w_ptr, thr_ptr, cnt_ptr, cval_ptr, cid_ptr, N
             tl.store(cid_ptr + off, cols[None, :] + tl.zeros([BLOCK_N, BLOCK_C], tl.int32), mask=ok)
 
 
-def _config(D: int):
+def _config(D: int, dtype: torch.dtype, kind: str):
+    """(BLOCK_N, BLOCK_C, BLOCK_D, num_warps, num_stages); kind "max" (pass 1) or "select" (pass 2).
+
+    Sized for H100 shared memory (the select pass also needs scratch for the in-tile cumsum)."""
     block_d = max(16, next_pow2(D))
     if interpreting():
         return 32, 64, block_d, 4, 1
+    if dtype == torch.float32:
+        return 64, 64, block_d, 4, 2
     if block_d > 128:
-        return 64, 128, block_d, 8, 2
-    return 128, 128, block_d, 8, 3
+        return 64, 64, block_d, 8, 2
+    return (128, 128, block_d, 8, 3) if kind == "max" else (64, 128, block_d, 8, 3)
 
 
 def _drop_excluded(vals: torch.Tensor, ids: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
@@ -134,18 +138,18 @@ def _topk_triton(hidden, weight, k, exclude):
     C = w.shape[0]
     m = 0 if exclude is None else exclude.shape[1]
     kk = min(k + m, C)                       # K': enough candidates to drop every exclusion
-    BN, BC, BD, warps, stages = _config(D)
     prec = dot_precision(h.dtype)
-    n_blocks = triton.cdiv(N, BN)
     dev = h.device
     if C >= _MIN_GROUP * (kk + 1):
+        BN, BC, BD, warps, stages = _config(D, h.dtype, "max")
+        n_blocks = triton.cdiv(N, BN)
         group = max(_MIN_GROUP, next_pow2(C // (8 * kk) + 1) // 2)   # power of 2, ~8 K' chunks or more
         n_chunks = triton.cdiv(C, group)
         tiles, sub = (group // BC, BC) if group >= BC else (1, group)
         cmax = new_empty((N, n_chunks), torch.float32, dev)
         grid1 = (n_blocks, triton.cdiv(C, tiles * BC))
         _topk_scores_chunkmax_kernel[grid1](h, w, cmax, N, C, D, h.stride(0), w.stride(0), n_chunks,
-                                            TILES=tiles, SUB=sub, BLOCK_N=BN, BLOCK_C=BC, BLOCK_D=BD,
+                                            TILES=tiles, SUB=sub, NSUB=BC // sub, BLOCK_N=BN, BLOCK_C=BC, BLOCK_D=BD,
                                             PRECISION=prec, num_warps=warps, num_stages=stages)
         thr = torch.topk(cmax, kk, dim=1).values[:, -1].contiguous()
         del cmax
@@ -153,6 +157,8 @@ def _topk_triton(hidden, weight, k, exclude):
     else:                                    # tiny catalog: every item is a candidate
         thr = torch.full((N,), float("-inf"), dtype=torch.float32, device=dev)
         cap = C
+    BN, BC, BD, warps, stages = _config(D, h.dtype, "select")
+    n_blocks = triton.cdiv(N, BN)
     cnt = torch.zeros(N, dtype=torch.int32, device=dev)
     cval = torch.full((N, cap), float("-inf"), dtype=torch.float32, device=dev)
     cid = torch.full((N, cap), -1, dtype=torch.int32, device=dev)

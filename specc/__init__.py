@@ -21,6 +21,12 @@ def build(spec, schema=None, kernels: str = "auto"):
     return _build(spec, schema, kernels)
 
 
+def load(run_dir, device=None):
+    """The trained model of a run directory (`specc train --out RUN_DIR`), in eval mode."""
+    from specc.checkpoint import load as _load
+    return _load(run_dir, device=device)
+
+
 def __getattr__(name):
     if name == "Model":   # torch is imported only when a model is needed
         from specc.model import Model
@@ -29,4 +35,4 @@ def __getattr__(name):
 
 
 __all__ = ["Issue", "SpecError", "DataError", "UserError", "Column", "Schema", "ModelSpec", "Plan",
-           "load_spec", "load_schema", "compile", "build", "Model"]
+           "load_spec", "load_schema", "compile", "build", "load", "Model"]

@@ -113,9 +113,12 @@ def ranking_metrics(top_ids: Tensor, target: Tensor,
         raise ValueError("top_ids and target must be integer tensors")
 
     target = target.to(top_ids.device, top_ids.dtype)
+    if k == 0:  # no cut-offs asked for (k >= max cut-off was checked above)
+        return {}
     hits = (top_ids == target[:, None]) & (top_ids >= 0)                 # [B, k]
     found = hits.any(dim=1)
-    first = hits.to(torch.uint8).argmax(dim=1)                           # first True (0 if none)
+    # first True per row (argmax returns the first maximum; 0 when the row has none)
+    first = hits.to(torch.uint8).argmax(dim=1) if hits.shape[0] else torch.zeros(0, dtype=torch.long)
     # 1-based rank of the target; k + 1 stands for "not in the top k".
     rank = torch.where(found, first + 1, torch.full_like(first, k + 1)).to(torch.float32)
 

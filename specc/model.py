@@ -148,7 +148,9 @@ class Model(nn.Module):
             else:
                 logits = self.next_item.queries(h_masked.detach()) @ weight.detach().T / self.next_item.temperature
                 logits[:, 0] = float("-inf")
-                fakes = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator).squeeze(1)
+                probs = torch.softmax(logits.float(), -1)
+                gen = self.generator if probs.device.type == "cpu" else None
+                fakes = torch.multinomial(probs, 1, generator=gen).squeeze(1)
         corrupted = dict(batch)
         new_items = items.clone()
         new_items[replaced_at] = fakes

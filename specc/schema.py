@@ -56,7 +56,9 @@ class Schema:
         built = []
         for c in columns:
             if isinstance(c, Mapping):
-                c = Column(**{**c, "tags": frozenset(t.lower() for t in c.get("tags", ()))})
+                vc = c.get("value_count")
+                c = Column(**{**c, "tags": frozenset(t.lower() for t in c.get("tags", ())),
+                              "value_count": tuple(vc) if vc else None})
             built.append(c)
         return cls(tuple(built), source)
 
@@ -75,6 +77,12 @@ class Schema:
 
     def item_id_columns(self) -> list[Column]:
         return [c for c in self.columns if c.is_item_id]
+
+    def to_columns(self) -> list[dict]:
+        """The columns as plain JSON data; `Schema.from_columns` reads it back (no merlin needed)."""
+        return [{"name": c.name, "tags": sorted(c.tags), "dtype": c.dtype, "is_list": c.is_list,
+                 "cardinality": c.cardinality, "value_count": list(c.value_count) if c.value_count else None}
+                for c in self.columns]
 
 
 # ---------------------------------------------------------------------------------------------

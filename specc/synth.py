@@ -65,6 +65,14 @@ class SynthReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def __str__(self) -> str:
+        o, pop = self.optimum, self.optimum.get("popularity", {})
+        return (f"wrote {self.n_train} train / {self.n_valid} valid sessions over {self.n_items - 1} items to "
+                f"{self.out_dir}\n  train:  {self.train_path}\n  valid:  {self.valid_path}\n  schema: {self.schema_path}"
+                f"\n  best possible on valid (Bayes-optimal): recall@10 {o.get('recall@10', 0):.3f}, "
+                f"ndcg@10 {o.get('ndcg@10', 0):.3f}; popularity: recall@10 {pop.get('recall@10', 0):.3f}, "
+                f"ndcg@10 {pop.get('ndcg@10', 0):.3f}  ({self.optimum_path})")
+
 
 class _Chain:
     """The sparse Markov chain: successors [C, k], their weights [C, k], a popularity prior [C]."""

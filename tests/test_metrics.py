@@ -217,3 +217,11 @@ def test_equivalent_to_t4rec_formulas_on_random_data(seed):
     for k in ks:
         assert got[f"ndcg@{k}"] == pytest.approx(float(ref[f"ndcg@{k}"].mean()), abs=1e-6)
         assert got[f"map@{k}"] == pytest.approx(float(ref[f"map@{k}"].mean()), abs=1e-6)
+
+
+def test_empty_batch():
+    out = ranking_metrics(torch.zeros(0, 10, dtype=torch.long), torch.zeros(0, dtype=torch.long), {"ndcg": [10]})
+    assert out["ndcg@10"].shape == (0,)
+    acc = MetricAccumulator(ranking={"ndcg": [10]})
+    acc.update_ranking(torch.zeros(0, 10, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    assert math.isnan(acc.compute()["ndcg@10"])

@@ -17,10 +17,10 @@ def mlm_positions(lengths: torch.Tensor, L: int, probability: float, generator: 
     """Each real position masked with `probability`; every non-empty row gets at least one masked position."""
     device = lengths.device
     valid = torch.arange(L, device=device)[None] < lengths[:, None]
-    masked = (torch.rand(lengths.shape[0], L, generator=generator, device=device) < probability) & valid
+    masked = (torch.rand(lengths.shape[0], L, generator=generator).to(device) < probability) & valid
     empty = (masked.sum(1) == 0) & (lengths > 0)
     if empty.any():
-        pick = (torch.rand(lengths.shape[0], generator=generator, device=device) * lengths.clamp(min=1)).long()
+        pick = (torch.rand(lengths.shape[0], generator=generator).to(device) * lengths.clamp(min=1)).long()
         masked[empty, pick[empty]] = True
     return masked
 
@@ -31,7 +31,8 @@ def plm_positions(lengths: torch.Tensor, L: int, probability: float, max_span_le
 
     Returns (masked [B, L] bool, attention [B, L, L] bool, True where query i may attend to key j). Unmasked
     positions see every unmasked real position; masked positions see the unmasked ones and the masked ones
-    earlier in a random order, never themselves, so no target is visible to its own prediction.
+    earlier in a random order. The model replaces masked inputs by the mask embedding, so no target is visible
+    to its own prediction.
     """
     B = lengths.shape[0]
     masked = torch.zeros(B, L, dtype=torch.bool)
@@ -52,5 +53,6 @@ def plm_positions(lengths: torch.Tensor, L: int, probability: float, max_span_le
     key_visible = valid[:, None, :] & (order[:, None, :] < order[:, :, None])
     unmasked_keys = valid[:, None, :] & ~masked[:, None, :]
     attention = torch.where(masked[:, :, None], key_visible, unmasked_keys)
-    attention[:, torch.arange(L), torch.arange(L)] |= ~masked   # unmasked (and padded) positions see themselves
+    # every position sees itself: a masked one holds the mask embedding, not its item, and no row is left empty
+    attention[:, torch.arange(L), torch.arange(L)] = True
     return masked, attention

@@ -1,0 +1,115 @@
+"""Run directories: weights in safetensors, the spec, the plan and the schema as JSON. Never pickle.
+
+RUN_DIR/
+  model.safetensors   model weights
+  spec.json           the spec as trained (with its effective schema path dropped)
+  plan.json           the compiled plan; loading recompiles the spec and checks it matches
+  columns.json        the schema view the model was compiled against (no merlin needed to load)
+  train_state.safetensors + train_state.json   optimizer, scheduler and RNG state for --resume
+  metrics.json, log.jsonl
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from specc.errors import UserError
+from specc.schema import Schema
+
+
+class RunError(UserError):
+    """A run directory that is missing, incomplete or does not match its plan."""
+
+
+def save_model_files(run_dir: Path, model, spec_dict: dict, schema: Schema) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / "spec.json", json.dumps(spec_dict, indent=2))
+    _atomic_write(run_dir / "plan.json", model.plan.to_json())
+    _atomic_write(run_dir / "columns.json", json.dumps({"source": schema.source, "columns": schema.to_columns()},
+                                                       indent=2))
+    tmp = run_dir / "model.safetensors.tmp"
+    save_model(model, str(tmp), metadata={"format": "specc-1"})
+    tmp.replace(run_dir / "model.safetensors")
+
+
+def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator, epoch: int, step: int) -> None:
+    """Everything --resume needs to continue exactly where an uninterrupted run would be."""
+    opt = optimizer.state_dict()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.model": generator.get_state()}
+    scalars = {}
+    for idx, state in opt["state"].items():
+        for name, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{name}"] = value
+    save_file(tensors, str(run_dir / "train_state.safetensors"))
+    _atomic_write(run_dir / "train_state.json", json.dumps({
+        "epoch": epoch, "step": step, "param_groups": opt["param_groups"], "scalars": scalars,
+        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}}, indent=2))
+
+
+def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator) -> tuple[int, int]:
+    meta = json.loads((run_dir / "train_state.json").read_text())
+    tensors = load_file(str(run_dir / "train_state.safetensors"))
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith("opt."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    for key, value in meta["scalars"].items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    generator.set_state(tensors["rng.model"])
+    return meta["epoch"], meta["step"]
+
+
+def load(run_dir, device: str | None = None, kernels: str = "auto"):
+    """The trained model of a run directory, in eval mode. Checks the recompiled plan matches the saved one."""
+    from specc.builder import build_from_plan
+    from specc.check import compile as compile_plan
+    run_dir = Path(run_dir)
+    needed = ["model.safetensors", "spec.json", "plan.json", "columns.json"]
+    if not run_dir.is_dir():
+        raise RunError(f"{run_dir}: no such run directory")
+    missing = [n for n in needed if not (run_dir / n).is_file()]
+    if missing:
+        raise RunError(f"{run_dir}: not a complete run directory (missing {', '.join(missing)})")
+    try:
+        spec = json.loads((run_dir / "spec.json").read_text())
+        saved_plan = json.loads((run_dir / "plan.json").read_text())
+        columns = json.loads((run_dir / "columns.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{run_dir}: corrupt run files ({exc})") from None
+    schema = Schema.from_columns(columns["columns"], source=columns.get("source"))
+    plan = compile_plan(spec, schema, kernels)
+    if _comparable(plan.to_dict()) != _comparable(saved_plan):
+        raise RunError(f"{run_dir}: the spec no longer compiles to the saved plan (was it edited, or trained with "
+                       "another specc version?)")
+    model = build_from_plan(plan)
+    try:
+        missing_keys, unexpected = load_model(model, str(run_dir / "model.safetensors"), strict=False)
+    except Exception as exc:   # safetensors raises several types for damaged files
+        raise RunError(f"{run_dir}/model.safetensors: cannot load weights ({exc})") from None
+    if missing_keys or unexpected:
+        raise RunError(f"{run_dir}/model.safetensors does not match the plan (missing {sorted(missing_keys)[:3]}, "
+                       f"unexpected {sorted(unexpected)[:3]})")
+    if device:
+        model.to(device)
+    return model.eval()
+
+
+def _comparable(plan: dict) -> dict:
+    return {k: v for k, v in plan.items() if k not in ("kernels", "schema_source")}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

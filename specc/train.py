@@ -1,0 +1,271 @@
+"""Training, evaluation and recommendation on parquet data, and the `specc train/evaluate/recommend` commands."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from specc.checkpoint import RunError, load, load_train_state, save_model_files, save_train_state
+from specc.errors import UserError
+
+
+def resolve_training_schema(spec, schema_arg, data_path: str):
+    """The --schema flag, else the spec's schema, else schema.pbtxt beside the data."""
+    from specc.check import resolve_schema
+    from specc.schema import load_schema
+    if schema_arg or spec.schema_path:
+        return resolve_schema(spec, schema_arg)
+    data = Path(data_path)
+    for folder in (data if data.is_dir() else data.parent, (data if data.is_dir() else data.parent).parent):
+        if (folder / "schema.pbtxt").is_file():
+            return load_schema(str(folder / "schema.pbtxt"))
+    raise UserError(f"no schema: pass --schema, name one in the spec, or put schema.pbtxt beside {data_path}")
+
+
+def open_for(model, path: str, schema, min_length: int, with_targets: bool = True):
+    from specc.data import open_dataset
+    columns = model.input_columns + (model.target_columns if with_targets else [])
+    return open_dataset(path, schema, columns, item_column=model.sequence_column,
+                        max_length=model.max_length, min_length=min_length)
+
+
+def evaluate(model, dataset, batch_size: int = 512, exclude_seen: bool = False, device: str = "cpu") -> dict:
+    """Full-catalog metrics: each sequence's last item predicted from the items before it (see README)."""
+    from specc.metrics import MetricAccumulator
+    plan = model.plan
+    task = plan.next_item
+    k = max((c for cs in task.metrics.values() for c in cs), default=1) if task else 1
+    accumulators = {}
+    if task is not None:
+        accumulators[task.name] = MetricAccumulator(ranking=task.metrics)
+    for t in plan.tasks:
+        if t.kind == "binary_classification":
+            accumulators[t.name] = MetricAccumulator(classification=t.metrics, prefix=t.name)
+        elif t.kind == "regression":
+            accumulators[t.name] = MetricAccumulator(regression=t.metrics, prefix=t.name)
+    model.eval()
+    with torch.no_grad():
+        for batch in dataset.batches(batch_size, shuffle=False):
+            batch = {c: v.to(device) for c, v in batch.items()}
+            out = model.evaluate_batch(batch, k=k, exclude_seen=exclude_seen)
+            for name, (pred, label) in out.items():
+                key = task.name if name == "next_item" else name
+                acc = accumulators[key]
+                if key == (task.name if task else None):
+                    acc.update_ranking(pred, label)
+                elif acc.classification:
+                    acc.update_classification(pred, label)
+                else:
+                    acc.update_regression(pred, label)
+    metrics = {}
+    for acc in accumulators.values():
+        metrics.update(acc.compute())
+    return metrics
+
+
+def _optimizer(model, opt):
+    params = [p for p in model.parameters() if p.requires_grad]
+    if opt.kind == "sgd":
+        return torch.optim.SGD(params, lr=opt.lr, momentum=0.9, weight_decay=opt.weight_decay)
+    cls = torch.optim.AdamW if opt.kind == "adamw" else torch.optim.Adam
+    return cls(params, lr=opt.lr, weight_decay=opt.weight_decay)
+
+
+def _schedule(optimizer, total_steps: int, warmup: float):
+    warm = max(1, int(total_steps * warmup))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, epochs: int | None = None,
+          batch_size: int | None = None, lr: float | None = None, device: str | None = None, resume: bool = False,
+          exclude_seen: bool = False, progress: bool = True, log=print) -> dict:
+    """Train the spec'd model on `data`, evaluate on `eval_data`, and write the run directory `out`."""
+    from specc.builder import build_from_plan
+    from specc.check import compile as compile_plan
+    from specc.spec import load_spec
+    spec = load_spec(spec)
+    run_dir = Path(out)
+    if run_dir.exists() and not resume and any(run_dir.iterdir()):
+        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+    if resume and not (run_dir / "train_state.json").is_file():
+        raise RunError(f"{run_dir}: nothing to resume (no train_state.json)")
+    schema = resolve_training_schema(spec, schema, data)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    tr = spec.training
+    epochs = epochs or tr.epochs
+    batch_size = batch_size or tr.batch_size
+    opt_spec = tr.optimizer.model_copy(update={"lr": lr}) if lr else tr.optimizer
+
+    plan = compile_plan(spec, schema)
+    torch.manual_seed(tr.seed)
+    model = build_from_plan(plan).to(device)
+    generator = torch.Generator().manual_seed(tr.seed)
+    model.generator = generator
+    has_next_item = plan.next_item is not None
+    min_train = 2 if has_next_item and plan.masking.kind == "causal" else 1
+    train_set = open_for(model, data, schema, min_train)
+    eval_set = open_for(model, eval_data, schema, 2 if has_next_item else 1) if eval_data else None
+    for ds, role in ((train_set, "training"), (eval_set, "evaluation")):
+        if ds is not None and ds.n_skipped:
+            log(f"{role} data: skipped {ds.n_skipped} sequence(s) too short to use ({ds.n_rows} kept)")
+    if has_next_item and plan.next_item.loss.sampler == "popularity":
+        model.next_item.item_counts.copy_(train_set.item_counts(plan.next_item.n_items).to(device))
+
+    steps_per_epoch = math.ceil(train_set.n_rows / batch_size)
+    optimizer = _optimizer(model, opt_spec)
+    scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup)
+    start_epoch, step = 0, 0
+    if resume:
+        start_epoch, step = load_train_state(run_dir, optimizer, scheduler, generator)
+        from safetensors.torch import load_model
+        load_model(model, str(run_dir / "model.safetensors"))
+        log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+    spec_dict = {k: v for k, v in spec.to_json_dict().items() if k != "schema"}
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tr.precision == "bf16" \
+        else torch.autocast("cpu", enabled=False)
+    log_path = run_dir / "log.jsonl"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_seconds, sessions, last_loss, interrupted = 0.0, 0, float("nan"), False
+    metrics: dict = {}
+    epoch = start_epoch
+    try:
+        for epoch in range(start_epoch, epochs):
+            model.train()
+            bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{epochs}")
+            total, count, t0 = 0.0, 0, time.perf_counter()
+            for batch in train_set.batches(batch_size, shuffle=True, seed=tr.seed, epoch=epoch):
+                batch = {c: v.to(device, non_blocking=True) for c, v in batch.items()}
+                with autocast:
+                    loss = model(batch)["loss"]
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if tr.clip_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tr.clip_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                n = next(iter(batch.values())).shape[0]
+                total, count = total + loss.item() * n, count + n
+                if bar is not None:
+                    elapsed = time.perf_counter() - t0
+                    bar.set_postfix(loss=f"{total / count:.4f}", sessions_s=f"{count / max(elapsed, 1e-9):.0f}")
+                    bar.update(1)
+            if bar is not None:
+                bar.close()
+            seconds = time.perf_counter() - t0
+            train_seconds += seconds
+            sessions += count
+            last_loss = total / max(count, 1)
+            metrics = evaluate(model, eval_set, device=device, exclude_seen=exclude_seen) if eval_set else {}
+            line = {"epoch": epoch + 1, "step": step, "loss": last_loss, "seconds": round(seconds, 3),
+                    "sessions_per_s": round(count / max(seconds, 1e-9), 1), **metrics}
+            with open(log_path, "a") as f:
+                f.write(json.dumps(line) + "\n")
+            log(_epoch_line(line))
+            save_model_files(run_dir, model, spec_dict, schema)
+            save_train_state(run_dir, optimizer, scheduler, generator, epoch + 1, step)
+    except KeyboardInterrupt:
+        interrupted = True
+        save_model_files(run_dir, model, spec_dict, schema)
+        log(f"interrupted: saved the model in {run_dir} (resume continues after epoch {epoch})")
+    result = {**metrics, "loss": last_loss, "epochs": epoch + (0 if interrupted else 1),
+              "train_seconds": round(train_seconds, 3),
+              "train_sessions_per_s": round(sessions / max(train_seconds, 1e-9), 1),
+              "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0}
+    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+def _progress(enabled: bool, total: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def _epoch_line(line: dict) -> str:
+    shown = [f"epoch {line['epoch']}", f"loss {line['loss']:.4f}", f"{line['sessions_per_s']:.0f} sessions/s"]
+    shown += [f"{k} {v:.4f}" for k, v in line.items() if "@" in k or "/" in k]
+    return "  ".join(shown)
+
+
+# ---------------------------------------------------------------------------------------------- commands
+
+def _device(args) -> str:
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def train_command(args) -> int:
+    quiet = args.quiet
+    result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema, epochs=args.epochs,
+                   batch_size=args.batch_size, lr=args.lr, device=args.device, resume=args.resume,
+                   exclude_seen=args.exclude_seen, progress=not quiet and sys.stderr.isatty(),
+                   log=lambda m: print(m, file=sys.stderr))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def _run_schema(run_dir):
+    from specc.schema import Schema
+    columns = json.loads((Path(run_dir) / "columns.json").read_text())
+    return Schema.from_columns(columns["columns"], source=columns.get("source"))
+
+
+def evaluate_command(args) -> int:
+    device = _device(args)
+    model = load(args.run_dir, device=device)
+    dataset = open_for(model, args.data, _run_schema(args.run_dir), 2 if model.plan.next_item else 1)
+    metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, device)
+    metrics["eval_sessions"] = dataset.n_rows
+    print(json.dumps(metrics, indent=2))
+    return 0
+
+
+def recommend_command(args) -> int:
+    device = _device(args)
+    model = load(args.run_dir, device=device)
+    if model.plan.next_item is None:
+        raise UserError(f"{args.run_dir}: the model has no next_item task to recommend with")
+    k = min(args.k, model.plan.next_item.n_items - 1)
+    dataset = open_for(model, args.data, _run_schema(args.run_dir), 1, with_targets=False)
+    rows, ids_out, scores_out = [], [], []
+    row = 0
+    for batch in dataset.batches(args.batch_size, shuffle=False):
+        scores, ids = model.recommend({c: v.to(device) for c, v in batch.items()}, k=k, exclude_seen=args.exclude_seen)
+        for s, i in zip(scores.cpu().tolist(), ids.cpu().tolist()):
+            rows.append(row)
+            ids_out.append(i)
+            scores_out.append(s)
+            row += 1
+    _write_recommendations(args.out, rows, ids_out, scores_out)
+    return 0
+
+
+def _write_recommendations(out: str | None, rows, ids, scores) -> None:
+    if out and out.endswith(".parquet"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        pq.write_table(pa.table({"row": rows, "item_ids": ids, "scores": scores}), out)
+        return
+    if out and not out.endswith((".jsonl", ".json")):
+        raise UserError(f"--out {out}: use a .parquet or .jsonl file")
+    lines = (json.dumps({"row": r, "item_ids": i, "scores": [round(x, 6) for x in s]}) for r, i, s in
+             zip(rows, ids, scores))
+    if out:
+        Path(out).write_text("".join(line + "\n" for line in lines))
+    else:
+        for line in lines:
+            print(line)

@@ -1,0 +1,80 @@
+"""The command line: exit codes, plan output, and no traceback for bad input."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from specc.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "specc.cli", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_compile_prints_the_plan(capsys):
+    assert main(["compile", str(ROOT / "specs" / "xlnet_clm.json")]) == 0
+    out = capsys.readouterr().out
+    for needle in ("parameters", "1,000 x 64", "aggregation concat", "projection mlp", "xlnet", "causal", "tied"):
+        assert needle in out
+
+
+def test_compile_json_is_the_plan(capsys):
+    assert main(["compile", str(ROOT / "specs" / "sasrec.json"), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    assert plan["body"]["architecture"] == "native" and plan["inputs"]["tables"][0]["rows"] == 1000
+
+
+def test_schema_flag_overrides_the_spec_schema(capsys):
+    assert main(["compile", str(ROOT / "specs" / "sasrec.json"), "--schema",
+                 str(ROOT / "specs" / "schemas" / "retail.pbtxt")]) == 1
+    assert "item_id-list" in capsys.readouterr().err
+
+
+def test_invalid_spec_exits_1_with_every_error(capsys):
+    assert main(["compile", str(ROOT / "tests" / "invalid" / "several_semantic_errors.json")]) == 1
+    err = capsys.readouterr().err
+    assert "4 errors" in err and "$.body.n_head" in err and "Traceback" not in err
+
+
+def test_invalid_spec_as_json(capsys):
+    assert main(["compile", "--json", str(ROOT / "tests" / "invalid" / "unknown_feature.json")]) == 1
+    errors = json.loads(capsys.readouterr().out)["errors"]
+    assert {e["code"] for e in errors} == {"unknown_column"}
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe\x00garbage", b"[1, 2, 3]", b"{oops", b'{"specc": 9}', b""])
+def test_bad_files_exit_1_without_traceback(tmp_path, content):
+    path = tmp_path / "spec.json"
+    path.write_bytes(content)
+    result = run("compile", str(path))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "error" in result.stderr
+
+
+def test_missing_and_unreadable_schema(tmp_path):
+    spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
+    spec["schema"] = "nowhere.pbtxt"
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    (tmp_path / "garbled.pbtxt").write_text("feature { name: ")
+    for args in (["compile", str(tmp_path / "spec.json")],
+                 ["compile", str(tmp_path / "spec.json"), "--schema", str(tmp_path / "garbled.pbtxt")],
+                 ["compile", str(tmp_path)]):
+        result = run(*args)
+        assert result.returncode == 1, args
+        assert "Traceback" not in result.stderr
+
+
+def test_usage_errors_exit_2():
+    assert run("compile").returncode == 2
+    assert run("frobnicate").returncode == 2
+    assert run().returncode == 2
+    assert run("train", "x.json", "--data", "d", "--out", "o", "--epochs", "-3").returncode == 2
+
+
+def test_schema_command_prints_the_json_schema(capsys):
+    assert main(["schema"]) == 0
+    assert json.loads(capsys.readouterr().out)["title"].startswith("specc")

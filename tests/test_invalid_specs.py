@@ -1,0 +1,42 @@
+"""Golden invalid specs: each file in tests/invalid/ fails with exactly the errors in its .expected file."""
+from pathlib import Path
+
+import pytest
+
+import specc
+
+CASES = sorted((Path(__file__).parent / "invalid").glob("*.json"))
+
+
+def expected(path: Path) -> list[tuple[str, str]]:
+    lines = path.with_suffix(".expected").read_text().splitlines()
+    return sorted(tuple(line.split()) for line in lines if line.strip())
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_invalid_spec_reports_every_error_with_path_and_code(path):
+    with pytest.raises(specc.SpecError) as info:
+        specc.compile(str(path))
+    got = sorted((i.path, i.code) for i in info.value.issues)
+    assert got == expected(path)
+    for issue in info.value.issues:
+        assert issue.message and issue.path.startswith("$")
+
+
+def test_several_errors_are_reported_at_once():
+    assert len(expected(Path(__file__).parent / "invalid" / "several_semantic_errors.json")) >= 4
+
+
+def test_unknown_column_errors_name_the_column_and_suggest_the_closest():
+    with pytest.raises(specc.SpecError) as info:
+        specc.compile(str(Path(__file__).parent / "invalid" / "unknown_feature.json"))
+    first = info.value.issues[0]
+    assert first.column == "item_idd" and "item_id-list" in first.hint
+
+
+def test_unknown_key_hint_names_the_closest_key():
+    with pytest.raises(specc.SpecError) as info:
+        specc.compile(str(Path(__file__).parent / "invalid" / "typos_everywhere.json"))
+    by_path = {i.path: i for i in info.value.issues}
+    assert "'features'" in by_path["$.inputs.featurs"].hint
+    assert "'transformer'" in by_path["$.body"].hint
