@@ -35,8 +35,10 @@ def save_model_files(run_dir: Path, model, spec_dict: dict, schema: Schema) -> N
     tmp.replace(run_dir / "model.safetensors")
 
 
-def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator, epoch: int, step: int) -> None:
-    """Everything --resume needs to continue exactly where an uninterrupted run would be."""
+def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator, epoch: int, batch: int,
+                     step: int) -> None:
+    """Everything --resume needs to continue exactly where an uninterrupted run would be: the epoch in progress
+    (0-based), the batches of it already trained, the optimizer step, and the optimizer, schedule and RNG state."""
     opt = optimizer.state_dict()
     tensors = {"rng.torch": torch.get_rng_state(), "rng.model": generator.get_state()}
     scalars = {}
@@ -48,11 +50,11 @@ def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Gener
                 scalars[f"{idx}.{name}"] = value
     save_file(tensors, str(run_dir / "train_state.safetensors"))
     _atomic_write(run_dir / "train_state.json", json.dumps({
-        "epoch": epoch, "step": step, "param_groups": opt["param_groups"], "scalars": scalars,
+        "epoch": epoch, "batch": batch, "step": step, "param_groups": opt["param_groups"], "scalars": scalars,
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}}, indent=2))
 
 
-def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator) -> tuple[int, int]:
+def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator) -> tuple[int, int, int]:
     meta = json.loads((run_dir / "train_state.json").read_text())
     tensors = load_file(str(run_dir / "train_state.safetensors"))
     state: dict = {}
@@ -67,7 +69,7 @@ def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Gener
     scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.model"])
-    return meta["epoch"], meta["step"]
+    return meta["epoch"], meta["batch"], meta["step"]
 
 
 def load(run_dir, device: str | None = None, kernels: str = "auto"):

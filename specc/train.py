@@ -125,26 +125,30 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     steps_per_epoch = math.ceil(train_set.n_rows / batch_size)
     optimizer = _optimizer(model, opt_spec)
     scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup)
-    start_epoch, step = 0, 0
+    start_epoch, skip, step = 0, 0, 0
     if resume:
-        start_epoch, step = load_train_state(run_dir, optimizer, scheduler, generator)
+        start_epoch, skip, step = load_train_state(run_dir, optimizer, scheduler, generator)
         from safetensors.torch import load_model
         load_model(model, str(run_dir / "model.safetensors"))
-        log(f"resuming {run_dir} after epoch {start_epoch} (step {step})")
+        log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {skip + 1} (step {step})")
     spec_dict = {k: v for k, v in spec.to_json_dict().items() if k != "schema"}
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tr.precision == "bf16" \
         else torch.autocast("cpu", enabled=False)
     log_path = run_dir / "log.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
-    train_seconds, sessions, last_loss, interrupted = 0.0, 0, float("nan"), False
+    train_seconds, sessions, last_loss = 0.0, 0, float("nan")
     metrics: dict = {}
-    epoch = start_epoch
-    try:
+    stop = _StopOnInterrupt()
+    epoch, done = start_epoch, 0
+    with stop:
         for epoch in range(start_epoch, epochs):
             model.train()
             bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{epochs}")
             total, count, t0 = 0.0, 0, time.perf_counter()
-            for batch in train_set.batches(batch_size, shuffle=True, seed=tr.seed, epoch=epoch):
+            batches = train_set.batches(batch_size, shuffle=True, seed=tr.seed, epoch=epoch)
+            for done, batch in enumerate(batches, start=1):
+                if epoch == start_epoch and done <= skip:   # resumed mid-epoch: these batches were trained
+                    continue
                 batch = {c: v.to(device, non_blocking=True) for c, v in batch.items()}
                 with autocast:
                     loss = model(batch)["loss"]
@@ -161,32 +165,61 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                     elapsed = time.perf_counter() - t0
                     bar.set_postfix(loss=f"{total / count:.4f}", sessions_s=f"{count / max(elapsed, 1e-9):.0f}")
                     bar.update(1)
+                if stop.requested:
+                    break
             if bar is not None:
                 bar.close()
             seconds = time.perf_counter() - t0
             train_seconds += seconds
             sessions += count
             last_loss = total / max(count, 1)
+            if stop.requested:
+                save_model_files(run_dir, model, spec_dict, schema)
+                save_train_state(run_dir, optimizer, scheduler, generator, epoch, done, step)
+                log(f"interrupted: saved {run_dir} at epoch {epoch + 1}, batch {done}; continue with --resume")
+                break
+            save_model_files(run_dir, model, spec_dict, schema)
+            save_train_state(run_dir, optimizer, scheduler, generator, epoch + 1, 0, step)
             metrics = evaluate(model, eval_set, device=device, exclude_seen=exclude_seen) if eval_set else {}
             line = {"epoch": epoch + 1, "step": step, "loss": last_loss, "seconds": round(seconds, 3),
                     "sessions_per_s": round(count / max(seconds, 1e-9), 1), **metrics}
             with open(log_path, "a") as f:
                 f.write(json.dumps(line) + "\n")
             log(_epoch_line(line))
-            save_model_files(run_dir, model, spec_dict, schema)
-            save_train_state(run_dir, optimizer, scheduler, generator, epoch + 1, step)
-    except KeyboardInterrupt:
-        interrupted = True
-        save_model_files(run_dir, model, spec_dict, schema)
-        log(f"interrupted: saved the model in {run_dir} (resume continues after epoch {epoch})")
-    result = {**metrics, "loss": last_loss, "epochs": epoch + (0 if interrupted else 1),
+    result = {**metrics, "loss": last_loss, "epochs": epoch + (0 if stop.requested else 1),
               "train_seconds": round(train_seconds, 3),
               "train_sessions_per_s": round(sessions / max(train_seconds, 1e-9), 1),
-              "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0}
+              "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0,
+              "interrupted": stop.requested}
     (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
-    if interrupted:
-        raise KeyboardInterrupt
     return result
+
+
+class _StopOnInterrupt:
+    """Ctrl-C (SIGINT) or SIGTERM asks the loop to stop after the current batch, so the saved state is whole."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def __enter__(self):
+        import signal
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:   # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        return False
 
 
 def _progress(enabled: bool, total: int, desc: str):
@@ -215,7 +248,7 @@ def train_command(args) -> int:
                    exclude_seen=args.exclude_seen, progress=not quiet and sys.stderr.isatty(),
                    log=lambda m: print(m, file=sys.stderr))
     print(json.dumps(result, indent=2))
-    return 0
+    return 130 if result["interrupted"] else 0
 
 
 def _run_schema(run_dir):

@@ -1,0 +1,180 @@
+"""End to end on small synthetic data: train -> evaluate -> recommend -> load, resume, and bad data."""
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import specc
+from specc.synth import default_schema, synthesize
+from specc.train import train
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = json.loads((ROOT / "specs" / "sasrec.json").read_text())
+SPEC.pop("schema")
+SPEC["body"].update(d_model=32, n_layer=1)
+SPEC["inputs"]["embeddings"]["default_dim"] = 32
+
+
+def quiet(_message):
+    pass
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth")
+    synthesize(default_schema(), out, n_train=400, n_valid=60, seed=3)
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "sasrec"
+    result = train(SPEC, str(data / "train.parquet"), str(out), eval_data=str(data / "valid.parquet"), epochs=2,
+                   progress=False, log=quiet)
+    return out, result
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "specc.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_train_writes_a_complete_run_directory(run):
+    out, result = run
+    for name in ("model.safetensors", "spec.json", "plan.json", "columns.json", "metrics.json", "log.jsonl"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("ndcg@10", "recall@20", "mrr@10", "loss", "train_seconds", "train_sessions_per_s"):
+        assert key in metrics
+    assert 0 < metrics["recall@20"] <= 1 and metrics["ndcg@10"] <= metrics["recall@10"] + 1e-9
+    assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+    assert not any(p.suffix == ".pkl" or p.suffix == ".pt" for p in out.iterdir())
+
+
+def test_trained_model_beats_popularity(data, run):
+    optimum = json.loads((data / "optimum.json").read_text())
+    assert run[1]["recall@10"] > optimum["popularity"]["recall@10"]
+
+
+def test_load_and_evaluate_reproduce_the_training_metrics(run, data):
+    out, result = run
+    model = specc.load(out)
+    assert not model.training
+    from specc.train import evaluate, open_for
+    metrics = evaluate(model, open_for(model, str(data / "valid.parquet"), default_schema(), 2))
+    assert metrics["ndcg@10"] == pytest.approx(result["ndcg@10"], abs=1e-9)
+    proc = cli("evaluate", out, "--data", data / "valid.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["recall@10"] == pytest.approx(result["recall@10"])
+
+
+def test_recommend_writes_top_k_per_row(run, data, tmp_path):
+    out, _ = run
+    target = tmp_path / "recs.parquet"
+    proc = cli("recommend", out, "--data", data / "valid.parquet", "--k", 5, "--out", target)
+    assert proc.returncode == 0, proc.stderr
+    table = pq.read_table(target).to_pydict()
+    assert len(table["row"]) == 60 and all(len(ids) == 5 and 0 not in ids for ids in table["item_ids"])
+    assert all(s == sorted(s, reverse=True) for s in table["scores"])
+    jsonl = cli("recommend", out, "--data", data / "valid.parquet", "--k", 3)
+    first = json.loads(jsonl.stdout.splitlines()[0])
+    assert first["item_ids"] == table["item_ids"][0][:3]
+
+
+def test_exclude_seen_never_recommends_items_in_the_sequence(run, data):
+    model = specc.load(run[0])
+    batch = next(iter(pq.read_table(data / "valid.parquet").to_batches(max_chunksize=16)))
+    items = batch.column("item_id-list").to_pylist()
+    L = model.max_length
+    padded = torch.tensor([(row[-L:] + [0] * L)[:L] for row in items])
+    inputs = {"item_id-list": padded}
+    _, ids = model.recommend(inputs, k=20, exclude_seen=True)
+    for row, recs in zip(items, ids.tolist()):
+        assert not set(row[-L:]) & set(recs)
+
+
+def test_resume_after_an_interrupt_matches_an_uninterrupted_run(data, tmp_path):
+    args = dict(eval_data=str(data / "valid.parquet"), epochs=2, progress=False)
+    full = train(SPEC, str(data / "train.parquet"), str(tmp_path / "full"), log=quiet, **args)
+
+    def interrupt_after_first_epoch(message):
+        if message.startswith("epoch 1"):
+            signal.raise_signal(signal.SIGINT)
+    part = train(SPEC, str(data / "train.parquet"), str(tmp_path / "part"), log=interrupt_after_first_epoch, **args)
+    assert part["interrupted"]
+    state = json.loads((tmp_path / "part" / "train_state.json").read_text())
+    assert state["epoch"] == 1 and state["batch"] == 1
+    resumed = train(SPEC, str(data / "train.parquet"), str(tmp_path / "part"), resume=True, log=quiet, **args)
+    a, b = specc.load(tmp_path / "full").state_dict(), specc.load(tmp_path / "part").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    assert resumed["ndcg@10"] == full["ndcg@10"]
+
+
+def test_training_is_deterministic_on_cpu(data, tmp_path):
+    runs = [train(SPEC, str(data / "train.parquet"), str(tmp_path / str(i)), epochs=1, progress=False, log=quiet)
+            for i in range(2)]
+    assert runs[0]["loss"] == runs[1]["loss"]
+
+
+def _write(path, **columns):
+    pq.write_table(pa.table(columns), path)
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("missing_column", "item_id-list"),
+    ("out_of_range", "outside"),
+    ("float_ids", "item_id-list"),
+    ("not_parquet", "parquet"),
+    ("missing_path", "does not exist"),
+])
+def test_bad_data_gets_a_clear_error_and_writes_nothing(case, needle, tmp_path, data):
+    bad = tmp_path / "bad.parquet"
+    if case == "missing_column":
+        _write(bad, other=pa.array([[1, 2]]))
+    elif case == "out_of_range":
+        _write(bad, **{"item_id-list": pa.array([[1, 2, 5000], [3, 4]])})
+    elif case == "float_ids":
+        _write(bad, **{"item_id-list": pa.array([[1.5, 2.0]])})
+    elif case == "not_parquet":
+        bad.write_text("id,items\n1,2\n")
+    else:
+        bad = tmp_path / "nowhere.parquet"
+    spec_path = tmp_path / "spec.json"
+    spec_path.write_text(json.dumps({**SPEC, "schema": str(ROOT / "specs" / "schemas" / "ecommerce.pbtxt")}))
+    proc = cli("train", spec_path, "--data", bad, "--out", tmp_path / "run", "--epochs", 1)
+    assert proc.returncode == 1, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_nan_in_continuous_features_is_rejected(tmp_path):
+    spec = json.loads(json.dumps(SPEC))
+    spec["inputs"]["features"] = ["item_id-list", "price-list"]
+    bad = tmp_path / "nan.parquet"
+    _write(bad, **{"item_id-list": pa.array([[1, 2, 3]]), "price-list": pa.array([[0.1, np.nan, 0.2]])})
+    with pytest.raises(specc.DataError, match="NaN"):
+        train(spec, str(bad), str(tmp_path / "run"), schema=str(ROOT / "specs" / "schemas" / "ecommerce.pbtxt"),
+              epochs=1, progress=False, log=quiet)
+
+
+def test_an_existing_run_is_not_overwritten(run, data):
+    proc = cli("train", ROOT / "specs" / "sasrec.json", "--data", data / "train.parquet", "--out", run[0])
+    assert proc.returncode == 1 and "--resume" in proc.stderr
+
+
+def test_loading_refuses_a_run_whose_spec_was_edited(run, tmp_path):
+    import shutil
+    copy = tmp_path / "edited"
+    shutil.copytree(run[0], copy)
+    spec = json.loads((copy / "spec.json").read_text())
+    spec["body"]["n_layer"] = 2
+    (copy / "spec.json").write_text(json.dumps(spec))
+    with pytest.raises(specc.UserError, match="saved plan"):
+        specc.load(copy)
