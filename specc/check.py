@@ -34,7 +34,7 @@ def resolve_schema(spec: S.ModelSpec, schema=None) -> Schema:
                                'add "schema": "path/to/schema.pbtxt" to the spec or pass --schema')])
     path = Path(spec.schema_path)
     if not path.is_absolute():
-        path = Path(spec.base_dir or os.getcwd()) / path
+        path = (Path(spec.base_dir or os.getcwd()) / path).resolve()
     return load_schema(str(path))
 
 
@@ -367,7 +367,7 @@ class Checker:
             self.error("$.body.n_head", "shape_mismatch",
                        f"d_model {body.d_model} is not divisible by n_head {body.n_head}",
                        "pick n_head dividing d_model, e.g. " + ", ".join(
-                           str(h) for h in range(1, 17) if body.d_model % h == 0 and h > 1)[:40])
+                           str(h) for h in (2, 4, 8, 16) if body.d_model % h == 0) or "1")
             return None
         d_ff = body.d_ff or 4 * body.d_model
         config: dict[str, Any] = {}
