@@ -152,7 +152,8 @@ def _table(rows: list[tuple], headers: tuple) -> list[str]:
 
 def _render(plan: Plan) -> str:
     i, m, b = plan.inputs, plan.masking, plan.body
-    out = [f"model {plan.name!r}: {_fmt(plan.parameters)} parameters, kernels {plan.kernels}"
+    kernels = "auto (Triton on CUDA, torch on CPU)" if plan.kernels == "auto" else plan.kernels
+    out = [f"model {plan.name!r}: {_fmt(plan.parameters)} parameters, kernels {kernels}"
            + (f", schema {plan.schema_source}" if plan.schema_source else "")]
     out += ["", f"inputs (max_sequence_length {i.max_sequence_length}, lengths from {i.sequence_column!r})"]
     out += _table([(f.column, f.role, "list" if f.sequential else "scalar", f.table or "-", f.width)
