@@ -26,6 +26,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -201,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
     }
     print(json.dumps(result))
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

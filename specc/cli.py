@@ -74,6 +74,28 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--device", choices=["cpu", "cuda"], default=None)
     r.set_defaults(run=_recommend)
 
+    x = sub.add_parser("export", help="export a trained run for inference (TorchScript, ExportedProgram or ONNX) "
+                       "with a Triton model repository")
+    x.add_argument("run_dir")
+    x.add_argument("--out", required=True, help="output folder")
+    x.add_argument("--format", choices=["torchscript", "exported_program", "onnx"], default="torchscript")
+    x.add_argument("--k", type=_positive_int, default=20, help="number of items to return")
+    x.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
+    x.add_argument("--max-batch-size", type=_positive_int, default=64, help="max_batch_size in config.pbtxt")
+    x.set_defaults(run=_export)
+
+    v = sub.add_parser("serve", help="serve a trained run through Triton Inference Server (PyTriton): "
+                       "KServe v2 over HTTP and gRPC, dynamic batching, metrics")
+    v.add_argument("run_dir")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=_port, default=8000, help="HTTP port (gRPC: port + 1, metrics: port + 2)")
+    v.add_argument("--grpc-port", type=_port, default=None)
+    v.add_argument("--metrics-port", type=_port, default=None)
+    v.add_argument("--max-batch-size", type=_positive_int, default=64)
+    v.add_argument("--k", type=_positive_int, default=20)
+    v.add_argument("--exclude-seen", action="store_true")
+    v.set_defaults(run=_serve)
+
     d = sub.add_parser("data", help="data utilities")
     dsub = d.add_subparsers(metavar="ACTION")
     syn = dsub.add_parser("synth", help="write synthetic sessions (Markov chain over items) and their schema")
@@ -93,6 +115,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number (1-65535), got {text!r}")
     return value
 
 
@@ -145,6 +174,26 @@ def _evaluate(args) -> int:
 def _recommend(args) -> int:
     from specc.train import recommend_command
     return recommend_command(args)
+
+
+def _export(args) -> int:
+    from specc.export import export
+    export(args.run_dir, args.out, format=args.format, k=args.k, exclude_seen=args.exclude_seen,
+           max_batch_size=args.max_batch_size)
+    return 0
+
+
+def _serve(args) -> int:
+    from specc.serve import reexec_if_needed, serve
+    cli_args = [args.run_dir, "--host", args.host, "--port", str(args.port),
+                "--max-batch-size", str(args.max_batch_size), "--k", str(args.k)]
+    cli_args += ["--grpc-port", str(args.grpc_port)] if args.grpc_port else []
+    cli_args += ["--metrics-port", str(args.metrics_port)] if args.metrics_port else []
+    cli_args += ["--exclude-seen"] if args.exclude_seen else []
+    reexec_if_needed(cli_args)
+    serve(args.run_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
+          max_batch_size=args.max_batch_size, k=args.k, exclude_seen=args.exclude_seen)
+    return 0
 
 
 def _synth(args) -> int:

@@ -132,8 +132,8 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         load_model(model, str(run_dir / "model.safetensors"))
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {skip + 1} (step {step})")
     spec_dict = {k: v for k, v in spec.to_json_dict().items() if k != "schema"}
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device == "cuda" and tr.precision == "bf16" \
-        else torch.autocast("cpu", enabled=False)
+    # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AVX512-BF16/AMX), where it is ~4x cheaper
+    autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=tr.precision == "bf16")
     log_path = run_dir / "log.jsonl"
     run_dir.mkdir(parents=True, exist_ok=True)
     train_seconds, sessions, last_loss = 0.0, 0, float("nan")

@@ -1,0 +1,334 @@
+"""Serving artifacts: a traceable inference module over a trained run, and its export.
+
+    specc export RUN_DIR --out DIR [--format torchscript|exported_program|onnx] [--k 20] [--exclude-seen]
+
+`InferenceModel` wraps a loaded `specc.Model` for inference without Python control flow on the data:
+it takes the schema's input columns as tensors and returns the top-k next items (`item_ids`, `scores`)
+and the outputs of the other tasks (binary_classification -> probability, regression -> value), in
+`output_names` order. Two input forms, fixed when the module is made:
+
+  padded  list column `col` as [B, L] int64/float32 right-padded with 0 (any L; the most recent
+          `max_sequence_length` items are kept), scalar column as [B] or [B, 1]
+  ragged  list column as Merlin's `col__values` [N] and `col__offsets` [B + 1]; scalars as [B]
+
+Its results equal `Model.recommend` (ids exactly, scores to float tolerance) on well-formed input. The
+graph does not validate: ids outside a table are read as 0 (padding). `specc serve` validates each
+request before it reaches the model and answers bad ones with a 400 error.
+
+DIR/
+  model.pt | model.pt2 | model.onnx   the padded-input model in the chosen format
+  model_ragged.pt (torchscript only)  the ragged-input model
+  signature.json                      inputs (name, dtype, dims) and outputs of both forms
+  triton/<name>/config.pbtxt, 1/model.pt           padded inputs, batched (max_batch_size)
+  triton/<name>_ragged/config.pbtxt, 1/model.pt    ragged inputs, unbatched
+  (with --format onnx the padded Triton model is model.onnx on the onnxruntime backend)
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from specc.errors import UserError
+
+FORMATS = ("torchscript", "exported_program", "onnx")
+TOPK_BLOCK = 65536     # catalog block of the top-k scan; fixed so the graph does not depend on the batch size
+
+
+class ExportError(UserError):
+    """An export that cannot be made as asked (bad k, missing optional package, ...)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str           # numpy dtype name: "int64", "float32"
+    dims: Tuple[int, ...]  # per request row, without the batch dimension (-1: variable)
+
+    @property
+    def triton_dtype(self) -> str:
+        return {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}[self.dtype]
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
+
+
+def _prepare_for_export(model) -> None:
+    """Kernels through the torch reference (the traceable path) and no dropout."""
+    model.eval()
+    if hasattr(model.inputs, "backend"):
+        model.inputs.backend = "torch"
+
+
+class InferenceModel(nn.Module):
+    """The traceable inference graph of a `specc.Model` (see the module docstring)."""
+
+    def __init__(self, model, k: int = 20, exclude_seen: bool = False, ragged: bool = False,
+                 block: int = TOPK_BLOCK):
+        super().__init__()
+        _prepare_for_export(model)
+        self.model = model
+        plan = model.plan
+        self.ragged = ragged
+        self.exclude_seen = exclude_seen
+        self.block = block
+        self.max_length = int(model.max_length)
+        self.sequence_column = model.sequence_column
+        self.list_columns: List[str] = list(model.list_columns)
+        self.scalar_columns: List[str] = list(model.scalar_columns)
+        self.id_ranges: Dict[str, int] = {c: int(r) for c, r in model.id_ranges.items()}
+        self.continuous = {f.column for f in plan.inputs.features if f.role == "continuous"}
+        self.has_next_item = model.next_item is not None
+        if self.has_next_item:
+            n_items = int(model._item_weight().shape[0])
+            if not 1 <= k <= n_items - 1:
+                raise ExportError(f"k must be between 1 and {n_items - 1} (the catalog without the padding id 0), "
+                                  f"got {k}")
+        self.k = int(k)
+        self.head_names: List[str] = list(model.scalar_heads.keys())
+        self.output_names: List[str] = (["item_ids", "scores"] if self.has_next_item else []) + self.head_names
+        if len(set(self.output_names)) != len(self.output_names):
+            raise ExportError(f"a task is named like an output ({', '.join(self.output_names)}); rename it")
+
+    # ------------------------------------------------------------------ signature
+
+    def input_specs(self) -> List[TensorSpec]:
+        specs = []
+        for c in self.list_columns:
+            dt = "float32" if c in self.continuous else "int64"
+            if self.ragged:
+                specs += [TensorSpec(f"{c}__values", dt, (-1,)), TensorSpec(f"{c}__offsets", "int64", (-1,))]
+            else:
+                specs.append(TensorSpec(c, dt, (-1,)))
+        for c in self.scalar_columns:
+            specs.append(TensorSpec(c, "float32" if c in self.continuous else "int64", (-1,) if self.ragged else (1,)))
+        return specs
+
+    def output_specs(self) -> List[TensorSpec]:
+        out = [TensorSpec("item_ids", "int64", (self.k,)), TensorSpec("scores", "float32", (self.k,))] \
+            if self.has_next_item else []
+        return out + [TensorSpec(n, "float32", (1,)) for n in self.head_names]
+
+    def example_inputs(self, batch_size: int = 2, length: int | None = None) -> Dict[str, Tensor]:
+        """A small well-formed batch (for tracing)."""
+        g = torch.Generator().manual_seed(0)
+        L = length or self.max_length
+        lengths = torch.tensor([max(1, L - i) for i in range(batch_size)])
+        valid = torch.arange(L)[None] < lengths[:, None]
+        out: Dict[str, Tensor] = {}
+        for c in self.list_columns:
+            if c in self.continuous:
+                v = torch.rand(batch_size, L, generator=g) * valid
+            else:
+                v = torch.randint(1, self.id_ranges[c], (batch_size, L), generator=g) * valid
+            if self.ragged:
+                out[f"{c}__values"] = v[valid]
+                out[f"{c}__offsets"] = F.pad(lengths.cumsum(0), (1, 0))
+            else:
+                out[c] = v
+        for c in self.scalar_columns:
+            if c in self.continuous:
+                out[c] = torch.rand(batch_size, generator=g)
+            else:
+                out[c] = torch.randint(1, self.id_ranges[c], (batch_size,), generator=g)
+            if not self.ragged:
+                out[c] = out[c][:, None]
+        return out
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(self, inputs: Dict[str, Tensor]) -> Tuple[Tensor, ...]:
+        batch: Dict[str, Tensor] = {}
+        M = self.max_length
+        pos = torch.arange(M)
+        if self.ragged:
+            for c in self.list_columns:
+                values, offsets = inputs[c + "__values"], inputs[c + "__offsets"].long()
+                n = offsets[1:] - offsets[:-1]
+                keep = n.clamp(min=0, max=M)
+                idx = (offsets[1:] - keep)[:, None] + pos[None]
+                padded_values = F.pad(values, (0, 1))
+                idx = idx.clamp(min=0, max=values.shape[0])
+                batch[c] = padded_values[idx] * (pos[None] < keep[:, None]).to(values.dtype)
+            lengths = (batch[self.sequence_column] != 0).sum(1)
+        else:
+            seq = inputs[self.sequence_column]
+            lengths = (seq != 0).sum(1)
+            shift = (lengths - M).clamp(min=0)
+            idx = shift[:, None] + pos[None]
+            keep = (idx < lengths[:, None])
+            for c in self.list_columns:
+                x = inputs[c]
+                batch[c] = F.pad(x, (0, M)).gather(1, idx) * keep.to(x.dtype)
+            lengths = lengths.clamp(max=M)
+        for c in self.scalar_columns:
+            batch[c] = inputs[c].reshape(-1)
+        for c, rows in self.id_ranges.items():   # out-of-range ids read as padding (serve rejects them first)
+            v = batch[c]
+            batch[c] = torch.where((v >= 0) & (v < rows), v, torch.zeros_like(v))
+        outputs: List[Tensor] = []
+        if self.has_next_item:
+            scores, ids = self._topk(batch, lengths)
+            outputs += [ids, scores]
+        if self.head_names:
+            hidden = self.model.encode(batch, lengths)
+            for name in self.head_names:
+                head = self.model.scalar_heads[name]
+                outputs.append(head.predict(head(hidden, lengths)).float()[:, None])
+        return tuple(outputs)
+
+    def _next_hidden(self, batch: Dict[str, Tensor], lengths: Tensor) -> Tensor:
+        """`Model.next_hidden` without data-dependent branches."""
+        m = self.model
+        seq = batch[self.sequence_column]
+        B, L = seq.shape
+        rows = torch.arange(B)
+        if not m.plan.masking.uses_mask_token:
+            hidden = m.encode(batch, lengths)
+            return hidden[rows, (lengths - 1).clamp(min=0)]
+        full = lengths >= L   # no room for the mask token: drop the oldest item (always computed, then selected)
+        shifted_batch = dict(batch)
+        for c in self.list_columns:
+            shifted = F.pad(batch[c][:, 1:], (0, 1))
+            shifted_batch[c] = torch.where(full[:, None], shifted, batch[c])
+        lengths = lengths - full.long()
+        replace = torch.arange(L)[None] == lengths[:, None]
+        hidden = m.encode(shifted_batch, lengths, replace)
+        return hidden[rows, lengths]
+
+    def _topk(self, batch: Dict[str, Tensor], lengths: Tensor) -> Tuple[Tensor, Tensor]:
+        from specc.kernels.topk_scores import topk_scores_reference
+        m = self.model
+        h = self._next_hidden(batch, lengths)
+        seq = batch[self.sequence_column]
+        # id 0 (padding) is always excluded; with exclude_seen, every id of the sequence as well
+        exclude = seq if self.exclude_seen else torch.zeros_like(seq[:, :1])
+        q = m.next_item.queries(h) / m.next_item.temperature
+        return topk_scores_reference(q, m._item_weight(), self.k, exclude, block=self.block)
+
+
+# ---------------------------------------------------------------------- export
+
+def model_name(model) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(model.plan, "name", None) or "specc")
+    return name or "specc"
+
+
+def trace(module: InferenceModel) -> torch.jit.ScriptModule:
+    import warnings
+    example = module.example_inputs()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return torch.jit.trace(module, (example,), strict=False, check_trace=False)
+
+
+def export_program(module: InferenceModel):
+    from torch.export import Dim, export
+    example = module.example_inputs(batch_size=3, length=module.max_length + 2)
+    batch = Dim("batch", min=1, max=1 << 16)
+    shapes = {}
+    for spec in module.input_specs():
+        if spec.dims == (-1,) and not module.ragged:
+            shapes[spec.name] = {0: batch, 1: Dim(f"L_{len(shapes)}", min=1, max=1 << 16)}
+        else:
+            shapes[spec.name] = {0: batch}
+    # every list column shares the sequence length of the sequence column
+    seq_dim = shapes[module.sequence_column][1]
+    for c in module.list_columns:
+        shapes[c] = {0: batch, 1: seq_dim}
+    with torch.no_grad():
+        return export(module, (example,), dynamic_shapes={"inputs": shapes}, strict=False)
+
+
+def _onnx_export(module: InferenceModel, path: Path) -> None:
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ExportError("--format onnx needs the onnx package (pip install onnx onnxscript)") from None
+    example = module.example_inputs()
+    names = [s.name for s in module.input_specs()]
+    axes = {n: {0: "batch", 1: "length"} for n in module.list_columns}
+    axes.update({n: {0: "batch"} for n in module.scalar_columns})
+    axes.update({n: {0: "batch"} for n in module.output_names})
+    with torch.no_grad():
+        torch.onnx.export(module, (example, {}), str(path), input_names=names, output_names=module.output_names,
+                          dynamic_axes=axes, dynamo=False)
+
+
+def triton_config(name: str, inputs: List[TensorSpec], outputs: List[TensorSpec], max_batch_size: int,
+                  platform: str = "pytorch_libtorch", output_suffix: bool = True) -> str:
+    """A Triton model config (protobuf text). With max_batch_size 0 the dims are the full shapes.
+
+    The PyTorch backend maps a single Dict[str, Tensor] forward argument to the inputs by name, and the
+    outputs of the returned tuple by the `<name>__<index>` convention."""
+    def dims(spec: TensorSpec, kind: str) -> str:
+        d = (-1,) + spec.dims if kind == "output" and max_batch_size == 0 else spec.dims
+        return ", ".join(str(x) for x in d)
+    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size}"]
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        lines.append(f"{kind} [")
+        for i, s in enumerate(specs):
+            tname = f"{s.name}__{i}" if kind == "output" and output_suffix else s.name
+            lines += ["  {", f'    name: "{tname}"', f"    data_type: {s.triton_dtype}",
+                      f"    dims: [ {dims(s, kind)} ]", "  }" + ("," if i < len(specs) - 1 else "")]
+        lines.append("]")
+    if max_batch_size > 0:
+        lines.append("dynamic_batching { }")
+    lines.append('instance_group [ { kind: KIND_CPU } ]')
+    return "\n".join(lines) + "\n"
+
+
+def export(run_dir, out, format: str = "torchscript", k: int = 20, exclude_seen: bool = False,
+           max_batch_size: int = 64, log=print) -> Path:
+    """Write the serving artifacts of a run directory to `out` (see the module docstring)."""
+    import specc
+    if format not in FORMATS:
+        raise ExportError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    model = specc.load(run_dir, device="cpu")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    padded = InferenceModel(model, k=k, exclude_seen=exclude_seen)
+    ragged = InferenceModel(model, k=k, exclude_seen=exclude_seen, ragged=True)
+    name = model_name(model)
+    padded_ts = trace(padded)
+    ragged_ts = trace(ragged)
+    if format == "torchscript":
+        padded_ts.save(str(out / "model.pt"))
+        ragged_ts.save(str(out / "model_ragged.pt"))
+    elif format == "exported_program":
+        torch.export.save(export_program(padded), str(out / "model.pt2"))
+    else:
+        _onnx_export(padded, out / "model.onnx")
+    signature = {"name": name, "k": padded.k, "exclude_seen": exclude_seen, "format": format,
+                 "max_sequence_length": padded.max_length,
+                 "padded": {"inputs": [s.to_dict() for s in padded.input_specs()],
+                            "outputs": [s.to_dict() for s in padded.output_specs()]},
+                 "ragged": {"inputs": [s.to_dict() for s in ragged.input_specs()],
+                            "outputs": [s.to_dict() for s in ragged.output_specs()]}}
+    (out / "signature.json").write_text(json.dumps(signature, indent=2))
+    repo = out / "triton"
+    if repo.exists():
+        shutil.rmtree(repo)
+    for mname, module, ts, mbs in ((name, padded, padded_ts, max_batch_size), (f"{name}_ragged", ragged, ragged_ts, 0)):
+        version = repo / mname / "1"
+        version.mkdir(parents=True)
+        if format == "onnx" and module is padded:
+            shutil.copy(out / "model.onnx", version / "model.onnx")
+            cfg = triton_config(mname, module.input_specs(), module.output_specs(), mbs, "onnxruntime_onnx",
+                                output_suffix=False)
+        else:
+            ts.save(str(version / "model.pt"))
+            cfg = triton_config(mname, module.input_specs(), module.output_specs(), mbs)
+        (repo / mname / "config.pbtxt").write_text(cfg)
+    log(f"exported {name} ({format}, k={padded.k}) to {out}; Triton model repository: {repo}")
+    return out

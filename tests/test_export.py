@@ -1,0 +1,149 @@
+"""specc export: the traced/exported inference graph equals Model.recommend; the Triton layout is complete."""
+import json
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import specc
+from specc.export import ExportError, InferenceModel, export, export_program, trace
+
+SPECS = {"sasrec": "specs/sasrec.json", "multitask": "specs/multitask.json", "bert4rec": "specs/bert4rec.json"}
+
+
+@pytest.fixture(scope="session")
+def runs(tmp_path_factory):
+    from pathlib import Path
+
+    from specc.synth import default_schema, synthesize
+    from specc.train import train
+    root = tmp_path_factory.mktemp("export_runs")
+    synthesize(default_schema(), root / "data", n_train=200, n_valid=40, seed=0)
+    repo = Path(__file__).resolve().parent.parent
+    out = {}
+    for name, spec in SPECS.items():
+        train(repo / spec, root / "data" / "train.parquet", root / name, eval_data=root / "data" / "valid.parquet",
+              epochs=1, progress=False, log=lambda m: None)
+        out[name] = root / name
+    return out
+
+
+def _batch(model, B=7, L=None, seed=0):
+    """A padded batch with varied lengths (some longer than max_sequence_length), and its ragged form."""
+    g = torch.Generator().manual_seed(seed)
+    L = L or model.max_length + 5
+    lengths = torch.randint(1, L + 1, (B,), generator=g)
+    lengths[0], lengths[-1] = 1, L
+    valid = torch.arange(L)[None] < lengths[:, None]
+    cont = {f.column for f in model.plan.inputs.features if f.role == "continuous"}
+    padded, ragged = {}, {}
+    for c in model.list_columns:
+        v = torch.rand(B, L, generator=g) if c in cont else torch.randint(1, model.id_ranges[c], (B, L), generator=g)
+        v = v * valid
+        padded[c] = v
+        ragged[f"{c}__values"] = v[valid]
+        ragged[f"{c}__offsets"] = F.pad(lengths.cumsum(0), (1, 0))
+    for c in model.scalar_columns:
+        v = torch.rand(B, generator=g) if c in cont else torch.randint(1, model.id_ranges[c], (B,), generator=g)
+        padded[c] = v
+        ragged[c] = v
+    return padded, ragged
+
+
+def _inputs(module, padded):
+    return {c: (v if v.dim() == 2 else v[:, None]) for c, v in padded.items()}
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+def test_traced_equals_recommend(runs, name):
+    model = specc.load(runs[name])
+    module = InferenceModel(specc.load(runs[name]), k=15)
+    traced = trace(module)
+    for B, L in ((7, None), (1, 3), (33, model.max_length)):
+        padded, ragged = _batch(model, B, L, seed=B)
+        scores, ids = model.recommend(padded, k=15)
+        out = traced(_inputs(module, padded))
+        assert torch.equal(out[0], ids)
+        torch.testing.assert_close(out[1], scores, rtol=1e-5, atol=1e-5)
+        assert (out[0] > 0).all()   # id 0 (padding) is never recommended
+    assert module.output_names[:2] == ["item_ids", "scores"]
+
+
+@pytest.mark.parametrize("name", ["sasrec", "bert4rec"])
+def test_ragged_equals_recommend(runs, name):
+    model = specc.load(runs[name])
+    traced = trace(InferenceModel(specc.load(runs[name]), k=10, ragged=True))
+    padded, ragged = _batch(model, 9)
+    scores, ids = model.recommend(ragged, k=10)
+    scores2, ids2 = model.recommend(padded, k=10)
+    assert torch.equal(ids, ids2)
+    out = traced(ragged)
+    assert torch.equal(out[0], ids)
+    torch.testing.assert_close(out[1], scores, rtol=1e-5, atol=1e-5)
+
+
+def test_exclude_seen_and_other_tasks(runs):
+    model = specc.load(runs["multitask"])
+    module = InferenceModel(specc.load(runs["multitask"]), k=12, exclude_seen=True)
+    traced = trace(module)
+    padded, _ = _batch(model, 6)
+    scores, ids = model.recommend(padded, k=12, exclude_seen=True)
+    out = traced(_inputs(module, padded))
+    assert module.output_names == ["item_ids", "scores", "purchase", "revenue"]
+    assert torch.equal(out[0], ids)
+    seen = model.prepare(padded)[0][model.sequence_column]
+    assert not (out[0][:, :, None] == seen[:, None, :]).any()
+    batch, lengths = model.prepare(padded)
+    hidden = model.encode(batch, lengths)
+    for j, task in enumerate(["purchase", "revenue"]):
+        head = model.scalar_heads[task]
+        torch.testing.assert_close(out[2 + j][:, 0], head.predict(head(hidden, lengths)), rtol=1e-5, atol=1e-5)
+    assert ((out[2] >= 0) & (out[2] <= 1)).all()   # a probability
+
+
+def test_exported_program_dynamic_batch(runs):
+    model = specc.load(runs["sasrec"])
+    module = InferenceModel(specc.load(runs["sasrec"]), k=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = export_program(module).module()
+    for B in (1, 4, 17):
+        padded, _ = _batch(model, B, seed=B)
+        out = program(_inputs(module, padded))
+        assert torch.equal(out[0], model.recommend(padded, k=5)[1])
+
+
+def test_k_is_checked(runs):
+    model = specc.load(runs["sasrec"])
+    n = model._item_weight().shape[0]
+    with pytest.raises(ExportError, match="k must be between"):
+        InferenceModel(model, k=n)
+
+
+def test_export_writes_triton_repository(runs, tmp_path):
+    out = export(runs["multitask"], tmp_path / "exp", k=8, log=lambda m: None)
+    sig = json.loads((out / "signature.json").read_text())
+    name = sig["name"]
+    assert name == "multitask" and sig["k"] == 8
+    cfg = (out / "triton" / name / "config.pbtxt").read_text()
+    for spec in sig["padded"]["inputs"]:
+        assert f'name: "{spec["name"]}"' in cfg
+    assert 'name: "item_ids__0"' in cfg and "dims: [ 8 ]" in cfg and "max_batch_size: 64" in cfg
+    assert 'platform: "pytorch_libtorch"' in cfg and "TYPE_FP32" in cfg and "TYPE_INT64" in cfg
+    rcfg = (out / "triton" / f"{name}_ragged" / "config.pbtxt").read_text()
+    assert "max_batch_size: 0" in rcfg and '"item_id-list__offsets"' in rcfg and "dims: [ -1, 8 ]" in rcfg
+    loaded = torch.jit.load(str(out / "triton" / name / "1" / "model.pt"))
+    model = specc.load(runs["multitask"])
+    padded, _ = _batch(model, 5)
+    ids = loaded({c: (v if v.dim() == 2 else v[:, None]) for c, v in padded.items()})[0]
+    assert torch.equal(ids, model.recommend(padded, k=8)[1])
+
+
+def test_cli_export(runs, tmp_path, capsys):
+    from specc.cli import main
+    assert main(["export", str(runs["sasrec"]), "--out", str(tmp_path / "e"), "--k", "5"]) == 0
+    assert (tmp_path / "e" / "model.pt").is_file() and (tmp_path / "e" / "triton" / "sasrec" / "1" / "model.pt").is_file()
+    assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "f")]) == 1
+    assert "no such run directory" in capsys.readouterr().err
+    assert main(["export", str(runs["sasrec"]), "--out", str(tmp_path / "g"), "--k", "100000"]) == 1
