@@ -7,6 +7,7 @@ from torch import nn
 from specc.check import compile as compile_plan
 from specc.model import Model
 from specc.nn.bodies import GruBody, MlpBody, NativeTransformer
+from specc.nn.dropout import use_fast_dropout
 from specc.nn.heads import NextItemHead, ScalarHead
 from specc.nn.inputs import InputBlock
 from specc.plan import Plan
@@ -47,7 +48,7 @@ def build_from_plan(plan: Plan) -> Model:
                     for t in plan.tasks if t.kind != "next_item"}
     mask = nn.Parameter(torch.randn(plan.body.input_width) * 0.02) if plan.masking.uses_mask_token else None
     disc = nn.Linear(plan.body.output_width, 1) if plan.masking.kind == "rtd" else None
-    return Model(plan, inputs, body, next_item, scalar_heads, mask, disc)
+    return use_fast_dropout(Model(plan, inputs, body, next_item, scalar_heads, mask, disc))
 
 
 def _body(plan: Plan) -> nn.Module:

@@ -50,6 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--precision", choices=["fp32", "bf16"], help="default: the spec's training.precision")
     t.add_argument("--device", choices=["cpu", "cuda"], default=None)
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")

@@ -277,6 +277,7 @@ class Training(Closed):
     seed: int = 42
     precision: Literal["fp32", "bf16"] = "fp32"
     warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    schedule: Literal["linear", "constant"] = "linear"   # after warm-up: linear decay to 0, or constant
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
 
 

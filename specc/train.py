@@ -75,18 +75,21 @@ def _optimizer(model, opt):
     return cls(params, lr=opt.lr, weight_decay=opt.weight_decay)
 
 
-def _schedule(optimizer, total_steps: int, warmup: float):
+def _schedule(optimizer, total_steps: int, warmup: float, kind: str):
     warm = max(1, int(total_steps * warmup))
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
+        if kind == "constant":
+            return 1.0
         return max(0.0, (total_steps - step) / max(1, total_steps - warm))
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, epochs: int | None = None,
-          batch_size: int | None = None, lr: float | None = None, device: str | None = None, resume: bool = False,
+          batch_size: int | None = None, lr: float | None = None, precision: str | None = None,
+          device: str | None = None, resume: bool = False,
           exclude_seen: bool = False, progress: bool = True, log=print) -> dict:
     """Train the spec'd model on `data`, evaluate on `eval_data`, and write the run directory `out`."""
     from specc.builder import build_from_plan
@@ -102,7 +105,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
-    tr = spec.training
+    tr = spec.training.model_copy(update={"precision": precision}) if precision else spec.training
     epochs = epochs or tr.epochs
     batch_size = batch_size or tr.batch_size
     opt_spec = tr.optimizer.model_copy(update={"lr": lr}) if lr else tr.optimizer
@@ -124,7 +127,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
 
     steps_per_epoch = math.ceil(train_set.n_rows / batch_size)
     optimizer = _optimizer(model, opt_spec)
-    scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup)
+    scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup, tr.schedule)
     start_epoch, skip, step = 0, 0, 0
     if resume:
         start_epoch, skip, step = load_train_state(run_dir, optimizer, scheduler, generator)
@@ -244,7 +247,8 @@ def _device(args) -> str:
 def train_command(args) -> int:
     quiet = args.quiet
     result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, device=args.device, resume=args.resume,
+                   batch_size=args.batch_size, lr=args.lr, precision=args.precision, device=args.device,
+                   resume=args.resume,
                    exclude_seen=args.exclude_seen, progress=not quiet and sys.stderr.isatty(),
                    log=lambda m: print(m, file=sys.stderr))
     print(json.dumps(result, indent=2))

@@ -1,0 +1,39 @@
+"""Building blocks: specc's CPU dropout keeps nn.Dropout's semantics, and every built model uses it."""
+import torch
+from torch import nn
+
+from specc.nn.dropout import Dropout, use_fast_dropout
+
+
+def test_dropout_drops_at_rate_p_and_keeps_the_expectation(seed):
+    d = Dropout(0.3).train()
+    x = torch.ones(200_000)
+    y = d(x)
+    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
+
+
+def test_dropout_is_identity_in_eval_and_passes_gradients_through_kept_units(seed):
+    d = Dropout(0.5)
+    x = torch.randn(1000, requires_grad=True)
+    assert torch.equal(d.eval()(x), x)
+    d.train()(x).sum().backward()
+    kept = x.grad != 0
+    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 2.0))
+    assert 400 < kept.sum() < 600
+
+
+def test_dropout_is_reproducible_from_the_torch_seed():
+    d = Dropout(0.2).train()
+    torch.manual_seed(7)
+    a = d(torch.ones(100))
+    torch.manual_seed(7)
+    assert torch.equal(a, d(torch.ones(100)))
+
+
+def test_every_dropout_of_a_module_tree_is_swapped():
+    model = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.1), nn.Sequential(nn.Dropout(0.2)))
+    use_fast_dropout(model)
+    kinds = [type(m) for m in model.modules() if isinstance(m, nn.Dropout)]
+    assert kinds == [Dropout, Dropout] and model[2][0].p == 0.2
