@@ -33,18 +33,8 @@ def _free_port():
 
 
 def _batch(model, B, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    L = model.max_length
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    valid = torch.arange(L)[None] < lengths[:, None]
-    cont = {f.column for f in model.plan.inputs.features if f.role == "continuous"}
-    out = {}
-    for c in model.list_columns:
-        v = torch.rand(B, L, generator=g) if c in cont else torch.randint(1, model.id_ranges[c], (B, L), generator=g)
-        out[c] = v * valid
-    for c in model.scalar_columns:
-        out[c] = (torch.rand(B, generator=g) if c in cont else torch.randint(1, model.id_ranges[c], (B,), generator=g))[:, None]
-    return out
+    batch = model.random_batch(B, seed=seed)
+    return {c: v[:, None] if v.dim() == 1 else v for c, v in batch.items()}
 
 
 def _stats(times):

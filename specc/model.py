@@ -44,6 +44,29 @@ class Model(nn.Module):
     def target_columns(self) -> list[str]:
         return [t.target for t in self.plan.tasks if t.kind != "next_item"]
 
+    def random_batch(self, batch_size: int = 8, length: int | None = None, min_length: int = 1, seed: int = 0,
+                     targets: bool = False) -> dict[str, torch.Tensor]:
+        """A random right-padded batch of this model's columns (for tests, benchmarks and warm-up); the first
+        row is full length."""
+        g = torch.Generator().manual_seed(seed)
+        L = length or self.max_length
+        lengths = torch.randint(min(min_length, L), L + 1, (batch_size,), generator=g)
+        lengths[0] = L
+        valid = torch.arange(L)[None] < lengths[:, None]
+        batch = {}
+        for c in self.input_columns:
+            shape = (batch_size, L) if c in self.list_columns else (batch_size,)
+            v = torch.randint(1, self.id_ranges[c], shape, generator=g) if c in self.id_ranges else \
+                torch.rand(shape, generator=g)
+            batch[c] = v * valid if c in self.list_columns else v
+        if targets:
+            for t in self.plan.tasks:
+                if t.kind == "binary_classification":
+                    batch[t.target] = torch.randint(0, 2, (batch_size,), generator=g)
+                elif t.kind == "regression":
+                    batch[t.target] = torch.rand(batch_size, generator=g)
+        return batch
+
     def _backend(self, x: torch.Tensor) -> str:
         k = self.plan.kernels
         return k if k != "auto" else ("triton" if x.is_cuda else "torch")

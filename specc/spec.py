@@ -467,6 +467,7 @@ def _describe(err: dict, loc: list, model_path: list) -> tuple[str, str | None]:
 
 def _allowed_keys(model_path: list) -> list[str]:
     """The keys a closed object at `model_path` accepts (walking ModelSpec's fields and union tags)."""
+    import types
     import typing
 
     def unwrap(tp):
@@ -474,7 +475,7 @@ def _allowed_keys(model_path: list) -> list[str]:
             origin = typing.get_origin(tp)
             if origin is Annotated:
                 tp = typing.get_args(tp)[0]
-            elif origin in (Union, getattr(__import__("types"), "UnionType", Union)):
+            elif origin in (Union, types.UnionType):
                 args = [a for a in typing.get_args(tp) if a is not type(None)]
                 if len(args) != 1:
                     return args

@@ -31,23 +31,18 @@ def runs(tmp_path_factory):
 
 def _batch(model, B=7, L=None, seed=0):
     """A padded batch with varied lengths (some longer than max_sequence_length), and its ragged form."""
-    g = torch.Generator().manual_seed(seed)
-    L = L or model.max_length + 5
-    lengths = torch.randint(1, L + 1, (B,), generator=g)
-    lengths[0], lengths[-1] = 1, L
-    valid = torch.arange(L)[None] < lengths[:, None]
-    cont = {f.column for f in model.plan.inputs.features if f.role == "continuous"}
-    padded, ragged = {}, {}
-    for c in model.list_columns:
-        v = torch.rand(B, L, generator=g) if c in cont else torch.randint(1, model.id_ranges[c], (B, L), generator=g)
-        v = v * valid
-        padded[c] = v
-        ragged[f"{c}__values"] = v[valid]
-        ragged[f"{c}__offsets"] = F.pad(lengths.cumsum(0), (1, 0))
-    for c in model.scalar_columns:
-        v = torch.rand(B, generator=g) if c in cont else torch.randint(1, model.id_ranges[c], (B,), generator=g)
-        padded[c] = v
-        ragged[c] = v
+    padded = model.random_batch(B, length=L or model.max_length + 5, seed=seed)
+    padded[model.sequence_column][-1, 1:] = 0   # a one-item session
+    lengths = (padded[model.sequence_column] != 0).sum(1)
+    valid = torch.arange(padded[model.sequence_column].shape[1])[None] < lengths[:, None]
+    ragged = {}
+    for c, v in padded.items():
+        if c in model.list_columns:
+            padded[c] = v * valid
+            ragged[f"{c}__values"] = v[valid]
+            ragged[f"{c}__offsets"] = F.pad(lengths.cumsum(0), (1, 0))
+        else:
+            ragged[c] = v
     return padded, ragged
 
 
