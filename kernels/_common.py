@@ -102,3 +102,65 @@ def kernel_dtype_ok(*tensors) -> bool:
 def row_major(t: torch.Tensor) -> torch.Tensor:
     """Unit stride along the last dim (big tables are normally already like that: no copy)."""
     return t if t.stride(-1) == 1 else t.contiguous()
+
+
+# ----------------------------------------------------------------------------------- shared jit helpers
+# Device functions called from the kernels; Triton inlines them, so they cost nothing at run time.
+@triton.jit
+def span(start, BLOCK: tl.constexpr, end):
+    """Offsets start + [0, BLOCK) and their mask (offset < end)."""
+    offs = start + tl.arange(0, BLOCK)
+    return offs, offs < end
+
+
+@triton.jit
+def split_range(pid_s, cols_per_split, C):
+    """[c_start, c_end): the columns of catalog split ``pid_s`` (splits of cols_per_split columns)."""
+    c_start = pid_s * cols_per_split
+    return c_start, tl.minimum(c_start + cols_per_split, C)
+
+
+@triton.jit
+def tile_ptrs(ptr, rows, rmask, stride, cols, cmask):
+    """Pointers [rows, cols] into a row-major matrix (int64 row offsets) and the tile's mask."""
+    return ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :], rmask[:, None] & cmask[None, :]
+
+
+@triton.jit
+def load_tile(ptr, rows, rmask, stride, cols, cmask):
+    """The [rows, cols] tile of a row-major matrix, 0 where masked."""
+    ptrs, mask = tile_ptrs(ptr, rows, rmask, stride, cols, cmask)
+    return tl.load(ptrs, mask=mask, other=0.0)
+
+
+@triton.jit
+def load_tile_t(ptr, rows, rmask, stride, cols, cmask):
+    """The transposed [cols, rows] tile of a row-major matrix (loaded directly as K x N), 0 where masked."""
+    return tl.load(ptr + rows.to(tl.int64)[None, :] * stride + cols[:, None],
+                   mask=cmask[:, None] & rmask[None, :], other=0.0)
+
+
+@triton.jit
+def hidden_tile(h_ptr, pid, N, D, stride_h, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Row block ``pid`` of hidden [N, D]: (rows, rmask, dofs, dmask, the [BLOCK_N, BLOCK_D] tile)."""
+    rows, rmask = span(pid * BLOCK_N, BLOCK_N, N)
+    dofs, dmask = span(0, BLOCK_D, D)
+    h = load_tile(h_ptr, rows, rmask, stride_h, dofs, dmask)
+    return rows, rmask, dofs, dmask, h
+
+
+@triton.jit
+def scores_tile(h, w_ptr, stride_w, cols, cmask, dofs, dmask, PRECISION: tl.constexpr):
+    """h [BLOCK_N, BLOCK_D] @ weight[cols].T -> [BLOCK_N, BLOCK_C] fp32 (masked columns score 0)."""
+    wt = load_tile_t(w_ptr, cols, cmask, stride_w, dofs, dmask)
+    return tl.dot(h, wt, input_precision=PRECISION)
+
+
+@triton.jit
+def gather_rows(w_ptr, ids_ptr, stride_w, rows, rmask, cols, cmask, padding_idx, HAS_PAD: tl.constexpr):
+    """weight[ids[rows], cols] (table dtype); 0 for masked rows and, with HAS_PAD, for padding ids."""
+    idx = tl.load(ids_ptr + rows, mask=rmask, other=0).to(tl.int64)
+    lmask = rmask
+    if HAS_PAD:
+        lmask = lmask & (idx != padding_idx)
+    return tl.load(w_ptr + idx[:, None] * stride_w + cols[None, :], mask=lmask[:, None] & cmask[None, :], other=0.0)

@@ -19,7 +19,8 @@ from typing import Sequence
 
 import torch
 
-from ._common import new_empty, next_pow2, row_major, tl, triton, use_triton, kernel_dtype_ok
+from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, span, tile_ptrs, tl, triton, \
+    use_triton
 
 __all__ = ["gather_concat", "gather_concat_reference"]
 
@@ -28,20 +29,11 @@ __all__ = ["gather_concat", "gather_concat_reference"]
 @triton.jit
 def _gather_concat_fwd_kernel(out_ptr, w_ptr, ids_ptr, M, D, stride_w, stride_out, col_off, padding_idx,
                               HAS_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    rmask = rows < M
-    cmask = cols < D
-    idx = tl.load(ids_ptr + rows, mask=rmask, other=0).to(tl.int64)
-    lmask = rmask
-    if HAS_PAD:
-        lmask = lmask & (idx != padding_idx)
-    vals = tl.load(w_ptr + idx[:, None] * stride_w + cols[None, :],
-                   mask=lmask[:, None] & cmask[None, :], other=0.0)
-    optr = out_ptr + rows.to(tl.int64)[:, None] * stride_out + col_off + cols[None, :]
-    tl.store(optr, vals.to(out_ptr.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
+    rows, rmask = span(tl.program_id(0) * BLOCK_M, BLOCK_M, M)
+    cols, cmask = span(tl.program_id(1) * BLOCK_D, BLOCK_D, D)
+    vals = gather_rows(w_ptr, ids_ptr, stride_w, rows, rmask, cols, cmask, padding_idx, HAS_PAD)
+    optr, omask = tile_ptrs(out_ptr + col_off, rows, rmask, stride_out, cols, cmask)
+    tl.store(optr, vals.to(out_ptr.dtype.element_ty), mask=omask)
 
 
 @triton.jit
@@ -53,10 +45,8 @@ def _gather_concat_bwd_kernel(gw_ptr, gout_ptr, sorted_ids_ptr, perm_ptr, starts
     pid_d = tl.program_id(1)
     nseg = tl.load(nseg_ptr)
     if pid_s * BLOCK_S < nseg:
-        seg = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
-        cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        smask = seg < nseg
-        cmask = cols < D
+        seg, smask = span(pid_s * BLOCK_S, BLOCK_S, nseg)
+        cols, cmask = span(pid_d * BLOCK_D, BLOCK_D, D)
         start = tl.load(starts_ptr + seg, mask=smask, other=0)
         end = tl.load(starts_ptr + seg + 1, mask=smask, other=0)
         length = end - start
@@ -154,6 +144,25 @@ def table_grads(weights, flats, gout2d, col_offs, padding_idx):
     return grads
 
 
+def gather_backward(ctx, gout, col_offs):
+    """Autograd backward shared by gather_concat and gather_sum.
+
+    ctx holds n, padding_idx and the saved (*weights, *flat ids); table i reads gout's columns from
+    col_offs[i]. Returns (None, None, *table grads (None where not needed), *None for the ids)."""
+    saved = ctx.saved_tensors
+    n = ctx.n
+    weights, flats = saved[:n], saved[n:]
+    gout2d = row_major(gout.reshape(-1, gout.shape[-1]))
+    grads = [None] * n
+    sel = [i for i in range(n) if ctx.needs_input_grad[2 + i]]
+    if sel:
+        got = table_grads([weights[i] for i in sel], [flats[i] for i in sel], gout2d, [col_offs[i] for i in sel],
+                          ctx.padding_idx)
+        for i, g in zip(sel, got):
+            grads[i] = g
+    return (None, None, *grads, *([None] * n))
+
+
 # ----------------------------------------------------------------------------------- autograd
 class _GatherConcat(torch.autograd.Function):
     @staticmethod
@@ -172,19 +181,7 @@ class _GatherConcat(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gout):
-        saved = ctx.saved_tensors
-        n = ctx.n
-        weights, flats = saved[:n], saved[n:]
-        gout2d = row_major(gout.reshape(-1, gout.shape[-1]))
-        grads = [None] * n
-        need = [ctx.needs_input_grad[2 + i] for i in range(n)]
-        if any(need):
-            sel = [i for i in range(n) if need[i]]
-            got = table_grads([weights[i] for i in sel], [flats[i] for i in sel], gout2d,
-                              [ctx.offs[i] for i in sel], ctx.padding_idx)
-            for i, g in zip(sel, got):
-                grads[i] = g
-        return (None, None, *grads, *([None] * n))
+        return gather_backward(ctx, gout, ctx.offs)
 
 
 # ----------------------------------------------------------------------------------- reference

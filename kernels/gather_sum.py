@@ -15,8 +15,9 @@ from typing import Sequence
 
 import torch
 
-from ._common import kernel_dtype_ok, new_empty, next_pow2, row_major, tl, triton, use_triton
-from .gather_concat import flat_ids_of, table_grads
+from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, span, tile_ptrs, tl, triton, \
+    use_triton
+from .gather_concat import flat_ids_of, gather_backward
 
 __all__ = ["gather_sum", "gather_sum_reference"]
 
@@ -25,24 +26,15 @@ _MAX_TABLES = 4
 
 @triton.jit
 def _gather_rows(w_ptr, ids_ptr, stride_w, rows, rmask, cols, cmask, padding_idx, HAS_PAD: tl.constexpr):
-    idx = tl.load(ids_ptr + rows, mask=rmask, other=0).to(tl.int64)
-    lmask = rmask
-    if HAS_PAD:
-        lmask = lmask & (idx != padding_idx)
-    v = tl.load(w_ptr + idx[:, None] * stride_w + cols[None, :], mask=lmask[:, None] & cmask[None, :], other=0.0)
-    return v.to(tl.float32)
+    return gather_rows(w_ptr, ids_ptr, stride_w, rows, rmask, cols, cmask, padding_idx, HAS_PAD).to(tl.float32)
 
 
 @triton.jit
 def _gather_sum_fwd_kernel(out_ptr, w0, w1, w2, w3, i0, i1, i2, i3, s0, s1, s2, s3, M, D, stride_out,
                            padding_idx, NUM_TABLES: tl.constexpr, HAS_PAD: tl.constexpr,
                            ACCUMULATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    rmask = rows < M
-    cmask = cols < D
+    rows, rmask = span(tl.program_id(0) * BLOCK_M, BLOCK_M, M)
+    cols, cmask = span(tl.program_id(1) * BLOCK_D, BLOCK_D, D)
     acc = _gather_rows(w0, i0, s0, rows, rmask, cols, cmask, padding_idx, HAS_PAD)
     if NUM_TABLES > 1:
         acc += _gather_rows(w1, i1, s1, rows, rmask, cols, cmask, padding_idx, HAS_PAD)
@@ -50,8 +42,7 @@ def _gather_sum_fwd_kernel(out_ptr, w0, w1, w2, w3, i0, i1, i2, i3, s0, s1, s2, 
         acc += _gather_rows(w2, i2, s2, rows, rmask, cols, cmask, padding_idx, HAS_PAD)
     if NUM_TABLES > 3:
         acc += _gather_rows(w3, i3, s3, rows, rmask, cols, cmask, padding_idx, HAS_PAD)
-    optr = out_ptr + rows.to(tl.int64)[:, None] * stride_out + cols[None, :]
-    omask = rmask[:, None] & cmask[None, :]
+    optr, omask = tile_ptrs(out_ptr, rows, rmask, stride_out, cols, cmask)
     if ACCUMULATE:
         acc += tl.load(optr, mask=omask, other=0.0).to(tl.float32)
     tl.store(optr, acc.to(out_ptr.dtype.element_ty), mask=omask)
@@ -90,18 +81,7 @@ class _GatherSum(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, gout):
-        saved = ctx.saved_tensors
-        n = ctx.n
-        weights, flats = saved[:n], saved[n:]
-        gout2d = row_major(gout.reshape(-1, gout.shape[-1]))
-        grads = [None] * n
-        sel = [i for i in range(n) if ctx.needs_input_grad[2 + i]]
-        if sel:
-            got = table_grads([weights[i] for i in sel], [flats[i] for i in sel], gout2d, [0] * len(sel),
-                              ctx.padding_idx)
-            for i, g in zip(sel, got):
-                grads[i] = g
-        return (None, None, *grads, *([None] * n))
+        return gather_backward(ctx, gout, [0] * ctx.n)
 
 
 def gather_sum_reference(weights: Sequence[torch.Tensor], ids: Sequence[torch.Tensor],

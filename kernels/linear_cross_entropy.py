@@ -25,8 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from ._common import (dot_precision, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms, row_major,
-                      tl, triton, use_triton)
+from ._common import (dot_precision, hidden_tile, interpreting, kernel_dtype_ok, load_tile, new_empty, next_pow2,
+                      num_sms, row_major, scores_tile, span, split_range, tile_ptrs, tl, triton, use_triton)
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_reference"]
 
@@ -37,10 +37,9 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 # ----------------------------------------------------------------------------------- kernels
 @triton.jit
-def _logits2(h, wt, cols, cmask, rows, tgt, bias_ptr, colid_ptr, scale2,
-             HAS_BIAS: tl.constexpr, HIT_MASK: tl.constexpr, PRECISION: tl.constexpr):
-    """Logits tile in base-2 units: (h @ wt) * scale*log2(e) - bias*log2(e); -inf where masked."""
-    s = tl.dot(h, wt, input_precision=PRECISION) * scale2
+def _logits2(s, cols, cmask, tgt, bias_ptr, colid_ptr, scale2, HAS_BIAS: tl.constexpr, HIT_MASK: tl.constexpr):
+    """Logits tile in base-2 units from s = h @ wt: s * scale*log2(e) - bias*log2(e); -inf where masked."""
+    s = s * scale2
     if HAS_BIAS:
         b = tl.load(bias_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
         s = s - b[None, :] * 1.4426950408889634
@@ -57,33 +56,33 @@ def _linear_cross_entropy_fwd_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_ptr,
                                      HAS_BIAS: tl.constexpr, HIT_MASK: tl.constexpr,
                                      BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                      PRECISION: tl.constexpr):
-    pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rmask = rows < N
-    dofs = tl.arange(0, BLOCK_D)
-    dmask = dofs < D
-    h = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + dofs[None, :],
-                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
     tgt = rows
     if HIT_MASK:
         tgt = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
     m = tl.full([BLOCK_N], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_N], tl.float32)
-    c_start = pid_s * cols_per_split
-    c_end = tl.minimum(c_start + cols_per_split, C)
+    c_start, c_end = split_range(pid_s, cols_per_split, C)
     for c0 in range(c_start, c_end, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)
-        cmask = cols < c_end
-        wt = tl.load(w_ptr + cols.to(tl.int64)[None, :] * stride_w + dofs[:, None],
-                     mask=dmask[:, None] & cmask[None, :], other=0.0)
-        s = _logits2(h, wt, cols, cmask, rows, tgt, bias_ptr, colid_ptr, scale2, HAS_BIAS, HIT_MASK, PRECISION)
+        cols, cmask = span(c0, BLOCK_C, c_end)
+        s = _logits2(scores_tile(h, w_ptr, stride_w, cols, cmask, dofs, dmask, PRECISION), cols, cmask, tgt,
+                     bias_ptr, colid_ptr, scale2, HAS_BIAS, HIT_MASK)
         m_new = tl.maximum(m, tl.max(s, axis=1))
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         l = l * tl.exp2(m - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
         m = m_new
     lse = tl.where(l > 0, (m + tl.log2(tl.maximum(l, 1e-30))) * 0.6931471805599453, float("-inf"))
     tl.store(lse_ptr + pid_s * N + rows, lse, mask=rmask)
+
+
+@triton.jit
+def _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask):
+    """Per-row backward inputs: (target id, LSE in base 2, grad scale g)."""
+    tgt = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
+    lse2 = tl.load(lse_ptr + rows, mask=rmask, other=0.0) * 1.4426950408889634
+    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)
+    return tgt, lse2, g
 
 
 @triton.jit
@@ -104,31 +103,18 @@ def _linear_cross_entropy_bwd_dh_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_p
                                         TARGET_IN_CATALOG: tl.constexpr, ATOMIC: tl.constexpr,
                                         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                         PRECISION: tl.constexpr):
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rmask = rows < N
-    dofs = tl.arange(0, BLOCK_D)
-    dmask = dofs < D
-    h = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + dofs[None, :],
-                mask=rmask[:, None] & dmask[None, :], other=0.0)
-    tgt = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
-    lse2 = tl.load(lse_ptr + rows, mask=rmask, other=0.0) * 1.4426950408889634
-    g = tl.load(g_ptr + rows, mask=rmask, other=0.0)
+    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
+    tgt, lse2, g = _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask)
     acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    c_start = pid_s * cols_per_split
-    c_end = tl.minimum(c_start + cols_per_split, C)
+    c_start, c_end = split_range(tl.program_id(1), cols_per_split, C)
     for c0 in range(c_start, c_end, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)
-        cmask = cols < c_end
-        w = tl.load(w_ptr + cols.to(tl.int64)[:, None] * stride_w + dofs[None, :],
-                    mask=cmask[:, None] & dmask[None, :], other=0.0)
-        s = _logits2(h, tl.trans(w), cols, cmask, rows, tgt, bias_ptr, colid_ptr, scale2,
-                     HAS_BIAS, HIT_MASK, PRECISION)
+        cols, cmask = span(c0, BLOCK_C, c_end)
+        w = load_tile(w_ptr, cols, cmask, stride_w, dofs, dmask)
+        s = _logits2(tl.dot(h, tl.trans(w), input_precision=PRECISION), cols, cmask, tgt, bias_ptr, colid_ptr,
+                     scale2, HAS_BIAS, HIT_MASK)
         ds = _dlogits(s, lse2, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG)
         acc += tl.dot(ds.to(w.dtype), w, input_precision=PRECISION)
-    dptr = dh_ptr + rows.to(tl.int64)[:, None] * stride_dh + dofs[None, :]
-    omask = rmask[:, None] & dmask[None, :]
+    dptr, omask = tile_ptrs(dh_ptr, rows, rmask, stride_dh, dofs, dmask)
     if ATOMIC:
         tl.atomic_add(dptr, acc, mask=omask)
     else:
@@ -143,28 +129,21 @@ def _linear_cross_entropy_bwd_dw_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_p
                                         TARGET_IN_CATALOG: tl.constexpr,
                                         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                         PRECISION: tl.constexpr):
-    pid_c = tl.program_id(0)
-    cols = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
-    cmask = cols < C
-    dofs = tl.arange(0, BLOCK_D)
-    dmask = dofs < D
-    w = tl.load(w_ptr + cols.to(tl.int64)[:, None] * stride_w + dofs[None, :],
-                mask=cmask[:, None] & dmask[None, :], other=0.0)
+    cols, cmask = span(tl.program_id(0) * BLOCK_C, BLOCK_C, C)
+    dofs, dmask = span(0, BLOCK_D, D)
+    w = load_tile(w_ptr, cols, cmask, stride_w, dofs, dmask)
     wt = tl.trans(w)
     acc = tl.zeros([BLOCK_C, BLOCK_D], tl.float32)
     for n0 in range(0, N, BLOCK_N):
-        rows = n0 + tl.arange(0, BLOCK_N)
-        rmask = rows < N
-        h = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + dofs[None, :],
-                    mask=rmask[:, None] & dmask[None, :], other=0.0)
-        tgt = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
-        lse2 = tl.load(lse_ptr + rows, mask=rmask, other=0.0) * 1.4426950408889634
-        g = tl.load(g_ptr + rows, mask=rmask, other=0.0)
-        s = _logits2(h, wt, cols, cmask, rows, tgt, bias_ptr, colid_ptr, scale2, HAS_BIAS, HIT_MASK, PRECISION)
+        rows, rmask = span(n0, BLOCK_N, N)
+        h = load_tile(h_ptr, rows, rmask, stride_h, dofs, dmask)
+        tgt, lse2, g = _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask)
+        s = _logits2(tl.dot(h, wt, input_precision=PRECISION), cols, cmask, tgt, bias_ptr, colid_ptr, scale2,
+                     HAS_BIAS, HIT_MASK)
         ds = _dlogits(s, lse2, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG)
         acc += tl.dot(tl.trans(ds.to(h.dtype)), h, input_precision=PRECISION)
-    tl.store(dw_ptr + cols.to(tl.int64)[:, None] * stride_dw + dofs[None, :], acc.to(dw_ptr.dtype.element_ty),
-             mask=cmask[:, None] & dmask[None, :])
+    dptr, omask = tile_ptrs(dw_ptr, cols, cmask, stride_dw, dofs, dmask)
+    tl.store(dptr, acc.to(dw_ptr.dtype.element_ty), mask=omask)
 
 
 # ----------------------------------------------------------------------------------- launchers

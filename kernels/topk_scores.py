@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import torch
 
-from ._common import dot_precision, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms, row_major, tl, \
-    triton, use_triton
+from ._common import (dot_precision, hidden_tile, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms,
+                      row_major, scores_tile, span, split_range, tile_ptrs, tl, triton, use_triton)
 
 __all__ = ["topk_scores", "topk_scores_reference"]
 
@@ -40,26 +40,17 @@ def _topk_scores_chunkmax_kernel(h_ptr, w_ptr, cmax_ptr, N, C, D, stride_h, stri
                                  BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                  PRECISION: tl.constexpr):
     """cmax[row, chunk] = max score over the chunk's columns (chunk = TILES*BLOCK_C or SUB columns)."""
-    pid_n = tl.program_id(0)
     pid_c = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rmask = rows < N
-    dofs = tl.arange(0, BLOCK_D)
-    dmask = dofs < D
-    h = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + dofs[None, :],
-                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
     best = tl.full([BLOCK_N, NSUB], float("-inf"), tl.float32)
     for t in range(TILES):
-        cols = (pid_c * TILES + t) * BLOCK_C + tl.arange(0, BLOCK_C)
-        cmask = cols < C
-        wt = tl.load(w_ptr + cols.to(tl.int64)[None, :] * stride_w + dofs[:, None],
-                     mask=dmask[:, None] & cmask[None, :], other=0.0)
-        s = tl.dot(h, wt, input_precision=PRECISION)
+        cols, cmask = span((pid_c * TILES + t) * BLOCK_C, BLOCK_C, C)
+        s = scores_tile(h, w_ptr, stride_w, cols, cmask, dofs, dmask, PRECISION)
         s = tl.where(cmask[None, :], s, float("-inf"))
         best = tl.maximum(best, tl.max(tl.reshape(s, [BLOCK_N, NSUB, SUB]), axis=2))
-    chunks = pid_c * NSUB + tl.arange(0, NSUB)
-    tl.store(cmax_ptr + rows.to(tl.int64)[:, None] * n_chunks + chunks[None, :], best,
-             mask=rmask[:, None] & (chunks < n_chunks)[None, :])
+    chunks, kmask = span(pid_c * NSUB, NSUB, n_chunks)
+    optr, omask = tile_ptrs(cmax_ptr, rows, rmask, n_chunks, chunks, kmask)
+    tl.store(optr, best, mask=omask)
 
 
 @triton.jit
@@ -68,23 +59,12 @@ def _topk_scores_fwd_kernel(h_ptr, w_ptr, thr_ptr, cnt_ptr, cval_ptr, cid_ptr, N
                             BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                             PRECISION: tl.constexpr):
     """Append every (score, id) with score >= thr[row] to the row's candidate list (CAP slots)."""
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rmask = rows < N
-    dofs = tl.arange(0, BLOCK_D)
-    dmask = dofs < D
-    h = tl.load(h_ptr + rows.to(tl.int64)[:, None] * stride_h + dofs[None, :],
-                mask=rmask[:, None] & dmask[None, :], other=0.0)
+    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
     thr = tl.load(thr_ptr + rows, mask=rmask, other=float("inf"))
-    c_start = pid_s * cols_per_split
-    c_end = tl.minimum(c_start + cols_per_split, C)
+    c_start, c_end = split_range(tl.program_id(1), cols_per_split, C)
     for c0 in range(c_start, c_end, BLOCK_C):
-        cols = c0 + tl.arange(0, BLOCK_C)
-        cmask = cols < c_end
-        wt = tl.load(w_ptr + cols.to(tl.int64)[None, :] * stride_w + dofs[:, None],
-                     mask=dmask[:, None] & cmask[None, :], other=0.0)
-        s = tl.dot(h, wt, input_precision=PRECISION)
+        cols, cmask = span(c0, BLOCK_C, c_end)
+        s = scores_tile(h, w_ptr, stride_w, cols, cmask, dofs, dmask, PRECISION)
         sel = (s >= thr[:, None]) & cmask[None, :] & rmask[:, None]
         sel_i = sel.to(tl.int32)
         nsel = tl.sum(sel_i, axis=1)

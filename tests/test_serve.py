@@ -109,8 +109,7 @@ def server(run_dir, tmp_path_factory):
 
 
 def _batch(model, B, seed=0):
-    batch = model.random_batch(B, seed=seed)
-    return {c: v[:, None] if v.dim() == 1 else v for c, v in batch.items()}
+    return model.random_batch(B, seed=seed)
 
 
 def _request(batch, overrides=None):
