@@ -121,6 +121,18 @@ def split_range(pid_s, cols_per_split, C):
 
 
 @triton.jit
+def tile_2d(M, D, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's (rows, rmask, cols, cmask) on a (cdiv(M, BLOCK_M), cdiv(D, BLOCK_D)) grid."""
+    pid_m = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    rmask = rows < M
+    cmask = cols < D
+    return rows, rmask, cols, cmask
+
+
+@triton.jit
 def tile_ptrs(ptr, rows, rmask, stride, cols, cmask):
     """Pointers [rows, cols] into a row-major matrix (int64 row offsets) and the tile's mask."""
     return ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :], rmask[:, None] & cmask[None, :]
@@ -129,8 +141,8 @@ def tile_ptrs(ptr, rows, rmask, stride, cols, cmask):
 @triton.jit
 def load_tile(ptr, rows, rmask, stride, cols, cmask):
     """The [rows, cols] tile of a row-major matrix, 0 where masked."""
-    ptrs, mask = tile_ptrs(ptr, rows, rmask, stride, cols, cmask)
-    return tl.load(ptrs, mask=mask, other=0.0)
+    return tl.load(ptr + rows.to(tl.int64)[:, None] * stride + cols[None, :],
+                   mask=rmask[:, None] & cmask[None, :], other=0.0)
 
 
 @triton.jit
@@ -141,12 +153,16 @@ def load_tile_t(ptr, rows, rmask, stride, cols, cmask):
 
 
 @triton.jit
-def hidden_tile(h_ptr, pid, N, D, stride_h, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Row block ``pid`` of hidden [N, D]: (rows, rmask, dofs, dmask, the [BLOCK_N, BLOCK_D] tile)."""
-    rows, rmask = span(pid * BLOCK_N, BLOCK_N, N)
-    dofs, dmask = span(0, BLOCK_D, D)
+def hidden_tile(h_ptr, N, D, stride_h, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """On a (row blocks, column splits) grid: (program_id(1), rows, rmask, dofs, dmask, h) where h is
+    this program's [BLOCK_N, BLOCK_D] tile of hidden [N, D] (row block program_id(0))."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    rows, rmask = span(pid_n * BLOCK_N, BLOCK_N, N)
+    dofs = tl.arange(0, BLOCK_D)
+    dmask = dofs < D
     h = load_tile(h_ptr, rows, rmask, stride_h, dofs, dmask)
-    return rows, rmask, dofs, dmask, h
+    return pid_s, rows, rmask, dofs, dmask, h
 
 
 @triton.jit

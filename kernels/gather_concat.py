@@ -19,8 +19,7 @@ from typing import Sequence
 
 import torch
 
-from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, span, tile_ptrs, tl, triton, \
-    use_triton
+from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, tile_2d, tl, triton, use_triton
 
 __all__ = ["gather_concat", "gather_concat_reference"]
 
@@ -29,11 +28,10 @@ __all__ = ["gather_concat", "gather_concat_reference"]
 @triton.jit
 def _gather_concat_fwd_kernel(out_ptr, w_ptr, ids_ptr, M, D, stride_w, stride_out, col_off, padding_idx,
                               HAS_PAD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows, rmask = span(tl.program_id(0) * BLOCK_M, BLOCK_M, M)
-    cols, cmask = span(tl.program_id(1) * BLOCK_D, BLOCK_D, D)
+    rows, rmask, cols, cmask = tile_2d(M, D, BLOCK_M, BLOCK_D)
     vals = gather_rows(w_ptr, ids_ptr, stride_w, rows, rmask, cols, cmask, padding_idx, HAS_PAD)
-    optr, omask = tile_ptrs(out_ptr + col_off, rows, rmask, stride_out, cols, cmask)
-    tl.store(optr, vals.to(out_ptr.dtype.element_ty), mask=omask)
+    optr = out_ptr + rows.to(tl.int64)[:, None] * stride_out + col_off + cols[None, :]
+    tl.store(optr, vals.to(out_ptr.dtype.element_ty), mask=rmask[:, None] & cmask[None, :])
 
 
 @triton.jit
@@ -45,8 +43,10 @@ def _gather_concat_bwd_kernel(gw_ptr, gout_ptr, sorted_ids_ptr, perm_ptr, starts
     pid_d = tl.program_id(1)
     nseg = tl.load(nseg_ptr)
     if pid_s * BLOCK_S < nseg:
-        seg, smask = span(pid_s * BLOCK_S, BLOCK_S, nseg)
-        cols, cmask = span(pid_d * BLOCK_D, BLOCK_D, D)
+        seg = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+        cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+        smask = seg < nseg
+        cmask = cols < D
         start = tl.load(starts_ptr + seg, mask=smask, other=0)
         end = tl.load(starts_ptr + seg + 1, mask=smask, other=0)
         length = end - start

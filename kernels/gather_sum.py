@@ -15,8 +15,8 @@ from typing import Sequence
 
 import torch
 
-from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, span, tile_ptrs, tl, triton, \
-    use_triton
+from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, tile_2d, tile_ptrs, tl, \
+    triton, use_triton
 from .gather_concat import flat_ids_of, gather_backward
 
 __all__ = ["gather_sum", "gather_sum_reference"]
@@ -33,8 +33,7 @@ def _gather_rows(w_ptr, ids_ptr, stride_w, rows, rmask, cols, cmask, padding_idx
 def _gather_sum_fwd_kernel(out_ptr, w0, w1, w2, w3, i0, i1, i2, i3, s0, s1, s2, s3, M, D, stride_out,
                            padding_idx, NUM_TABLES: tl.constexpr, HAS_PAD: tl.constexpr,
                            ACCUMULATE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows, rmask = span(tl.program_id(0) * BLOCK_M, BLOCK_M, M)
-    cols, cmask = span(tl.program_id(1) * BLOCK_D, BLOCK_D, D)
+    rows, rmask, cols, cmask = tile_2d(M, D, BLOCK_M, BLOCK_D)
     acc = _gather_rows(w0, i0, s0, rows, rmask, cols, cmask, padding_idx, HAS_PAD)
     if NUM_TABLES > 1:
         acc += _gather_rows(w1, i1, s1, rows, rmask, cols, cmask, padding_idx, HAS_PAD)

@@ -56,8 +56,7 @@ def _linear_cross_entropy_fwd_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_ptr,
                                      HAS_BIAS: tl.constexpr, HIT_MASK: tl.constexpr,
                                      BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                      PRECISION: tl.constexpr):
-    pid_s = tl.program_id(1)
-    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
+    pid_s, rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, N, D, stride_h, BLOCK_N, BLOCK_D)
     tgt = rows
     if HIT_MASK:
         tgt = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
@@ -103,10 +102,10 @@ def _linear_cross_entropy_bwd_dh_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_p
                                         TARGET_IN_CATALOG: tl.constexpr, ATOMIC: tl.constexpr,
                                         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                         PRECISION: tl.constexpr):
-    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
+    pid_s, rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, N, D, stride_h, BLOCK_N, BLOCK_D)
     tgt, lse2, g = _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask)
     acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
-    c_start, c_end = split_range(tl.program_id(1), cols_per_split, C)
+    c_start, c_end = split_range(pid_s, cols_per_split, C)
     for c0 in range(c_start, c_end, BLOCK_C):
         cols, cmask = span(c0, BLOCK_C, c_end)
         w = load_tile(w_ptr, cols, cmask, stride_w, dofs, dmask)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 
 from ._common import (dot_precision, hidden_tile, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms,
-                      row_major, scores_tile, span, split_range, tile_ptrs, tl, triton, use_triton)
+                      row_major, scores_tile, span, split_range, tl, triton, use_triton)
 
 __all__ = ["topk_scores", "topk_scores_reference"]
 
@@ -40,17 +40,16 @@ def _topk_scores_chunkmax_kernel(h_ptr, w_ptr, cmax_ptr, N, C, D, stride_h, stri
                                  BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                  PRECISION: tl.constexpr):
     """cmax[row, chunk] = max score over the chunk's columns (chunk = TILES*BLOCK_C or SUB columns)."""
-    pid_c = tl.program_id(1)
-    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
+    pid_c, rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, N, D, stride_h, BLOCK_N, BLOCK_D)
     best = tl.full([BLOCK_N, NSUB], float("-inf"), tl.float32)
     for t in range(TILES):
         cols, cmask = span((pid_c * TILES + t) * BLOCK_C, BLOCK_C, C)
         s = scores_tile(h, w_ptr, stride_w, cols, cmask, dofs, dmask, PRECISION)
         s = tl.where(cmask[None, :], s, float("-inf"))
         best = tl.maximum(best, tl.max(tl.reshape(s, [BLOCK_N, NSUB, SUB]), axis=2))
-    chunks, kmask = span(pid_c * NSUB, NSUB, n_chunks)
-    optr, omask = tile_ptrs(cmax_ptr, rows, rmask, n_chunks, chunks, kmask)
-    tl.store(optr, best, mask=omask)
+    chunks = pid_c * NSUB + tl.arange(0, NSUB)
+    tl.store(cmax_ptr + rows.to(tl.int64)[:, None] * n_chunks + chunks[None, :], best,
+             mask=rmask[:, None] & (chunks < n_chunks)[None, :])
 
 
 @triton.jit
@@ -59,9 +58,9 @@ def _topk_scores_fwd_kernel(h_ptr, w_ptr, thr_ptr, cnt_ptr, cval_ptr, cid_ptr, N
                             BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                             PRECISION: tl.constexpr):
     """Append every (score, id) with score >= thr[row] to the row's candidate list (CAP slots)."""
-    rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, tl.program_id(0), N, D, stride_h, BLOCK_N, BLOCK_D)
+    pid_s, rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, N, D, stride_h, BLOCK_N, BLOCK_D)
     thr = tl.load(thr_ptr + rows, mask=rmask, other=float("inf"))
-    c_start, c_end = split_range(tl.program_id(1), cols_per_split, C)
+    c_start, c_end = split_range(pid_s, cols_per_split, C)
     for c0 in range(c_start, c_end, BLOCK_C):
         cols, cmask = span(c0, BLOCK_C, c_end)
         s = scores_tile(h, w_ptr, stride_w, cols, cmask, dofs, dmask, PRECISION)

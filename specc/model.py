@@ -1,6 +1,8 @@
 """specc.Model: the compiled nn.Module. Built only from a Plan (see build.py)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,7 +81,11 @@ class Model(nn.Module):
             raise DataError([f"the batch lacks column(s) {', '.join(missing)}"], "batch")
         out = {}
         for c in needed:
-            out[c] = _padded(batch, c) if (c in self.list_columns or f"{c}__values" in batch) else batch[c]
+            if c in self.list_columns or f"{c}__values" in batch:
+                out[c] = _padded(batch, c)
+            else:   # scalars come as [B] or, from Merlin's loader and Triton clients, [B, 1]
+                v = batch[c]
+                out[c] = v.reshape(v.shape[0]) if v.dim() == 2 and v.shape[1] == 1 else v
         seq = out[self.sequence_column]
         lengths = (seq != 0).sum(1)
         L = seq.shape[1]
@@ -243,13 +249,18 @@ class Model(nn.Module):
         if self.next_item is None:
             raise ValueError("this model has no next_item task")
         batch, lengths = self.prepare(batch)
-        return self._topk(batch, lengths, k, exclude_seen)
+        with _eval_mode(self):
+            return self._topk(batch, lengths, k, exclude_seen)
 
     @torch.no_grad()
     def evaluate_batch(self, batch: dict[str, torch.Tensor], k: int, exclude_seen: bool = False) -> dict:
         """The eval protocol for one batch: top-k ids for each sequence's last item predicted from the ones before
         it, the targets, and the other tasks' predictions and labels."""
         batch, lengths = self.prepare(batch, targets=True)
+        with _eval_mode(self):
+            return self._evaluate(batch, lengths, k, exclude_seen)
+
+    def _evaluate(self, batch, lengths, k, exclude_seen) -> dict:
         out: dict = {}
         if self.next_item is not None:
             stripped, short, target = self._strip_last(batch, lengths)
@@ -265,6 +276,17 @@ class Model(nn.Module):
         seen = batch[self.sequence_column]
         exclude = seen if exclude_seen else torch.zeros(seen.shape[0], 1, dtype=seen.dtype, device=seen.device)
         return self.next_item.topk(h, self._item_weight(), k, exclude, self._backend(h))
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """Inference runs without dropout even when the model is in training mode; the mode is restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _padded(batch: dict[str, torch.Tensor], column: str) -> torch.Tensor:
