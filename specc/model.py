@@ -86,8 +86,16 @@ class Model(nn.Module):
             else:   # scalars come as [B] or, from Merlin's loader and Triton clients, [B, 1]
                 v = batch[c]
                 out[c] = v.reshape(v.shape[0]) if v.dim() == 2 and v.shape[1] == 1 else v
+        for c in self.id_ranges:
+            if out[c].is_floating_point():
+                raise DataError([f"column {c!r} holds {out[c].dtype} values; categorical ids must be integers"],
+                                "batch")
         seq = out[self.sequence_column]
-        lengths = (seq != 0).sum(1)
+        real = seq != 0
+        if seq.shape[1] > 1 and (real[:, 1:] & ~real[:, :-1]).any():
+            raise DataError([f"column {self.sequence_column!r} is not right-padded: each row must hold its items "
+                             "first, then zeros"], "batch")
+        lengths = real.sum(1)
         L = seq.shape[1]
         if L > self.max_length:   # keep each row's most recent items
             idx = (lengths - self.max_length).clamp(min=0)[:, None] + torch.arange(self.max_length, device=seq.device)

@@ -68,3 +68,20 @@ def test_recommend_is_deterministic_even_in_training_mode(seed):
     a, b = model.recommend(batch, k=5), model.recommend(batch, k=5)
     torch.testing.assert_close(a, b)
     assert model.training
+
+
+@pytest.mark.parametrize("problem", ["left_padded", "float_ids", "out_of_range", "missing"])
+def test_bad_batches_are_rejected_not_misread(problem):
+    model = specc.build(str(SPECS[0].parent / "sasrec.json")).eval()
+    items = torch.tensor([[5, 6, 7, 0], [8, 9, 0, 0]])
+    batch = {"item_id-list": items}
+    if problem == "left_padded":
+        batch["item_id-list"] = torch.tensor([[0, 5, 6, 7], [8, 9, 0, 0]])
+    elif problem == "float_ids":
+        batch["item_id-list"] = items.float()
+    elif problem == "out_of_range":
+        batch["item_id-list"] = items * 1000
+    else:
+        batch = {"other": items}
+    with pytest.raises(specc.DataError):
+        model.recommend(batch, k=3)
