@@ -174,13 +174,13 @@ def topk_scores_reference(hidden: torch.Tensor, weight: torch.Tensor, k: int, ex
             s = (hidden @ weight[c0:c1].T).float()
             if ex is not None:
                 rel = ex - c0
-                rel = torch.where((rel >= 0) & (rel < c1 - c0), rel, c1 - c0)   # out of block -> dummy column
-                s = torch.cat([s, s.new_empty((N, 1))], dim=1).scatter_(1, rel, float("-inf"))[:, :c1 - c0]
-            ids = torch.arange(c0, c1, device=hidden.device).expand(N, -1)
-            v = torch.cat([best_v, s], dim=1)
-            i = torch.cat([best_i, ids], dim=1)
-            kk = min(k, v.shape[1])
-            best_v, pos = torch.topk(v, kk, dim=1)
+                inside = (rel >= 0) & (rel < c1 - c0)
+                rows = torch.arange(N, device=hidden.device)[:, None].expand_as(rel)
+                s[rows[inside], rel[inside]] = float("-inf")
+            block_v, block_pos = torch.topk(s, min(k, c1 - c0), dim=1)   # then merge [N, <= 2k] candidates
+            v = torch.cat([best_v, block_v], dim=1)
+            i = torch.cat([best_i, block_pos + c0], dim=1)
+            best_v, pos = torch.topk(v, min(k, v.shape[1]), dim=1)
             best_i = i.gather(1, pos)
     return _finish(best_v, best_i, k)
 
