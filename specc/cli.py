@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from specc.errors import UserError
@@ -24,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:   # a bug, not the user's input: say so briefly; SPECC_DEBUG=1 shows the traceback
+        if os.environ.get("SPECC_DEBUG"):
+            raise
+        print(f"error: internal error in specc ({type(exc).__name__}: {exc}); please report it with the command "
+              "you ran (SPECC_DEBUG=1 prints the traceback)", file=sys.stderr)
+        return 3
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -272,6 +272,8 @@ def evaluate_command(args) -> int:
 
 
 def recommend_command(args) -> int:
+    if args.out and not args.out.endswith((".parquet", ".jsonl", ".json")):
+        raise UserError(f"--out {args.out}: use a .parquet or .jsonl file")
     device = _device(args)
     model = load(args.run_dir, device=device)
     if model.plan.next_item is None:
@@ -297,8 +299,6 @@ def _write_recommendations(out: str | None, rows, ids, scores) -> None:
         import pyarrow.parquet as pq
         pq.write_table(pa.table({"row": rows, "item_ids": ids, "scores": scores}), out)
         return
-    if out and not out.endswith((".jsonl", ".json")):
-        raise UserError(f"--out {out}: use a .parquet or .jsonl file")
     lines = (json.dumps({"row": r, "item_ids": i, "scores": [round(x, 6) for x in s]}) for r, i, s in
              zip(rows, ids, scores))
     if out:
