@@ -61,7 +61,7 @@ def main() -> int:
                      wall, rss))
     else:
         print(f"(no Transformers4Rec venv at {args.t4rec_python}: run benchmarks/t4rec_setup.sh)")
-    print(f"| run | NDCG@10 | Recall@10 | train sessions/s | wall s (whole process) | peak RSS MB |")
+    print("| run | NDCG@10 | Recall@10 | train sessions/s | wall s (whole process) | peak RSS MB |")
     print("|---|---|---|---|---|---|")
     for name, ndcg, recall, rate, wall, rss in rows:
         print(f"| {name} | {ndcg:.4f} | {recall:.4f} | {rate:,.0f} | {wall:.1f} | {rss:,.0f} |")

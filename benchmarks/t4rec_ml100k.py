@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.mkdtemp(prefix="t4rec-ml100k-")
     n_train = truncate_to_recent(os.path.join(data, "train.parquet"), os.path.join(tmp, "train.parquet"),
                                  ["item_id-list"], args.max_len)
-    n_valid = truncate_to_recent(os.path.join(data, "valid.parquet"), os.path.join(tmp, "valid.parquet"),
+    truncate_to_recent(os.path.join(data, "valid.parquet"), os.path.join(tmp, "valid.parquet"),
                                  ["item_id-list"], args.max_len)
 
     # ---- the model, as in T4Rec's examples ---------------------------------------------------

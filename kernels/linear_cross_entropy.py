@@ -20,7 +20,6 @@ The same kernels (flags HAS_BIAS / HIT_MASK / TARGET_IN_CATALOG) serve sampled_s
 """
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
@@ -241,7 +240,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, target, ignore_index, reduction, label_smoothing, temperature):
         h, w = row_major(hidden), row_major(weight)
-        N, C = h.shape[0], w.shape[0]
+        _N, C = h.shape[0], w.shape[0]
         scale = 1.0 / temperature
         valid = target != ignore_index
         tgt = torch.where(valid, target, 0).to(torch.int64).contiguous()

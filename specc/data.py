@@ -196,7 +196,6 @@ class SequenceDataset:
 def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: str | None, max_length: int,
                  min_length: int = 1, engine: str = "auto") -> SequenceDataset:
     """Open, validate and load parquet data for a model; raises `DataError` listing every problem found."""
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     source = os.fspath(path)

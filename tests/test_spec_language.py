@@ -3,6 +3,7 @@ import copy
 import json
 from pathlib import Path
 
+import pydantic
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,7 +32,7 @@ def test_load_spec_from_path_string_and_dict_agree():
 
 def test_specs_are_frozen():
     spec = specc.load_spec(SASREC)
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         spec.name = "other"
 
 
