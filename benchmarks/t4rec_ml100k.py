@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     n_train = truncate_to_recent(os.path.join(data, "train.parquet"), os.path.join(tmp, "train.parquet"),
                                  ["item_id-list"], args.max_len)
     truncate_to_recent(os.path.join(data, "valid.parquet"), os.path.join(tmp, "valid.parquet"),
-                                 ["item_id-list"], args.max_len)
+                       ["item_id-list"], args.max_len)
 
     # ---- the model, as in T4Rec's examples ---------------------------------------------------
     input_module = tr.TabularSequenceFeatures.from_schema(

@@ -20,7 +20,6 @@ The same kernels (flags HAS_BIAS / HIT_MASK / TARGET_IN_CATALOG) serve sampled_s
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
