@@ -35,32 +35,31 @@ def spec_for(n_items: int) -> tuple[dict, specc.Schema]:
     return spec, schema
 
 
-def run(n_items: int, kernels: str, steps: int, warmup: int) -> tuple[float, float]:
+def run(n_items: int, kernels: str, steps: int, warmup: int, device: str = "cuda") -> tuple[float, float]:
     spec, schema = spec_for(n_items)
-    torch.cuda.reset_peak_memory_stats()
-    model = specc.build(spec, schema, kernels=kernels).cuda().train()
+    cuda = device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model = specc.build(spec, schema, kernels=kernels).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    g = torch.Generator(device="cuda").manual_seed(0)
-    batches = []
-    for _ in range(4):
-        lengths = torch.randint(2, LENGTH + 1, (BATCH,), device="cuda", generator=g)
-        items = torch.randint(1, n_items, (BATCH, LENGTH), device="cuda", generator=g)
-        batches.append({"item_id-list": items * (torch.arange(LENGTH, device="cuda")[None] < lengths[:, None])})
+    batches = [{c: v.to(device) for c, v in model.random_batch(BATCH, min_length=2, seed=s).items()}
+               for s in range(4)]
     times = []
     for i in range(warmup + steps):
         batch = batches[i % len(batches)]
-        torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(device, dtype=torch.bfloat16):
             loss = model(batch)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        torch.cuda.synchronize()
+        sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     times.sort()
-    return BATCH / times[len(times) // 2], torch.cuda.max_memory_allocated() / 2**30
+    return BATCH / times[len(times) // 2], torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
 
 
 def main() -> int:
@@ -68,16 +67,19 @@ def main() -> int:
     parser.add_argument("--items", type=int, nargs="+", default=[100_000, 1_000_000, 10_000_000])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
+                        help="cpu: a smoke test of this script on the torch path")
     args = parser.parse_args()
-    if not torch.cuda.is_available():
-        print("needs a CUDA device")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("needs a CUDA device (or --device cpu for a smoke test)")
         return 0
-    print(f"# {torch.cuda.get_device_name()}, torch {torch.__version__}, batch {BATCH}, length {LENGTH}")
+    name = torch.cuda.get_device_name() if args.device == "cuda" else "CPU"
+    print(f"# {name}, torch {torch.__version__}, batch {BATCH}, length {LENGTH}")
     print(f"{'items':>10}  {'kernels':>7}  {'sessions/s':>11}  {'peak GB':>8}")
     for n in args.items:
-        for kernels in ("triton", "torch"):
+        for kernels in ("triton", "torch") if args.device == "cuda" else ("torch",):
             try:
-                rate, peak = run(n, kernels, args.steps, args.warmup)
+                rate, peak = run(n, kernels, args.steps, args.warmup, args.device)
                 print(f"{n:>10}  {kernels:>7}  {rate:>11,.0f}  {peak:>8.2f}", flush=True)
             except torch.cuda.OutOfMemoryError:
                 print(f"{n:>10}  {kernels:>7}  {'OOM':>11}", flush=True)
