@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from specc.checkpoint import RunError, load, load_train_state, save_model_files, save_train_state
+from specc.cpu import keep_freed_memory
 from specc.errors import UserError
 
 
@@ -105,6 +106,8 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available")
+    if device == "cpu":
+        keep_freed_memory()
     tr = spec.training.model_copy(update={"precision": precision}) if precision else spec.training
     epochs = epochs or tr.epochs
     batch_size = batch_size or tr.batch_size

@@ -37,3 +37,10 @@ def test_every_dropout_of_a_module_tree_is_swapped():
     use_fast_dropout(model)
     kinds = [type(m) for m in model.modules() if isinstance(m, nn.Dropout)]
     assert kinds == [Dropout, Dropout] and model[2][0].p == 0.2
+
+
+def test_keep_freed_memory_takes_effect_on_glibc():
+    import platform
+
+    from specc.cpu import keep_freed_memory
+    assert keep_freed_memory() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
