@@ -107,6 +107,14 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     return model.eval()
 
 
+def check_same_plan(run_dir: Path, plan) -> None:
+    """Resuming must continue the same model: the spec has to compile to the plan the run was trained with."""
+    saved = json.loads((run_dir / "plan.json").read_text())
+    if _comparable(plan.to_dict()) != _comparable(saved):
+        raise RunError(f"{run_dir} was trained from another spec or schema; resume it with its own spec "
+                       f"({run_dir / 'spec.json'})")
+
+
 def _comparable(plan: dict) -> dict:
     return {k: v for k, v in plan.items() if k not in ("kernels", "schema_source")}
 

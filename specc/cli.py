@@ -5,6 +5,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from specc.errors import UserError
 
@@ -52,14 +53,15 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("spec")
     t.add_argument("--data", required=True, help="training parquet file or folder")
     t.add_argument("--eval", dest="eval_data", help="validation parquet file or folder")
-    t.add_argument("--out", required=True, help="run directory to write")
+    t.add_argument("--out", help="run directory to write (required unless --resume names it)")
     t.add_argument("--schema", help="default: the spec's schema, else schema.pbtxt beside the data")
     t.add_argument("--epochs", type=_positive_int)
     t.add_argument("--batch-size", type=_positive_int)
     t.add_argument("--lr", type=_positive_float)
     t.add_argument("--precision", choices=["fp32", "bf16"], help="default: the spec's training.precision")
     t.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (the run in --out, or RUN_DIR)")
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(run=_train)
@@ -171,7 +173,19 @@ def _schema(args) -> int:
 
 def _train(args) -> int:
     from specc.train import train_command
+    if isinstance(args.resume, str):
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            return _usage_error("train", f"--resume {args.resume} and --out {args.out} name different runs")
+        args.out = args.resume
+    if not args.out:
+        return _usage_error("train", "the following arguments are required: --out (or --resume RUN_DIR)")
+    args.resume = bool(args.resume)
     return train_command(args)
+
+
+def _usage_error(command: str, message: str) -> int:
+    print(f"usage: specc {command} ...\nspecc {command}: error: {message}", file=sys.stderr)
+    return 2
 
 
 def _evaluate(args) -> int:

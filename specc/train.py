@@ -9,7 +9,8 @@ from pathlib import Path
 
 import torch
 
-from specc.checkpoint import RunError, load, load_train_state, save_model_files, save_train_state
+from specc.checkpoint import (RunError, check_same_plan, load, load_train_state, save_model_files,
+                              save_train_state)
 from specc.cpu import keep_freed_memory
 from specc.errors import UserError
 
@@ -133,9 +134,14 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup, tr.schedule)
     start_epoch, skip, step = 0, 0, 0
     if resume:
+        check_same_plan(run_dir, plan)
         start_epoch, skip, step = load_train_state(run_dir, optimizer, scheduler, generator)
         from safetensors.torch import load_model
         load_model(model, str(run_dir / "model.safetensors"))
+        if start_epoch >= epochs:
+            log(f"{run_dir} is already trained for {start_epoch} epoch(s); pass --epochs above that to continue")
+            saved = run_dir / "metrics.json"
+            return json.loads(saved.read_text()) if saved.is_file() else {"epochs": start_epoch}
         log(f"resuming {run_dir} at epoch {start_epoch + 1}, batch {skip + 1} (step {step})")
     spec_dict = {k: v for k, v in spec.to_json_dict().items() if k != "schema"}
     # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AVX512-BF16/AMX), where it is ~4x cheaper

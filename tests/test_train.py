@@ -178,3 +178,13 @@ def test_loading_refuses_a_run_whose_spec_was_edited(run, tmp_path):
     (copy / "spec.json").write_text(json.dumps(spec))
     with pytest.raises(specc.UserError, match="saved plan"):
         specc.load(copy)
+
+
+def test_resume_accepts_the_run_directory_as_its_value(run, data):
+    proc = cli("train", run[0] / "spec.json", "--data", data / "train.parquet", "--resume", run[0], "--epochs", 2)
+    assert proc.returncode == 0, proc.stderr   # already trained for 2 epochs: nothing left to do
+    assert "already trained" in proc.stderr
+    assert json.loads(proc.stdout)["ndcg@10"] == run[1]["ndcg@10"]
+    other = cli("train", ROOT / "specs" / "sasrec.json", "--data", data / "train.parquet", "--resume", run[0])
+    assert other.returncode == 1 and "another spec" in other.stderr
+    assert cli("train", ROOT / "specs" / "sasrec.json", "--data", data / "train.parquet").returncode == 2
