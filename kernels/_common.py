@@ -94,8 +94,9 @@ def dot_precision(dtype: torch.dtype) -> str:
 
 
 def kernel_dtype_ok(*tensors) -> bool:
-    """Dtypes the Triton kernels accept (anything else falls back to the reference)."""
-    ok = (torch.float32, torch.float16, torch.bfloat16)
+    """Dtypes the Triton kernels accept (anything else falls back to the reference). Triton's CPU interpreter
+    computes fp16/bf16 dot products wrongly (numpy has no bf16), so off CUDA only fp32 runs the kernels."""
+    ok = (torch.float32, torch.float16, torch.bfloat16) if all(t.is_cuda for t in tensors) else (torch.float32,)
     return all(t.dtype in ok for t in tensors)
 
 
