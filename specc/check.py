@@ -346,6 +346,12 @@ class Checker:
         except ValueError as exc:
             self.error("$.body.architecture", "unknown_architecture", str(exc), getattr(exc, "hint", None))
             return None
+        if not caps:
+            self.error("$.body.architecture", "unsupported_architecture",
+                       f"{name} is neither a decoder nor an encoder language model in transformers "
+                       "(encoder-decoder models cannot run on a single sequence of embeddings)",
+                       "use a decoder (e.g. hf:mistral) or an encoder (e.g. hf:distilbert)")
+            return None
         if masking.kind == "none" and "bidirectional" not in caps:
             need = "causal"
         if need not in caps:
