@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping, Union
+from typing import Annotated, Any, ClassVar, Literal, Mapping, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -233,30 +233,29 @@ class NextItemTask(TaskBase):
 Summary = Literal["last", "first", "mean"]
 
 
-class BinaryClassificationTask(TaskBase):
-    kind: Literal["binary_classification"]
+class _SequenceSummaryTask(TaskBase):
+    """A task predicting one column from a summary of the sequence."""
+    ALLOWED_METRICS: ClassVar[tuple[str, ...]] = ()
     target: str
     summary: Summary = "last"
+
+    @field_validator("metrics", check_fields=False)
+    @classmethod
+    def _known_metrics(cls, value):
+        _check_metric_names(value, cls.ALLOWED_METRICS)
+        return value
+
+
+class BinaryClassificationTask(_SequenceSummaryTask):
+    ALLOWED_METRICS: ClassVar[tuple[str, ...]] = CLASSIFICATION_METRICS
+    kind: Literal["binary_classification"]
     metrics: list[str] = ["auc", "accuracy"]
 
-    @field_validator("metrics")
-    @classmethod
-    def _classification_metrics(cls, value):
-        _check_metric_names(value, CLASSIFICATION_METRICS)
-        return value
 
-
-class RegressionTask(TaskBase):
+class RegressionTask(_SequenceSummaryTask):
+    ALLOWED_METRICS: ClassVar[tuple[str, ...]] = REGRESSION_METRICS
     kind: Literal["regression"]
-    target: str
-    summary: Summary = "last"
     metrics: list[str] = ["rmse", "mae"]
-
-    @field_validator("metrics")
-    @classmethod
-    def _regression_metrics(cls, value):
-        _check_metric_names(value, REGRESSION_METRICS)
-        return value
 
 
 Task = Annotated[Union[NextItemTask, BinaryClassificationTask, RegressionTask], Field(discriminator="kind")]
