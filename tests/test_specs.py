@@ -85,3 +85,20 @@ def test_bad_batches_are_rejected_not_misread(problem):
         batch = {"other": items}
     with pytest.raises(specc.DataError):
         model.recommend(batch, k=3)
+
+
+def test_bf16_autocast_trains_and_feeds_the_kernels_one_dtype(seed, monkeypatch):
+    import specc.kernels as K
+    seen = []
+    original = K.linear_cross_entropy
+
+    def spy(hidden, weight, *args, **kwargs):
+        seen.append((hidden.dtype, weight.dtype))
+        return original(hidden, weight, *args, **kwargs)
+    monkeypatch.setattr(K, "linear_cross_entropy", spy)
+    model = specc.build(str(SPECS[0].parent / "sasrec.json")).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(random_batch(model))["loss"]
+    loss.backward()
+    assert seen == [(torch.bfloat16, torch.bfloat16)]
+    assert model.inputs.tables[0].grad.dtype == torch.float32 and torch.isfinite(loss)

@@ -31,6 +31,7 @@ class NextItemHead(nn.Module):
              generator: torch.Generator | None = None) -> torch.Tensor:
         from specc.kernels import linear_cross_entropy, sampled_softmax_loss
         h = self.queries(hidden)
+        h, weight = _one_dtype(h, weight)
         if self.loss_kind == "cross_entropy":
             return linear_cross_entropy(h, weight, target, label_smoothing=self.label_smoothing,
                                         temperature=self.temperature, backend=backend)
@@ -57,8 +58,16 @@ class NextItemHead(nn.Module):
 
     def topk(self, hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: torch.Tensor | None, backend: str):
         from specc.kernels import topk_scores
-        scores, ids = topk_scores(self.queries(hidden) / self.temperature, weight, k, exclude=exclude, backend=backend)
+        h, weight = _one_dtype(self.queries(hidden) / self.temperature, weight)
+        scores, ids = topk_scores(h, weight, k, exclude=exclude, backend=backend)
         return scores, ids
+
+
+def _one_dtype(h: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused scoring kernels take hidden and weight in one dtype: autocast's (bf16) when it is on."""
+    device = h.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else h.dtype
+    return h.to(dtype), weight.to(dtype)
 
 
 def summarize(hidden: torch.Tensor, lengths: torch.Tensor, how: str) -> torch.Tensor:
