@@ -1,4 +1,4 @@
-"""specc.Model: the compiled nn.Module. Built only from a Plan (see build.py)."""
+"""specc.Model: the compiled nn.Module. Built only from a Plan (see builder.py)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -105,11 +105,13 @@ class Model(nn.Module):
         elif L < self.max_length:
             for c in self.list_columns:
                 out[c] = F.pad(out[c], (0, self.max_length - L))
-        for c, rows in self.id_ranges.items():
-            v = out[c]
-            if v.numel() and (int(v.min()) < 0 or int(v.max()) >= rows):
-                raise DataError([f"column {c!r} has ids outside [0, {rows}) (min {int(v.min())}, max {int(v.max())})"],
-                                "batch")
+        checked = [c for c in self.id_ranges if out[c].numel()]
+        if checked:   # one device sync for all columns
+            bounds = torch.stack([torch.stack([out[c].min(), out[c].max()]) for c in checked]).tolist()
+            bad = [f"column {c!r} has ids outside [0, {self.id_ranges[c]}) (min {lo}, max {hi})"
+                   for c, (lo, hi) in zip(checked, bounds) if lo < 0 or hi >= self.id_ranges[c]]
+            if bad:
+                raise DataError(bad, "batch")
         return out, lengths
 
     # ------------------------------------------------------------------ forward
