@@ -239,10 +239,7 @@ class Model(nn.Module):
             stripped, short, target = self._strip_last(batch, lengths)
             h = self.next_hidden(stripped, short)
             name = next(t.name for t in self.plan.tasks if t.kind == "next_item")
-            from specc.kernels import linear_cross_entropy
-            weight = self._item_weight()
-            losses[name] = linear_cross_entropy(self.next_item.queries(h), weight, target,
-                                                temperature=self.next_item.temperature, backend=self._backend(h))
+            losses[name] = self.next_item.full_catalog_loss(h, self._item_weight(), target, self._backend(h))
         if self.scalar_heads:
             hidden = self.encode(batch, lengths)
             for name, head in self.scalar_heads.items():

@@ -29,12 +29,10 @@ class NextItemHead(nn.Module):
 
     def loss(self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, backend: str,
              generator: torch.Generator | None = None) -> torch.Tensor:
-        from specc.kernels import linear_cross_entropy, sampled_softmax_loss
-        h = self.queries(hidden)
-        h, weight = _one_dtype(h, weight)
+        from specc.kernels import sampled_softmax_loss
         if self.loss_kind == "cross_entropy":
-            return linear_cross_entropy(h, weight, target, label_smoothing=self.label_smoothing,
-                                        temperature=self.temperature, backend=backend)
+            return self.full_catalog_loss(hidden, weight, target, backend, self.label_smoothing)
+        h, weight = _one_dtype(self.queries(hidden), weight)
         if self.loss_kind == "sampled_softmax":
             negatives, logq_neg, logq_target = self.sampler.sample(target, self.item_counts, generator)
             if not self.logq_correction:
@@ -42,6 +40,14 @@ class NextItemHead(nn.Module):
             return sampled_softmax_loss(h, weight, target, negatives, logq_target, logq_neg,
                                         remove_accidental_hits=True, temperature=self.temperature, backend=backend)
         return self._binary_loss(h, weight, target, generator)
+
+    def full_catalog_loss(self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                          backend: str, label_smoothing: float = 0.0) -> torch.Tensor:
+        """Softmax cross-entropy over the whole catalog (also the eval loss, whatever the training loss)."""
+        from specc.kernels import linear_cross_entropy
+        h, weight = _one_dtype(self.queries(hidden), weight)
+        return linear_cross_entropy(h, weight, target, label_smoothing=label_smoothing,
+                                    temperature=self.temperature, backend=backend)
 
     def _binary_loss(self, h, weight, target, generator):
         """BCE (SASRec) and gBCE (gSASRec, Petrov & Macdonald 2023) with per-position uniform negatives."""
