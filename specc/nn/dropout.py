@@ -11,7 +11,8 @@ class Dropout(nn.Dropout):
             return super().forward(x)
         if self.p >= 1.0:
             return torch.zeros_like(x)
-        return torch.where(torch.rand_like(x) >= self.p, x * (1.0 / (1.0 - self.p)), 0.0)
+        keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))   # 0 or 1/(1-p), in place
+        return x * keep
 
 
 def use_fast_dropout(module: nn.Module) -> nn.Module:
