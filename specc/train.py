@@ -99,6 +99,8 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     from specc.spec import load_spec
     spec = load_spec(spec)
     run_dir = Path(out)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--out {run_dir} is a file, not a run directory")
     if run_dir.exists() and not resume and any(run_dir.iterdir()):
         raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
     if resume and not (run_dir / "train_state.json").is_file():
