@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from specc.errors import Issue, SpecError
+from specc.errors import Issue, SpecError, UserError
 from specc.schema import Column, Schema
 
 N_SUCCESSORS = 4          # likely successors per item
@@ -275,8 +275,11 @@ def synthesize(schema: Schema | None, out_dir, *, n_train: int = 8000, n_valid: 
     train_seq, train_len = _sessions(chain, n_train, lo, hi, rng)
     valid_seq, valid_len = _sessions(chain, n_valid, lo, hi, rng)
 
-    os.makedirs(out_dir, exist_ok=True)
     out_dir = os.fspath(out_dir)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out {out_dir}: cannot create the folder ({exc.strerror})") from None
     paths = {k: os.path.join(out_dir, f) for k, f in
              [("train", "train.parquet"), ("valid", "valid.parquet"), ("schema", "schema.pbtxt"),
               ("optimum", "optimum.json")]}

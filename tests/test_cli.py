@@ -78,3 +78,13 @@ def test_usage_errors_exit_2():
 def test_schema_command_prints_the_json_schema(capsys):
     assert main(["schema"]) == 0
     assert json.loads(capsys.readouterr().out)["title"].startswith("specc")
+
+
+def test_out_paths_that_are_files_are_clear_errors(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["data", "synth", "--out", str(afile), "--train", "20", "--valid", "5"],
+                 ["train", str(ROOT / "specs" / "sasrec.json"), "--data", str(afile), "--out", str(afile)]):
+        result = run(*args)
+        assert result.returncode == 1, (args, result.stderr)
+        assert "internal error" not in result.stderr and "Traceback" not in result.stderr
