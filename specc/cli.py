@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="specc", description="Compile, train and serve sequential recommenders "
                                 "from declarative specs.")
+    p.add_argument("--version", action="version", version=f"specc {_version()}")
     sub = p.add_subparsers(metavar="COMMAND")
 
     c = sub.add_parser("compile", help="check a spec against its schema and print the plan")
@@ -116,6 +117,14 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0)
     syn.set_defaults(run=_synth)
     return p
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("specc")
+    except PackageNotFoundError:   # a source checkout that was not installed
+        return "(not installed)"
 
 
 def _positive(kind: type, name: str):
