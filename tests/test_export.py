@@ -128,6 +128,11 @@ def test_export_writes_triton_repository(runs, tmp_path):
     assert 'platform: "pytorch_libtorch"' in cfg and "TYPE_FP32" in cfg and "TYPE_INT64" in cfg
     rcfg = (out / "triton" / f"{name}_ragged" / "config.pbtxt").read_text()
     assert "max_batch_size: 0" in rcfg and '"item_id-list__offsets"' in rcfg and "dims: [ -1, 8 ]" in rcfg
+    model_config = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+    for text in (cfg, rcfg):   # each config is a valid Triton ModelConfig (strict: unknown fields fail)
+        parsed = text_format.Parse(text, model_config.ModelConfig())
+        assert parsed.platform == "pytorch_libtorch" and len(parsed.output) >= 2
     loaded = torch.jit.load(str(out / "triton" / name / "1" / "model.pt"))
     model = specc.load(runs["multitask"])
     padded, _ = _batch(model, 5)
