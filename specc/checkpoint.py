@@ -86,11 +86,9 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     try:
         spec = json.loads((run_dir / "spec.json").read_text())
         saved_plan = json.loads((run_dir / "plan.json").read_text())
-        columns = json.loads((run_dir / "columns.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{run_dir}: corrupt run files ({exc})") from None
-    schema = Schema.from_columns(columns["columns"], source=columns.get("source"))
-    plan = compile_plan(spec, schema, kernels)
+    plan = compile_plan(spec, run_schema(run_dir), kernels)
     if _comparable(plan.to_dict()) != _comparable(saved_plan):
         raise RunError(f"{run_dir}: the spec no longer compiles to the saved plan (was it edited, or trained with "
                        "another specc version?)")
@@ -105,6 +103,16 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     if device:
         model.to(device)
     return model.eval()
+
+
+def run_schema(run_dir) -> Schema:
+    """The schema view a run was compiled against (RUN_DIR/columns.json)."""
+    path = Path(run_dir) / "columns.json"
+    try:
+        columns = json.loads(path.read_text())
+        return Schema.from_columns(columns["columns"], source=columns.get("source"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise RunError(f"{path}: missing or corrupt ({exc})") from None
 
 
 def check_same_plan(run_dir: Path, plan) -> None:

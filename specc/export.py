@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from specc.errors import UserError
+from specc.model import keep_most_recent
 
 FORMATS = ("torchscript", "exported_program", "onnx")
 TOPK_BLOCK = 65536     # catalog block of the top-k scan; fixed so the graph does not depend on the batch size
@@ -61,10 +62,8 @@ class TensorSpec:
 
 
 def _prepare_for_export(model) -> None:
-    """Kernels through the torch reference (the traceable path) and no dropout."""
+    """No dropout; on CPU tensors the model runs the torch references, the traceable path."""
     model.eval()
-    if hasattr(model.inputs, "backend"):
-        model.inputs.backend = "torch"
 
 
 class InferenceModel(nn.Module):
@@ -117,29 +116,19 @@ class InferenceModel(nn.Module):
         return out + [TensorSpec(n, "float32", (1,)) for n in self.head_names]
 
     def example_inputs(self, batch_size: int = 2, length: int | None = None) -> Dict[str, Tensor]:
-        """A small well-formed batch (for tracing)."""
-        g = torch.Generator().manual_seed(0)
-        L = length or self.max_length
-        lengths = torch.tensor([max(1, L - i) for i in range(batch_size)])
-        valid = torch.arange(L)[None] < lengths[:, None]
+        """A small well-formed batch (for tracing), padded or ragged like this module's inputs."""
+        batch = self.model.random_batch(batch_size, length=length)
+        if not self.ragged:
+            return {c: v if c in self.list_columns else v[:, None] for c, v in batch.items()}
+        lengths = (batch[self.sequence_column] != 0).sum(1)
+        valid = torch.arange(batch[self.sequence_column].shape[1])[None] < lengths[:, None]
         out: Dict[str, Tensor] = {}
-        for c in self.list_columns:
-            if c in self.continuous:
-                v = torch.rand(batch_size, L, generator=g) * valid
-            else:
-                v = torch.randint(1, self.id_ranges[c], (batch_size, L), generator=g) * valid
-            if self.ragged:
+        for c, v in batch.items():
+            if c in self.list_columns:
                 out[f"{c}__values"] = v[valid]
                 out[f"{c}__offsets"] = F.pad(lengths.cumsum(0), (1, 0))
             else:
                 out[c] = v
-        for c in self.scalar_columns:
-            if c in self.continuous:
-                out[c] = torch.rand(batch_size, generator=g)
-            else:
-                out[c] = torch.randint(1, self.id_ranges[c], (batch_size,), generator=g)
-            if not self.ragged:
-                out[c] = out[c][:, None]
         return out
 
     # ------------------------------------------------------------------ forward
@@ -159,14 +148,9 @@ class InferenceModel(nn.Module):
                 batch[c] = padded_values[idx] * (pos[None] < keep[:, None]).to(values.dtype)
             lengths = (batch[self.sequence_column] != 0).sum(1)
         else:
-            seq = inputs[self.sequence_column]
-            lengths = (seq != 0).sum(1)
-            shift = (lengths - M).clamp(min=0)
-            idx = shift[:, None] + pos[None]
-            keep = (idx < lengths[:, None])
+            lengths = (inputs[self.sequence_column] != 0).sum(1)
             for c in self.list_columns:
-                x = inputs[c]
-                batch[c] = F.pad(x, (0, M)).gather(1, idx) * keep.to(x.dtype)
+                batch[c] = keep_most_recent(inputs[c], lengths, M)
             lengths = lengths.clamp(max=M)
         for c in self.scalar_columns:
             batch[c] = inputs[c].reshape(-1)
@@ -184,29 +168,10 @@ class InferenceModel(nn.Module):
                 outputs.append(head.predict(head(hidden, lengths)).float()[:, None])
         return tuple(outputs)
 
-    def _next_hidden(self, batch: Dict[str, Tensor], lengths: Tensor) -> Tensor:
-        """`Model.next_hidden` without data-dependent branches."""
-        m = self.model
-        seq = batch[self.sequence_column]
-        B, L = seq.shape
-        rows = torch.arange(B)
-        if not m.plan.masking.uses_mask_token:
-            hidden = m.encode(batch, lengths)
-            return hidden[rows, (lengths - 1).clamp(min=0)]
-        full = lengths >= L   # no room for the mask token: drop the oldest item (always computed, then selected)
-        shifted_batch = dict(batch)
-        for c in self.list_columns:
-            shifted = F.pad(batch[c][:, 1:], (0, 1))
-            shifted_batch[c] = torch.where(full[:, None], shifted, batch[c])
-        lengths = lengths - full.long()
-        replace = torch.arange(L)[None] == lengths[:, None]
-        hidden = m.encode(shifted_batch, lengths, replace)
-        return hidden[rows, lengths]
-
     def _topk(self, batch: Dict[str, Tensor], lengths: Tensor) -> Tuple[Tensor, Tensor]:
         from specc.kernels.topk_scores import topk_scores_reference
         m = self.model
-        h = self._next_hidden(batch, lengths)
+        h = m.next_hidden(batch, lengths)
         seq = batch[self.sequence_column]
         # id 0 (padding) is always excluded; with exclude_seen, every id of the sequence as well
         exclude = seq if self.exclude_seen else torch.zeros_like(seq[:, :1])

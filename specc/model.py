@@ -96,15 +96,9 @@ class Model(nn.Module):
             raise DataError([f"column {self.sequence_column!r} is not right-padded: each row must hold its items "
                              "first, then zeros"], "batch")
         lengths = real.sum(1)
-        L = seq.shape[1]
-        if L > self.max_length:   # keep each row's most recent items
-            idx = (lengths - self.max_length).clamp(min=0)[:, None] + torch.arange(self.max_length, device=seq.device)
-            for c in self.list_columns:
-                out[c] = out[c].gather(1, idx.clamp(max=L - 1)) * (idx < lengths[:, None]).to(out[c].dtype)
-            lengths = lengths.clamp(max=self.max_length)
-        elif L < self.max_length:
-            for c in self.list_columns:
-                out[c] = F.pad(out[c], (0, self.max_length - L))
+        for c in self.list_columns:
+            out[c] = keep_most_recent(out[c], lengths, self.max_length)
+        lengths = lengths.clamp(max=self.max_length)
         checked = [c for c in self.id_ranges if out[c].numel()]
         if checked:   # one device sync for all columns
             bounds = torch.stack([torch.stack([out[c].min(), out[c].max()]) for c in checked]).tolist()
@@ -119,8 +113,9 @@ class Model(nn.Module):
     def encode(self, batch: dict[str, torch.Tensor], lengths: torch.Tensor, replace: torch.Tensor | None = None,
                attention: torch.Tensor | None = None) -> torch.Tensor:
         """Body outputs [B, L, width]; positions in `replace` get the mask embedding."""
-        B, L = batch[self.sequence_column].shape
-        x = self.inputs(batch, B, L)
+        seq = batch[self.sequence_column]
+        B, L = seq.shape
+        x = self.inputs(batch, B, L, self._backend(seq))
         valid = torch.arange(L, device=x.device)[None] < lengths[:, None]
         if replace is not None:
             x = torch.where(replace[..., None], self.mask_embedding.to(x.dtype), x)
@@ -209,15 +204,13 @@ class Model(nn.Module):
         if not self.plan.masking.uses_mask_token:
             hidden = self.encode(batch, lengths)
             return hidden[rows, (lengths - 1).clamp(min=0)]
-        full = lengths >= L   # no room for the mask token: drop the oldest item
-        if full.any():
-            batch = dict(batch)
-            for c in self.list_columns:
-                shifted = F.pad(batch[c][:, 1:], (0, 1))
-                batch[c] = torch.where(full[:, None], shifted, batch[c])
-            lengths = lengths - full.long()
-        replace = torch.zeros(B, L, dtype=torch.bool, device=lengths.device)
-        replace[rows, lengths] = True
+        # no room for the mask token: drop the oldest item. Branch-free, so the export traces this very code.
+        full = lengths >= L
+        batch = dict(batch)
+        for c in self.list_columns:
+            batch[c] = torch.where(full[:, None], F.pad(batch[c][:, 1:], (0, 1)), batch[c])
+        lengths = lengths - full.long()
+        replace = torch.arange(L, device=lengths.device)[None] == lengths[:, None]
         hidden = self.encode(batch, lengths, replace)
         return hidden[rows, lengths]
 
@@ -261,8 +254,8 @@ class Model(nn.Module):
 
     @torch.no_grad()
     def evaluate_batch(self, batch: dict[str, torch.Tensor], k: int, exclude_seen: bool = False) -> dict:
-        """The eval protocol for one batch: top-k ids for each sequence's last item predicted from the ones before
-        it, the targets, and the other tasks' predictions and labels."""
+        """The eval protocol for one batch, by task name: (top-k ids, last items) for the next-item task, each
+        last item predicted from the ones before it; (predictions, labels) for the other tasks."""
         batch, lengths = self.prepare(batch, targets=True)
         with _eval_mode(self):
             return self._evaluate(batch, lengths, k, exclude_seen)
@@ -271,7 +264,7 @@ class Model(nn.Module):
         out: dict = {}
         if self.next_item is not None:
             stripped, short, target = self._strip_last(batch, lengths)
-            out["next_item"] = (self._topk(stripped, short, k, exclude_seen)[1], target)
+            out[self.plan.next_item.name] = (self._topk(stripped, short, k, exclude_seen)[1], target)
         if self.scalar_heads:
             hidden = self.encode(batch, lengths)
             for name, head in self.scalar_heads.items():
@@ -283,6 +276,13 @@ class Model(nn.Module):
         seen = batch[self.sequence_column]
         exclude = seen if exclude_seen else torch.zeros(seen.shape[0], 1, dtype=seen.dtype, device=seen.device)
         return self.next_item.topk(h, self._item_weight(), k, exclude, self._backend(h))
+
+
+def keep_most_recent(x: torch.Tensor, lengths: torch.Tensor, max_length: int) -> torch.Tensor:
+    """Right-padded [B, L] -> [B, max_length]: each row's last `max_length` real values, right-padded with 0.
+    Branch-free (works for any L), so the exported graph shares it."""
+    idx = (lengths - max_length).clamp(min=0)[:, None] + torch.arange(max_length, device=x.device)[None]
+    return F.pad(x, (0, max_length)).gather(1, idx) * (idx < lengths[:, None]).to(x.dtype)
 
 
 @contextmanager

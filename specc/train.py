@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from specc.checkpoint import (RunError, check_same_plan, load, load_train_state, save_model_files,
+from specc.checkpoint import (RunError, check_same_plan, load, load_train_state, run_schema, save_model_files,
                               save_train_state)
 from specc.cpu import keep_freed_memory
 from specc.errors import UserError
@@ -41,30 +41,26 @@ def evaluate(model, dataset, batch_size: int = 512, exclude_seen: bool = False, 
     plan = model.plan
     task = plan.next_item
     k = max((c for cs in task.metrics.values() for c in cs), default=1) if task else 1
-    accumulators = {}
-    if task is not None:
-        accumulators[task.name] = MetricAccumulator(ranking=task.metrics)
+    accumulators, updates = [], {}
     for t in plan.tasks:
-        if t.kind == "binary_classification":
-            accumulators[t.name] = MetricAccumulator(classification=t.metrics, prefix=t.name)
-        elif t.kind == "regression":
-            accumulators[t.name] = MetricAccumulator(regression=t.metrics, prefix=t.name)
+        if t.kind == "next_item":
+            acc = MetricAccumulator(ranking=t.metrics)
+            updates[t.name] = acc.update_ranking
+        elif t.kind == "binary_classification":
+            acc = MetricAccumulator(classification=t.metrics, prefix=t.name)
+            updates[t.name] = acc.update_classification
+        else:
+            acc = MetricAccumulator(regression=t.metrics, prefix=t.name)
+            updates[t.name] = acc.update_regression
+        accumulators.append(acc)
     model.eval()
     with torch.no_grad():
         for batch in dataset.batches(batch_size, shuffle=False):
             batch = {c: v.to(device) for c, v in batch.items()}
-            out = model.evaluate_batch(batch, k=k, exclude_seen=exclude_seen)
-            for name, (pred, label) in out.items():
-                key = task.name if name == "next_item" else name
-                acc = accumulators[key]
-                if key == (task.name if task else None):
-                    acc.update_ranking(pred, label)
-                elif acc.classification:
-                    acc.update_classification(pred, label)
-                else:
-                    acc.update_regression(pred, label)
+            for name, (pred, label) in model.evaluate_batch(batch, k=k, exclude_seen=exclude_seen).items():
+                updates[name](pred, label)
     metrics = {}
-    for acc in accumulators.values():
+    for acc in accumulators:
         metrics.update(acc.compute())
     return metrics
 
@@ -266,16 +262,10 @@ def train_command(args) -> int:
     return 130 if result["interrupted"] else 0
 
 
-def _run_schema(run_dir):
-    from specc.schema import Schema
-    columns = json.loads((Path(run_dir) / "columns.json").read_text())
-    return Schema.from_columns(columns["columns"], source=columns.get("source"))
-
-
 def evaluate_command(args) -> int:
     device = _device(args)
     model = load(args.run_dir, device=device)
-    dataset = open_for(model, args.data, _run_schema(args.run_dir), 2 if model.plan.next_item else 1)
+    dataset = open_for(model, args.data, run_schema(args.run_dir), 2 if model.plan.next_item else 1)
     metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, device)
     metrics["eval_sessions"] = dataset.n_rows
     print(json.dumps(metrics, indent=2))
@@ -290,7 +280,7 @@ def recommend_command(args) -> int:
     if model.plan.next_item is None:
         raise UserError(f"{args.run_dir}: the model has no next_item task to recommend with")
     k = min(args.k, model.plan.next_item.n_items - 1)
-    dataset = open_for(model, args.data, _run_schema(args.run_dir), 1, with_targets=False)
+    dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False)
     rows, ids_out, scores_out = [], [], []
     row = 0
     for batch in dataset.batches(args.batch_size, shuffle=False):

@@ -34,14 +34,14 @@ class InputBlock(nn.Module):
                  context: list[tuple[str, int]], continuous: list[str], continuous_kind: str | None,
                  continuous_dim: int, soft_cardinality: int | None, aggregation: str, item_column: str | None,
                  aggregated_width: int, layer_norm: bool, dropout: float,
-                 projection: tuple[int, list[int], str, float] | None, backend: str = "torch"):
+                 projection: tuple[int, list[int], str, float] | None):
         super().__init__()
         self.tables = nn.ParameterList(nn.Parameter(torch.randn(rows, dim) * 0.02) for rows, dim in tables)
         with torch.no_grad():
             for t in self.tables:
                 t[0].zero_()   # id 0 is padding
         self.sequential, self.context, self.continuous = sequential, context, continuous
-        self.aggregation, self.item_column, self.backend = aggregation, item_column, backend
+        self.aggregation, self.item_column = aggregation, item_column
         self.continuous_kind = continuous_kind
         self.cont = None
         if continuous and continuous_kind == "linear":
@@ -56,12 +56,12 @@ class InputBlock(nn.Module):
             width, dims, activation, proj_dropout = projection
             self.projection = mlp([width, *dims], activation, proj_dropout, last_activation=activation != "none")
 
-    def _gather(self, features: list[tuple[str, int]], batch: dict[str, torch.Tensor], combine: str):
+    def _gather(self, features: list[tuple[str, int]], batch: dict[str, torch.Tensor], combine: str, backend: str):
         from specc.kernels import gather_concat, gather_sum
         weights = [self.tables[t] for _, t in features]
         ids = [batch[c] for c, _ in features]
         fn = gather_concat if combine == "concat" else gather_sum
-        return fn(weights, ids, padding_idx=0, backend=self.backend)
+        return fn(weights, ids, padding_idx=0, backend=backend)
 
     def _continuous_parts(self, batch: dict[str, torch.Tensor], B: int, L: int) -> torch.Tensor | None:
         if not self.continuous:
@@ -70,27 +70,28 @@ class InputBlock(nn.Module):
                               for v in (batch[c].float() for c in self.continuous)], dim=-1)
         return self.cont(values) if self.cont is not None else values
 
-    def forward(self, batch: dict[str, torch.Tensor], B: int, L: int) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor], B: int, L: int, backend: str = "torch") -> torch.Tensor:
+        """backend: "torch" or "triton" for the embedding gathers (the model picks it per device)."""
         cont = self._continuous_parts(batch, B, L)
         if self.aggregation == "concat":
             parts = []
             if self.sequential:
-                parts.append(self._gather(self.sequential, batch, "concat"))
+                parts.append(self._gather(self.sequential, batch, "concat", backend))
             if self.context:
-                parts.append(self._gather(self.context, batch, "concat")[:, None].expand(B, L, -1))
+                parts.append(self._gather(self.context, batch, "concat", backend)[:, None].expand(B, L, -1))
             if cont is not None:
                 parts.append(cont)
             x = torch.cat(parts, dim=-1) if len(parts) > 1 else parts[0]
         else:
             others = [f for f in self.sequential if self.aggregation == "sum" or f[0] != self.item_column]
-            total = self._gather(others, batch, "sum") if others else 0
+            total = self._gather(others, batch, "sum", backend) if others else 0
             if self.context:
-                total = total + self._gather(self.context, batch, "sum")[:, None]
+                total = total + self._gather(self.context, batch, "sum", backend)[:, None]
             if cont is not None:
                 total = total + cont.view(B, L, -1, self.continuous_dim).sum(2)
             if self.aggregation == "item_multiply":
                 item = next(f for f in self.sequential if f[0] == self.item_column)
-                total = self._gather([item], batch, "concat") * total
+                total = self._gather([item], batch, "concat", backend) * total
             x = total
         x = self.drop(self.norm(x))
         return self.projection(x) if self.projection is not None else x
