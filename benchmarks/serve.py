@@ -48,6 +48,7 @@ def main():
     ap.add_argument("--spec", default="specs/sasrec.json")
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--k", type=int, default=20)
+    ap.add_argument("--serve-args", default="", help="extra `specc serve` flags, e.g. '--threads 2'")
     ap.add_argument("--append", help="append a results section to this markdown file")
     args = ap.parse_args()
     import specc
@@ -92,10 +93,10 @@ def main():
     import tritonclient.http as httpclient
     port, grpc, metrics = _free_port(), _free_port(), _free_port()
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    env.update({k: os.environ.get("SERVE_" + k) for k in ("OMP_NUM_THREADS",) if os.environ.get("SERVE_" + k)})
     t_start = time.time()
     proc = subprocess.Popen([sys.executable, "-m", "specc.cli", "serve", str(run), "--port", str(port),
-                             "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--k", str(args.k)],
+                             "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--k", str(args.k),
+                             *args.serve_args.split()],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     server = {}
     try:
@@ -162,7 +163,8 @@ def main():
         f"{os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), nvidia-pytriton 0.7.0 "
         f"(tritonserver 2.51). Client: tritonclient HTTP (binary tensors) from a second process; {n} sequential "
         "requests after 20 warm-up requests.",
-        "", "```bash", "/work/venv/bin/python benchmarks/serve.py --append benchmarks/RESULTS.md", "```", "",
+        "", "```bash", "/work/venv/bin/python benchmarks/serve.py --append benchmarks/RESULTS.md"
+        + (f" --serve-args '{args.serve_args}'" if args.serve_args else ""), "```", "",
         "| path | p50 ms | p99 ms | rows/s |", "|---|---|---|---|", *lines, "",
         f"- Server ready {ready_s:.1f} s after launch (both models loaded). 1-minute load average at the end: "
         f"{os.getloadavg()[0]:.2f} on {os.cpu_count()} cores (other jobs share the machine; the client, tritonserver, "

@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--max-batch-size", type=_positive_int, default=64)
     v.add_argument("--k", type=_positive_int, default=20)
     v.add_argument("--exclude-seen", action="store_true")
+    v.add_argument("--max-queue-delay-us", type=_non_negative_int, default=0,
+                   help="how long Triton's dynamic batcher may hold a request to batch it with later ones "
+                        "(default 0: batch only what is already queued)")
+    v.add_argument("--threads", type=_positive_int, default=None,
+                   help="torch threads for the model (default: half the cores, at least 1; the rest are "
+                        "left to tritonserver and its stubs)")
     v.set_defaults(run=_serve)
 
     d = sub.add_parser("data", help="data utilities")
@@ -127,14 +133,14 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _positive(kind: type, name: str):
-    """An argparse type accepting finite numbers > 0 of `kind` (int or float)."""
+def _positive(kind: type, name: str, allow_zero: bool = False):
+    """An argparse type accepting finite numbers > 0 (>= 0 with `allow_zero`) of `kind` (int or float)."""
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}") from None
-        if not 0 < value < float("inf"):
+        if not (0 <= value if allow_zero else 0 < value) or not value < float("inf"):
             raise argparse.ArgumentTypeError(f"expected {name}, got {text!r}")
         return value
     return parse
@@ -142,6 +148,7 @@ def _positive(kind: type, name: str):
 
 _positive_int = _positive(int, "a positive integer")
 _positive_float = _positive(float, "a positive number")
+_non_negative_int = _positive(int, "an integer >= 0", allow_zero=True)
 
 
 def _port(text: str) -> int:
@@ -218,9 +225,12 @@ def _serve(args) -> int:
     cli_args += ["--grpc-port", str(args.grpc_port)] if args.grpc_port else []
     cli_args += ["--metrics-port", str(args.metrics_port)] if args.metrics_port else []
     cli_args += ["--exclude-seen"] if args.exclude_seen else []
+    cli_args += ["--max-queue-delay-us", str(args.max_queue_delay_us)]
+    cli_args += ["--threads", str(args.threads)] if args.threads else []
     reexec_if_needed(cli_args)
     serve(args.run_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
-          max_batch_size=args.max_batch_size, k=args.k, exclude_seen=args.exclude_seen)
+          max_batch_size=args.max_batch_size, k=args.k, exclude_seen=args.exclude_seen,
+          max_queue_delay_us=args.max_queue_delay_us, threads=args.threads)
     return 0
 
 

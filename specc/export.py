@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -187,7 +188,6 @@ def model_name(model) -> str:
 
 
 def trace(module: InferenceModel) -> torch.jit.ScriptModule:
-    import warnings
     example = module.example_inputs()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -217,13 +217,14 @@ def _onnx_export(module: InferenceModel, path: Path) -> None:
     try:
         import onnx  # noqa: F401
     except ImportError:
-        raise ExportError("--format onnx needs the onnx package (pip install onnx onnxscript)") from None
+        raise ExportError("--format onnx needs the onnx extra: pip install 'specc[onnx]'") from None
     example = module.example_inputs()
     names = [s.name for s in module.input_specs()]
     axes = {n: {0: "batch", 1: "length"} for n in module.list_columns}
     axes.update({n: {0: "batch"} for n in module.scalar_columns})
     axes.update({n: {0: "batch"} for n in module.output_names})
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")   # tracer warnings on shapes that are constants of the model
         torch.onnx.export(module, (example, {}), str(path), input_names=names, output_names=module.output_names,
                           dynamic_axes=axes, dynamo=False)
 

@@ -286,8 +286,14 @@ def build_handlers(run_dir, k: int = 20, exclude_seen: bool = False, max_batch_s
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = None,
           metrics_port: int | None = None, max_batch_size: int = 64, k: int = 20, exclude_seen: bool = False,
-          max_queue_delay_us: int = 500, log_fn=print) -> None:
-    """Serve a run directory until SIGTERM/SIGINT (blocks)."""
+          max_queue_delay_us: int = 0, threads: int | None = None, log_fn=print) -> None:
+    """Serve a run directory until SIGTERM/SIGINT (blocks).
+
+    `threads`: torch threads for the model, by default half the cores: on a small machine the model must not
+    compete with tritonserver's own threads (measured on 2 cores: model call 4.7 ms with 2 threads inside the
+    server, against 2.2 ms in a quiet process)."""
+    import torch
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
         from pytriton.triton import Triton, TritonConfig

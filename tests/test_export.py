@@ -46,7 +46,7 @@ def _batch(model, B=7, L=None, seed=0):
     return padded, ragged
 
 
-def _inputs(module, padded):
+def _inputs(padded):
     return {c: (v if v.dim() == 2 else v[:, None]) for c, v in padded.items()}
 
 
@@ -58,7 +58,7 @@ def test_traced_equals_recommend(runs, name):
     for B, L in ((7, None), (1, 3), (33, model.max_length)):
         padded, ragged = _batch(model, B, L, seed=B)
         scores, ids = model.recommend(padded, k=15)
-        out = traced(_inputs(module, padded))
+        out = traced(_inputs(padded))
         assert torch.equal(out[0], ids)
         torch.testing.assert_close(out[1], scores, rtol=1e-5, atol=1e-5)
         assert (out[0] > 0).all()   # id 0 (padding) is never recommended
@@ -84,7 +84,7 @@ def test_exclude_seen_and_other_tasks(runs):
     traced = trace(module)
     padded, _ = _batch(model, 6)
     scores, ids = model.recommend(padded, k=12, exclude_seen=True)
-    out = traced(_inputs(module, padded))
+    out = traced(_inputs(padded))
     assert module.output_names == ["item_ids", "scores", "purchase", "revenue"]
     assert torch.equal(out[0], ids)
     seen = model.prepare(padded)[0][model.sequence_column]
@@ -105,8 +105,26 @@ def test_exported_program_dynamic_batch(runs):
         program = export_program(module).module()
     for B in (1, 4, 17):
         padded, _ = _batch(model, B, seed=B)
-        out = program(_inputs(module, padded))
+        out = program(_inputs(padded))
         assert torch.equal(out[0], model.recommend(padded, k=5)[1])
+
+
+@pytest.mark.parametrize("name, exclude_seen", [("sasrec", False), ("multitask", True)])
+def test_onnx_equals_recommend(runs, tmp_path, name, exclude_seen):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    out = export(runs[name], tmp_path / "exp", format="onnx", k=9, exclude_seen=exclude_seen, log=lambda m: None)
+    session = ort.InferenceSession(str(out / "model.onnx"))
+    assert (out / "triton" / name / "1" / "model.onnx").is_file()
+    assert 'platform: "onnxruntime_onnx"' in (out / "triton" / name / "config.pbtxt").read_text()
+    model = specc.load(runs[name])
+    for B, L in ((7, None), (1, 3), (20, model.max_length)):   # batch and length are dynamic axes
+        padded, _ = _batch(model, B, L, seed=B)
+        scores, ids = model.recommend(padded, k=9, exclude_seen=exclude_seen)
+        feeds = {i.name: _inputs(padded)[i.name].numpy() for i in session.get_inputs()}
+        got = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+        assert torch.equal(torch.from_numpy(got["item_ids"]), ids)
+        torch.testing.assert_close(torch.from_numpy(got["scores"]), scores, rtol=1e-4, atol=1e-4)
 
 
 def test_k_is_checked(runs):
