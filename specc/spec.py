@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Union
 
@@ -23,7 +24,8 @@ Cutoffs = Annotated[list[PositiveInt], Field(min_length=1)]
 
 
 class Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # strict: "32" is not an int, 1 is not a bool, 32.0 is not an int (ints are still accepted as floats)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
 
 
 # ---------------------------------------------------------------- inputs
@@ -145,10 +147,10 @@ class TransformerBody(Closed):
     def _known_architecture(cls, value: str) -> str:
         if value in ARCHITECTURES or (value.startswith("hf:") and len(value) > 3):
             return value
-        hint = did_you_mean(value, ARCHITECTURES)
         raise PydanticCustomError("unknown_architecture", "unknown architecture {value}; choose one of {choices} "
-                                  "or 'hf:<model_type>'{hint}",
-                                  {"value": repr(value), "choices": ", ".join(ARCHITECTURES), "hint": f" ({hint})" if hint else ""})
+                                  "or 'hf:<model_type>'",
+                                  {"value": repr(value), "choices": ", ".join(ARCHITECTURES),
+                                   "hint": did_you_mean(value, ARCHITECTURES)})
 
 
 class GruBody(Closed):
@@ -202,12 +204,13 @@ CLASSIFICATION_METRICS = ("auc", "accuracy", "precision", "recall")
 REGRESSION_METRICS = ("rmse", "mae")
 
 
-def _check_metric_names(metrics: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
-    for name in metrics:
+def _check_metric_names(metrics: Mapping[str, Any] | list[str], allowed: tuple[str, ...]) -> None:
+    """`at` (the metric's key, or its index in a list) makes the error's JSON path point at the metric itself."""
+    for at, name in (((n, n) for n in metrics) if isinstance(metrics, Mapping) else enumerate(metrics)):
         if name not in allowed:
-            hint = did_you_mean(name, allowed)
-            raise PydanticCustomError("unknown_metric", "unknown metric {name}; choose from {choices}{hint}",
-                                      {"name": repr(name), "choices": ", ".join(allowed), "hint": f" ({hint})" if hint else ""})
+            raise PydanticCustomError("unknown_metric", "unknown metric {name}; choose from {choices}",
+                                      {"name": repr(name), "choices": ", ".join(allowed), "at": at,
+                                       "hint": did_you_mean(name, allowed)})
 
 
 class TaskBase(Closed):
@@ -405,15 +408,26 @@ def _issues_from_validation(exc: ValidationError, data: Any) -> list[Issue]:
     issues = []
     seen = set()
     for err in exc.errors(include_url=False):
-        loc, model_path = _json_loc(err["loc"], data)
-        code = err["type"] if err["type"] in _CUSTOM_CODES else _CODES.get(err["type"], "invalid_type" if err["type"].endswith("_type") or "parsing" in err["type"]
-                          else "invalid_value")
+        ctx = err.get("ctx") or {}
+        loc, model_path = _json_loc(err["loc"] + (("kind",) if err["type"].startswith("union_tag") else ())
+                                    + ((ctx["at"],) if "at" in ctx else ()), data)
+        code = _code(err["type"], loc)
         message, hint = _describe(err, loc, model_path)
         key = (json_path(loc), code, message)
         if key not in seen:
             seen.add(key)
             issues.append(Issue(json_path(loc), code, message, hint))
     return issues
+
+
+def _code(kind: str, loc: list) -> str:
+    if kind in _CUSTOM_CODES:
+        return kind
+    if kind == "literal_error" and loc and loc[-1] == "kind":
+        return "unknown_kind"
+    if kind in _CODES:
+        return _CODES[kind]
+    return "invalid_type" if kind.endswith("_type") or "parsing" in kind else "invalid_value"
 
 
 def _json_loc(loc: tuple, data: Any) -> tuple[list, list]:
@@ -458,6 +472,13 @@ def _describe(err: dict, loc: list, model_path: list) -> tuple[str, str | None]:
         hint = did_you_mean(given, choices)
         return (f"unknown kind {given!r}",
                 (hint + " " if hint else "") + "choose one of " + ", ".join(repr(c) for c in choices))
+    if kind in _CUSTOM_CODES:
+        return err["msg"], (err.get("ctx") or {}).get("hint")
+    if kind == "literal_error":
+        choices = re.findall(r"'([^']*)'", err.get("ctx", {}).get("expected", ""))
+        hint = did_you_mean(err["input"], choices) if isinstance(err["input"], str) else None
+        choose = "choose one of " + ", ".join(repr(c) for c in choices)
+        return f"{err['input']!r} is not allowed here", (hint + " " if hint else "") + choose
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]

@@ -39,4 +39,4 @@ def test_unknown_key_hint_names_the_closest_key():
         specc.compile(str(Path(__file__).parent / "invalid" / "typos_everywhere.json"))
     by_path = {i.path: i for i in info.value.issues}
     assert "'features'" in by_path["$.inputs.featurs"].hint
-    assert "'transformer'" in by_path["$.body"].hint
+    assert "'transformer'" in by_path["$.body.kind"].hint

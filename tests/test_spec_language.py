@@ -108,3 +108,42 @@ def test_mutated_specs_raise_only_spec_errors(mutations):
 def _has(node, key):
     return (isinstance(node, dict) and key in node) or (isinstance(node, list) and isinstance(key, int)
                                                          and 0 <= key < len(node))
+
+
+def _issues(mutate):
+    data = copy.deepcopy(SASREC)
+    mutate(data)
+    with pytest.raises(specc.SpecError) as info:
+        specc.load_spec(data)
+    return {i.path: i for i in info.value.issues}
+
+
+@pytest.mark.parametrize("where,value", [
+    (("body", "d_model"), "64"), (("body", "d_model"), 64.0), (("body", "n_layer"), True),
+    (("tasks", 0, "weight_tying"), "yes"), (("tasks", 0, "weight_tying"), 1), (("training", "epochs"), 2.5),
+])
+def test_no_type_coercion(where, value):
+    def mutate(data):
+        node = data
+        for key in where[:-1]:
+            node = node[key]
+        node[where[-1]] = value
+    path = "$." + ".".join(str(k) for k in where).replace(".0.", "[0].")
+    assert _issues(mutate)[path].code == "invalid_type"
+
+
+def test_did_you_mean_is_in_the_hint_and_paths_point_at_the_value():
+    def mutate(data):
+        data["body"]["architecture"] = "xlnett"
+        data["tasks"][0]["metrics"] = {"ndcg": [10], "ndgc": [5]}
+        data["training"] = {"optimizer": {"kind": "adamm"}, "precision": "bf61"}
+    issues = _issues(mutate)
+    arch = issues["$.body.architecture"]
+    assert arch.code == "unknown_architecture" and arch.hint.startswith("did you mean 'xlnet'")
+    assert "did you mean" not in arch.message
+    metric = issues["$.tasks[0].metrics.ndgc"]
+    assert metric.code == "unknown_metric" and "'ndcg'" in metric.hint
+    opt = issues["$.training.optimizer.kind"]
+    assert opt.code == "unknown_kind" and "'adam'" in opt.hint and "'adamw'" in opt.hint
+    precision = issues["$.training.precision"]
+    assert precision.code == "invalid_choice" and "'bf16'" in precision.hint and "'bf61'" in precision.message
