@@ -17,10 +17,23 @@ KERNEL_CHOICES = ("auto", "triton", "torch")
 
 def compile(spec, schema=None, kernels: str = "auto") -> Plan:  # noqa: A001 - the public name is specc.compile
     """Check `spec` against `schema` and return its Plan; raise SpecError listing every problem."""
-    spec = S.load_spec(spec)
     if kernels not in KERNEL_CHOICES:
         raise SpecError([Issue("$", "invalid_argument", f"kernels={kernels!r}",
                                "choose one of " + ", ".join(KERNEL_CHOICES))])
+    try:
+        spec = S.load_spec(spec)
+    except SpecError as exc:
+        if exc.partial is None:
+            raise
+        # structural errors, and the semantic errors of the rest of the spec (not those under a bad key)
+        try:
+            Checker(exc.partial, resolve_schema(exc.partial, schema), kernels).run()
+        except SpecError as semantic:
+            bad = [i.path.removesuffix(".kind") for i in exc.issues]
+            more = [i for i in semantic.issues if not any(i.path == p or i.path.startswith((p + ".", p + "["))
+                                                          for p in bad)]
+            raise SpecError(exc.issues + more, exc.source) from None
+        raise
     return Checker(spec, resolve_schema(spec, schema), kernels).run()
 
 
@@ -87,7 +100,8 @@ class Checker:
             targets[col.name] = path
             if task.kind == "binary_classification":
                 binary = ("binary_classification" in col.tags or col.dtype == "bool"
-                          or (col.dtype == "int" and col.cardinality in (1, 2)))
+                          or (col.dtype == "int" and col.int_range is not None and col.int_range[0] >= 0
+                              and col.int_range[1] <= 1))
                 if not binary:
                     self.error(path, "wrong_target_type",
                                f"column {col.name!r} is not a 0/1 column (tags: {', '.join(sorted(col.tags)) or 'none'})",
@@ -107,7 +121,13 @@ class Checker:
                 self.error("$.inputs.features", "no_features",
                            "the schema has no column tagged categorical or continuous to use as a feature",
                            "list the features in inputs.features")
-            return chosen
+            for col in chosen:
+                if col.is_categorical and not col.cardinality:
+                    self.error("$.inputs.features", "no_cardinality",
+                               f"categorical column {col.name!r} (a default feature) has no cardinality",
+                               "give it int_domain {min: 0 max: N} in the schema, or list inputs.features "
+                               "without it", col.name)
+            return [c for c in chosen if not (c.is_categorical and not c.cardinality)]
         chosen, seen = [], set()
         for j, name in enumerate(names):
             path = f"$.inputs.features[{j}]"
@@ -197,20 +217,14 @@ class Checker:
                        "no categorical list feature: there is no sequence to model",
                        "add the item-id list column to inputs.features")
 
+        categorical_names = {c.name for c in categorical}
         for col_name in emb.dims:
-            if col_name not in names and not any(col_name == t for t in emb.shared):
+            if col_name not in categorical_names and col_name not in emb.shared:
                 if col_name in self.schema:
                     self.error(f"$.inputs.embeddings.dims.{col_name}", "not_a_feature",
                                f"{col_name!r} has a dim but is not a categorical feature", column=col_name)
                 else:
                     self.column(col_name, f"$.inputs.embeddings.dims.{col_name}")
-
-        def dim_of(col: Column) -> int:
-            if col.name in emb.dims:
-                return emb.dims[col.name]
-            if emb.infer is not None:
-                return max(1, math.ceil(col.cardinality ** 0.25 * emb.infer.multiplier))
-            return emb.default_dim
 
         table_of: dict[str, str] = {c.name: c.name for c in categorical}
         for table, cols in emb.shared.items():
@@ -231,19 +245,26 @@ class Checker:
                 self.error(path, "table_name_clash", f"shared table {table!r} has the name of another feature's table",
                            "pick another table name")
 
-        tables: dict[str, TablePlan] = {}
+        members: dict[str, list[Column]] = {}
         for col in categorical:
-            t = table_of[col.name]
-            dim = emb.dims.get(t, dim_of(col)) if t != col.name else dim_of(col)
-            if t in tables:
-                prev = tables[t]
-                if prev.dim != dim:
-                    self.error(f"$.inputs.embeddings.shared.{t}", "shape_mismatch",
-                               f"columns sharing table {t!r} have different dims ({prev.dim} and {dim})",
-                               f"set one dim for the shared table: embeddings.dims.{t}", col.name)
-                tables[t] = TablePlan(t, prev.columns + (col.name,), max(prev.rows, col.cardinality), prev.dim)
+            members.setdefault(table_of[col.name], []).append(col)
+        tables: dict[str, TablePlan] = {}
+        for t, cols in members.items():
+            rows = max(c.cardinality for c in cols)
+            dims = {emb.dims[c.name] for c in cols if c.name in emb.dims}
+            if t in emb.dims:    # a shared table's own dim wins over its columns'
+                dims = {emb.dims[t]}
+            if len(dims) > 1:
+                self.error(f"$.inputs.embeddings.shared.{t}", "shape_mismatch",
+                           f"columns sharing table {t!r} have different dims ({', '.join(map(str, sorted(dims)))})",
+                           f"set one dim for the shared table: embeddings.dims.{t}", cols[0].name)
+            if dims:
+                dim = max(dims)
+            elif emb.infer is not None:
+                dim = max(1, math.ceil(rows ** 0.25 * emb.infer.multiplier))
             else:
-                tables[t] = TablePlan(t, (col.name,), col.cardinality, dim)
+                dim = emb.default_dim
+            tables[t] = TablePlan(t, tuple(c.name for c in cols), rows, dim)
 
         cont_spec = spec.continuous
         cont_plan = None
@@ -378,13 +399,20 @@ class Checker:
         d_ff = body.d_ff or 4 * body.d_model
         config: dict[str, Any] = {}
         if body.architecture != "native":
-            from specc.nn.hf import resolve_config
+            from specc.nn.hf import check_runs, resolve_config
             try:
                 config = resolve_config(body.architecture, d_model=body.d_model, n_head=body.n_head,
                                         n_layer=body.n_layer, d_ff=d_ff, dropout=body.dropout,
                                         max_positions=max_len, causal=causal, overrides=body.config)
+            except Exception as exc:   # noqa: BLE001 - transformers' config classes raise anything
+                self.error("$.body.config", "invalid_body_config", str(exc).strip().splitlines()[0][:300],
+                           getattr(exc, "hint", None))
+                return None
+            try:
+                check_runs(config, causal, body.d_model)
             except ValueError as exc:
-                self.error("$.body.config", "invalid_body_config", str(exc), getattr(exc, "hint", None))
+                self.error("$.body.architecture", "unsupported_architecture", str(exc),
+                           "use one of the listed architectures, or change body.config")
                 return None
         elif body.config:
             self.error("$.body.config", "unknown_key", "the native body takes no config overrides",
@@ -409,9 +437,11 @@ class Checker:
                 name = f"{name}_{k}"
             used_names.add(name)
             if task.kind == "next_item":
-                if item is None or inputs is None or body is None or i != next_items[0]:
+                if item is None or i != next_items[0]:
                     continue
-                plans.append(self.resolve_next_item(i, task, name, item, inputs, body))
+                self.check_negatives(i, task, item)
+                if inputs is not None and body is not None:
+                    plans.append(self.resolve_next_item(task, name, item, inputs, body))
             else:
                 if task.target not in self.schema:
                     continue
@@ -421,16 +451,20 @@ class Checker:
                                       target_sequential=col.is_list))
         return plans
 
-    def resolve_next_item(self, i: int, task: S.NextItemTask, name: str, item: Column, inputs: InputsPlan,
+    def check_negatives(self, i: int, task: S.NextItemTask, item: Column) -> None:
+        loss = task.loss
+        negatives = getattr(loss, "negatives", 0)
+        uses_negatives = not (loss.kind == "sampled_softmax" and loss.sampler == "in_batch")
+        if uses_negatives and negatives >= item.cardinality - 1:
+            self.error(f"$.tasks[{i}].loss.negatives", "too_many_negatives",
+                       f"{negatives} negatives but the catalog has only {item.cardinality - 1} items",
+                       "use cross_entropy over the full catalog, or fewer negatives", item.name)
+
+    def resolve_next_item(self, task: S.NextItemTask, name: str, item: Column, inputs: InputsPlan,
                           body: BodyPlan) -> TaskPlan:
         n_items = item.cardinality
         loss = task.loss
         negatives = getattr(loss, "negatives", 0)
-        uses_negatives = not (loss.kind == "sampled_softmax" and loss.sampler == "in_batch")
-        if uses_negatives and negatives >= n_items - 1:
-            self.error(f"$.tasks[{i}].loss.negatives", "too_many_negatives",
-                       f"{negatives} negatives but the catalog has only {n_items - 1} items",
-                       "use cross_entropy over the full catalog, or fewer negatives", item.name)
         table = next(t for t in inputs.tables if item.name in t.columns)
         projection = None
         if task.weight_tying and body.output_width != table.dim:

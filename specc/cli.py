@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as exc:   # the file system said no (a missing folder, no permission, a full disk): not a bug
+        print(f"error: {exc.filename}: {exc.strerror}" if exc.filename and exc.strerror else f"error: {exc}",
+              file=sys.stderr)
+        return 1
     except Exception as exc:   # a bug, not the user's input: say so briefly; SPECC_DEBUG=1 shows the traceback
         if os.environ.get("SPECC_DEBUG"):
             raise

@@ -94,6 +94,7 @@ class _ColumnPlan:
     floating: bool                 # output float32 (else int64)
     cardinality: int | None
     continuous: bool
+    domain: tuple[int, int] | None = None   # allowed [min, max] of a non-categorical column (int_domain, or 0/1)
 
 
 def _plan_columns(schema: Schema, columns: Sequence[str], arrow_schema, problems: list[str]) -> list[_ColumnPlan]:
@@ -129,7 +130,9 @@ def _plan_columns(schema: Schema, columns: Sequence[str], arrow_schema, problems
                             "is categorical: categorical columns must hold integer ids in [0, cardinality)")
             continue
         floating = col.is_continuous or col.dtype == "float" or (kind == "float" and not wants_ids)
-        plans.append(_ColumnPlan(name, col.is_list, floating, col.cardinality, col.is_continuous or floating))
+        domain = (0, 1) if "binary_classification" in col.tags or col.dtype == "bool" else col.int_range
+        plans.append(_ColumnPlan(name, col.is_list, floating, col.cardinality, col.is_continuous or floating,
+                                 None if col.cardinality is not None else domain))
     return plans
 
 
@@ -371,6 +374,7 @@ class _Accumulator:
         self.n_kept = 0
         self.out_of_range: dict[str, list] = {}    # name -> [count, min, max]
         self.non_finite: dict[str, list] = {}      # name -> [count, first row]
+        self.out_of_domain: dict[str, list] = {}   # name -> [count, min, max]
         self.ragged: list = [0, None]              # rows whose list columns disagree in length, first example
         self.nulls: dict[str, int] = {}
         self.item_counts: np.ndarray | None = None
@@ -473,6 +477,12 @@ class _Accumulator:
                 rec = self.out_of_range.setdefault(p.name, [0, int(lo), int(hi)])
                 rec[0] += bad
                 rec[1], rec[2] = min(rec[1], int(lo)), max(rec[2], int(hi))
+        if p.domain is not None:
+            outside = (values < p.domain[0]) | (values > p.domain[1])
+            if outside.any():
+                rec = self.out_of_domain.setdefault(p.name, [0, values[outside].min(), values[outside].max()])
+                rec[0] += int(outside.sum())
+                rec[1], rec[2] = min(rec[1], values[outside].min()), max(rec[2], values[outside].max())
 
     def problems(self) -> list[str]:
         out = []
@@ -481,6 +491,12 @@ class _Accumulator:
             out.append(f"column {name!r}: {count} value(s) outside [0, {card[name]}) (min seen {lo}, max seen {hi}); "
                        f"ids must be < the schema's cardinality (int_domain.max + 1 = {card[name]}): fix the "
                        "schema's int_domain.max or re-encode the ids")
+        domain = {p.name: p.domain for p in self.plans}
+        for name, (count, lo, hi) in self.out_of_domain.items():
+            a, b = domain[name]
+            what = "a 0/1 column (binary_classification)" if (a, b) == (0, 1) else f"int_domain [{a}, {b}]"
+            out.append(f"column {name!r}: {count} value(s) outside {what} (e.g. {lo} and {hi}); fix the data or "
+                       "the schema")
         for name, (count, row) in self.non_finite.items():
             out.append(f"column {name!r}: {count} NaN/inf value(s) (first in row {row}); fill or drop them")
         if self.ragged[0]:

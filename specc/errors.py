@@ -34,6 +34,7 @@ class SpecError(UserError):
     def __init__(self, issues: Iterable[Issue], source: str | None = None):
         self.issues = list(issues)
         self.source = source
+        self.partial = None   # a structurally invalid spec: the ModelSpec without its bad keys, where one validates
         super().__init__(self.render())
 
     def render(self) -> str:

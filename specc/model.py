@@ -248,6 +248,9 @@ class Model(nn.Module):
         """Top-k next items after each sequence's last item: (scores [B, k], ids [B, k]). Never returns id 0."""
         if self.next_item is None:
             raise ValueError("this model has no next_item task")
+        catalog = self.plan.next_item.n_items - 1
+        if not 1 <= k <= catalog:
+            raise ValueError(f"k must be between 1 and the catalog's {catalog} items (id 0 is padding), got {k}")
         batch, lengths = self.prepare(batch)
         with _eval_mode(self):
             return self._topk(batch, lengths, k, exclude_seen)

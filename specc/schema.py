@@ -20,8 +20,9 @@ class Column:
     tags: frozenset[str] = frozenset()   # lower-case Merlin tags: "categorical", "list", "item", "id", "item_id", ...
     dtype: str = "int"                   # "int", "float", "bool" or "string"
     is_list: bool = False
-    cardinality: int | None = None       # int_domain.max + 1; id 0 is padding
+    cardinality: int | None = None       # int_domain.max + 1 of a categorical column; id 0 is padding
     value_count: tuple[int, int | None] | None = None  # (min, max) items per row of a list column, where known
+    int_range: tuple[int, int] | None = None   # int_domain (min, max) of a non-categorical int column
 
     @property
     def is_categorical(self) -> bool:
@@ -57,8 +58,9 @@ class Schema:
         for c in columns:
             if isinstance(c, Mapping):
                 vc = c.get("value_count")
+                rng = c.get("int_range")
                 c = Column(**{**c, "tags": frozenset(t.lower() for t in c.get("tags", ())),
-                              "value_count": tuple(vc) if vc else None})
+                              "value_count": tuple(vc) if vc else None, "int_range": tuple(rng) if rng else None})
             built.append(c)
         return cls(tuple(built), source)
 
@@ -81,7 +83,8 @@ class Schema:
     def to_columns(self) -> list[dict]:
         """The columns as plain JSON data; `Schema.from_columns` reads it back (no merlin needed)."""
         return [{"name": c.name, "tags": sorted(c.tags), "dtype": c.dtype, "is_list": c.is_list,
-                 "cardinality": c.cardinality, "value_count": list(c.value_count) if c.value_count else None}
+                 "cardinality": c.cardinality, "value_count": list(c.value_count) if c.value_count else None,
+                 "int_range": list(c.int_range) if c.int_range else None}
                 for c in self.columns]
 
 
@@ -148,9 +151,11 @@ def _from_merlin(mschema, source: str | None) -> Schema:
         if domain.get("is_categorical"):
             tags.add("categorical")
         dtype = _dtype_str(col, tags)
-        cardinality = None
+        cardinality = int_range = None
         if "categorical" in tags and domain.get("max") is not None and dtype in ("int", "bool"):
             cardinality = int(domain["max"]) + 1
+        elif dtype == "int" and domain.get("max") is not None:
+            int_range = (int(domain.get("min") or 0), int(domain["max"]))
         vc = None
         if value_count:
             lo = value_count.get("min")
@@ -159,7 +164,7 @@ def _from_merlin(mschema, source: str | None) -> Schema:
             if vc == (0, None):
                 vc = None
         columns.append(Column(name=str(col.name), tags=frozenset(tags), dtype=dtype, is_list=is_list,
-                              cardinality=cardinality, value_count=vc))
+                              cardinality=cardinality, int_range=int_range, value_count=vc))
     return Schema(tuple(columns), source)
 
 
@@ -275,6 +280,8 @@ def to_merlin(schema: Schema):
             props["specc_dtype"] = c.dtype   # merlin's pbtxt writer records no type for these
         if c.cardinality is not None:
             props["domain"] = {"min": 0, "max": int(c.cardinality) - 1, "name": c.name}
+        elif c.int_range is not None:
+            props["domain"] = {"min": int(c.int_range[0]), "max": int(c.int_range[1]), "name": c.name}
         kwargs: dict = {}
         if c.is_list:
             if c.value_count is not None:

@@ -344,7 +344,32 @@ def validate_spec(data: Any, origin: str | None = None, base_dir: str | None = N
     try:
         return ModelSpec.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        raise SpecError(_issues_from_validation(exc, data), origin) from None
+        located = _issues_from_validation(exc, data)
+        error = SpecError([issue for issue, _ in located], origin)
+        error.partial = _without_bad_keys(data, [loc for _, loc in located], base_dir)
+        raise error from None
+
+
+def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> "ModelSpec | None":
+    """The spec validated with every offending object key removed (its default takes over), so that the
+    semantic checks can still run and all errors are reported at once; None when that does not validate
+    (a required key is bad, or an error sits inside a list)."""
+    import copy
+    data = copy.deepcopy(dict(data))
+    for loc in locs:
+        if loc and loc[-1] == "kind":
+            loc = loc[:-1]
+        if not loc or not isinstance(loc[-1], str):
+            return None
+        node: Any = data
+        for part in loc[:-1]:
+            node = node[part] if isinstance(node, (Mapping, list)) else None
+        if isinstance(node, dict):
+            node.pop(loc[-1], None)
+    try:
+        return ModelSpec.model_validate({**data, "base_dir": base_dir})
+    except ValidationError:
+        return None
 
 
 def _read_text(source) -> tuple[str, str | None]:
@@ -404,7 +429,8 @@ _CODES = {
 }
 
 
-def _issues_from_validation(exc: ValidationError, data: Any) -> list[Issue]:
+def _issues_from_validation(exc: ValidationError, data: Any) -> list[tuple[Issue, list]]:
+    """Each error as an Issue, with its location as a list of keys and indices into `data`."""
     issues = []
     seen = set()
     for err in exc.errors(include_url=False):
@@ -416,7 +442,7 @@ def _issues_from_validation(exc: ValidationError, data: Any) -> list[Issue]:
         key = (json_path(loc), code, message)
         if key not in seen:
             seen.add(key)
-            issues.append(Issue(json_path(loc), code, message, hint))
+            issues.append((Issue(json_path(loc), code, message, hint), loc))
     return issues
 
 

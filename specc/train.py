@@ -12,7 +12,7 @@ import torch
 from specc.checkpoint import (RunError, check_same_plan, load, load_train_state, run_schema, save_model_files,
                               save_train_state)
 from specc.cpu import keep_freed_memory
-from specc.errors import UserError
+from specc.errors import SpecError, UserError
 
 
 def resolve_training_schema(spec, schema_arg, data_path: str):
@@ -95,7 +95,13 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
     from specc.spec import load_spec
-    spec = load_spec(spec)
+    source = spec
+    try:
+        spec = load_spec(source)
+    except SpecError as exc:
+        if exc.partial is not None:   # report the semantic errors of the rest of the spec too
+            compile_plan(source, resolve_training_schema(exc.partial, schema, data))
+        raise
     run_dir = Path(out)
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} is a file, not a run directory")
@@ -282,6 +288,8 @@ def recommend_command(args) -> int:
     if model.plan.next_item is None:
         raise UserError(f"{args.run_dir}: the model has no next_item task to recommend with")
     k = min(args.k, model.plan.next_item.n_items - 1)
+    if k < args.k:
+        print(f"note: --k {args.k} is more than the catalog's {k} items; returning all {k}", file=sys.stderr)
     dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False)
     rows, ids_out, scores_out = [], [], []
     row = 0
@@ -297,6 +305,8 @@ def recommend_command(args) -> int:
 
 
 def _write_recommendations(out: str | None, rows, ids, scores) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
     if out and out.endswith(".parquet"):
         import pyarrow as pa
         import pyarrow.parquet as pq

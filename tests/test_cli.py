@@ -88,3 +88,13 @@ def test_out_paths_that_are_files_are_clear_errors(tmp_path):
         result = run(*args)
         assert result.returncode == 1, (args, result.stderr)
         assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_file_system_refusals_exit_1_not_as_internal_errors(tmp_path):
+    """/proc refuses new folders even to root."""
+    assert run("data", "synth", "--out", str(tmp_path / "d"), "--train", "20", "--valid", "5").returncode == 0
+    result = run("train", str(ROOT / "specs" / "sasrec.json"), "--data", str(tmp_path / "d" / "train.parquet"),
+                 "--out", "/proc/nowhere/run")
+    assert result.returncode == 1, result.stderr
+    assert "internal error" not in result.stderr and "Traceback" not in result.stderr
+    assert "/proc/nowhere" in result.stderr

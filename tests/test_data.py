@@ -275,3 +275,17 @@ def test_message_renders_source(tmp_path):
     with pytest.raises(DataError) as e:
         open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3)
     assert str(e.value).startswith(str(f)) and "1 data problem" in str(e.value)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_values_outside_a_non_categorical_domain(tmp_path, engine):
+    """0/1 targets must hold 0 or 1, and an int column with an int_domain must stay inside it."""
+    schema = Schema.from_columns(list(SCHEMA.columns) + [
+        {"name": "stars", "tags": ["regression", "target"], "int_range": [1, 5]}])
+    f = _write(tmp_path / "d.parquet", [[1, 2], [3], [4]], click=[0, 2, 1], stars=pa.array([1, 5, 9]))
+    with pytest.raises(DataError) as e:
+        open_dataset(f, schema, ["item", "click", "stars"], item_column="item", max_length=3, engine=engine)
+    text = _problems(e)
+    assert len(e.value.problems) == 2
+    assert "column 'click': 1 value(s) outside a 0/1 column (binary_classification) (e.g. 2 and 2)" in text
+    assert "column 'stars': 1 value(s) outside int_domain [1, 5] (e.g. 9 and 9)" in text

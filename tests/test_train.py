@@ -85,6 +85,21 @@ def test_recommend_writes_top_k_per_row(run, data, tmp_path):
     jsonl = cli("recommend", out, "--data", data / "valid.parquet", "--k", 3)
     first = json.loads(jsonl.stdout.splitlines()[0])
     assert first["item_ids"] == table["item_ids"][0][:3]
+    nested = tmp_path / "new" / "folder" / "recs.jsonl"   # folders are created
+    assert cli("recommend", out, "--data", data / "valid.parquet", "--k", 2, "--out", nested).returncode == 0
+    assert len(nested.read_text().splitlines()) == 60
+
+
+def test_k_beyond_the_catalog(run, data, tmp_path):
+    model = specc.load(run[0])
+    catalog = model.plan.next_item.n_items - 1
+    with pytest.raises(ValueError, match=f"between 1 and the catalog's {catalog} items"):
+        model.recommend(model.random_batch(2), k=catalog + 1)
+    proc = cli("recommend", run[0], "--data", data / "valid.parquet", "--k", catalog + 50, "--out",
+               tmp_path / "all.jsonl")
+    assert proc.returncode == 0 and f"returning all {catalog}" in proc.stderr
+    first = json.loads((tmp_path / "all.jsonl").read_text().splitlines()[0])
+    assert sorted(first["item_ids"]) == list(range(1, catalog + 1))
 
 
 def test_exclude_seen_never_recommends_items_in_the_sequence(run, data):

@@ -44,6 +44,8 @@ def capabilities(architecture: str) -> set[str]:
         raise err
     if mt == "xlnet":
         return {"causal", "bidirectional", "plm"}
+    if getattr(CONFIG_MAPPING[mt](), "is_encoder_decoder", False):
+        return set()   # needs decoder inputs besides the sequence
     caps = set()
     if mt in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         caps.add("bidirectional")
@@ -103,6 +105,23 @@ def _instantiate(config: dict[str, Any], device: str | None = None) -> nn.Module
     if getattr(model, "pooler", None) is not None:
         model.pooler = None   # sequence outputs only
     return model
+
+
+def check_runs(config: dict[str, Any], causal: bool, d_model: int) -> None:
+    """Run a one-layer copy of the body on a tiny batch; ValueError saying why when it cannot run here
+    (an encoder-decoder, rotary sizes that do not fit the head size, a model that needs token ids, ...)."""
+    layers = {k: 1 for k in ("num_hidden_layers", "n_layer") if k in config}
+    try:
+        body = HFTransformer({**config, **layers}, causal).eval()
+        x = torch.randn(2, 3, d_model)
+        with torch.no_grad():
+            out = body(x, torch.tensor([[True, True, True], [True, True, False]]))
+        if tuple(out.shape) != (2, 3, d_model):
+            raise ValueError(f"it returns shape {list(out.shape)} for inputs of shape {list(x.shape)}")
+    except Exception as exc:   # noqa: BLE001 - any failure of a third-party model is reported as data
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ValueError(f"{config['model_type']} cannot run on a sequence of embeddings with this body "
+                         f"({type(exc).__name__}: {first})") from None
 
 
 def count_parameters(config: dict[str, Any]) -> int:
