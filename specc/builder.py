@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from specc.check import compile as compile_plan
+from specc.errors import UserError
 from specc.model import Model
 from specc.nn.bodies import GruBody, MlpBody, NativeTransformer
 from specc.nn.dropout import use_fast_dropout
@@ -19,6 +20,17 @@ def build(spec, schema=None, kernels: str = "auto") -> Model:
 
 
 def build_from_plan(plan: Plan) -> Model:
+    try:
+        return _build(plan)
+    except (MemoryError, RuntimeError) as exc:
+        if not isinstance(exc, MemoryError) and "allocat" not in str(exc):
+            raise
+        raise UserError(f"the model's {plan.parameters:,} parameters ({plan.parameters * 4 / 2 ** 30:.1f} GiB in "
+                        "fp32, before gradients and optimizer state) do not fit in memory: check the catalog sizes "
+                        "(int_domain.max) and embedding dims in the plan (`specc compile`)") from None
+
+
+def _build(plan: Plan) -> Model:
     i = plan.inputs
     table_index = {t.name: n for n, t in enumerate(i.tables)}
     cat = [f for f in i.features if f.role == "categorical"]

@@ -348,6 +348,10 @@ class Checker:
         if m.kind == "none" and has_next_item:
             self.error("$.masking", "masking_mismatch", "masking 'none' cannot train a next_item task",
                        "use causal (or mlm/plm/rtd) masking")
+        if m.kind == "causal" and has_next_item and self.spec.inputs.max_sequence_length < 2:
+            self.error("$.inputs.max_sequence_length", "masking_mismatch",
+                       "causal next-item training needs sequences of at least 2 items (one to predict from)",
+                       "raise max_sequence_length")
         if m.kind in ("mlm", "plm", "rtd") and not has_next_item:
             self.error("$.masking", "masking_mismatch", f"masking {m.kind!r} trains a next_item task; there is none",
                        "add a next_item task or use masking causal/none")
@@ -409,7 +413,7 @@ class Checker:
                            getattr(exc, "hint", None))
                 return None
             try:
-                check_runs(config, causal, body.d_model)
+                check_runs(config, causal, body.d_model, max_len)
             except ValueError as exc:
                 self.error("$.body.architecture", "unsupported_architecture", str(exc),
                            "use one of the listed architectures, or change body.config")

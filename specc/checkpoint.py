@@ -36,9 +36,10 @@ def save_model_files(run_dir: Path, model, spec_dict: dict, schema: Schema) -> N
 
 
 def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator, epoch: int, batch: int,
-                     step: int) -> None:
+                     step: int, settings: dict) -> None:
     """Everything --resume needs to continue exactly where an uninterrupted run would be: the epoch in progress
-    (0-based), the batches of it already trained, the optimizer step, and the optimizer, schedule and RNG state."""
+    (0-based), the batches of it already trained, the optimizer step, and the optimizer, schedule and RNG state,
+    and the settings it ran with (epochs, batch_size, lr, precision, data)."""
     opt = optimizer.state_dict()
     tensors = {"rng.torch": torch.get_rng_state(), "rng.model": generator.get_state()}
     scalars = {}
@@ -50,13 +51,32 @@ def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Gener
                 scalars[f"{idx}.{name}"] = value
     save_file(tensors, str(run_dir / "train_state.safetensors"))
     _atomic_write(run_dir / "train_state.json", json.dumps({
-        "epoch": epoch, "batch": batch, "step": step, "param_groups": opt["param_groups"], "scalars": scalars,
+        "epoch": epoch, "batch": batch, "step": step, "settings": settings, "param_groups": opt["param_groups"],
+        "scalars": scalars,
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}}, indent=2))
 
 
+def saved_settings(run_dir: Path) -> dict:
+    return _train_meta(run_dir).get("settings") or {}
+
+
+def _train_meta(run_dir: Path) -> dict:
+    try:
+        meta = json.loads((run_dir / "train_state.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{run_dir}/train_state.json cannot be read ({exc}); the run cannot be resumed") from None
+    if not isinstance(meta, dict):
+        raise RunError(f"{run_dir}/train_state.json is not a training state; the run cannot be resumed")
+    return meta
+
+
 def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator) -> tuple[int, int, int]:
-    meta = json.loads((run_dir / "train_state.json").read_text())
-    tensors = load_file(str(run_dir / "train_state.safetensors"))
+    meta = _train_meta(run_dir)
+    try:
+        tensors = load_file(str(run_dir / "train_state.safetensors"))
+    except Exception as exc:   # noqa: BLE001 - safetensors raises its own error types for damaged files
+        raise RunError(f"{run_dir}/train_state.safetensors cannot be read ({type(exc).__name__}: {exc}); "
+                       "the run cannot be resumed") from None
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
@@ -100,6 +120,10 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     if missing_keys or unexpected:
         raise RunError(f"{run_dir}/model.safetensors does not match the plan (missing {sorted(missing_keys)[:3]}, "
                        f"unexpected {sorted(unexpected)[:3]})")
+    broken = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken:
+        raise RunError(f"{run_dir}/model.safetensors holds NaN or infinite weights ({', '.join(broken[:3])}"
+                       f"{' ...' if len(broken) > 3 else ''}); its scores would be meaningless")
     if device:
         model.to(device)
     return model.eval()

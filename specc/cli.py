@@ -122,9 +122,9 @@ def _parser() -> argparse.ArgumentParser:
     syn = dsub.add_parser("synth", help="write synthetic sessions (Markov chain over items) and their schema")
     syn.add_argument("--schema", help="schema to synthesise for (default: the built-in e-commerce schema)")
     syn.add_argument("--out", required=True, help="output folder")
-    syn.add_argument("--train", type=_positive_int, default=None, help="number of training sessions")
-    syn.add_argument("--valid", type=_positive_int, default=None, help="number of validation sessions")
-    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--train", type=_session_count, default=None, help="number of training sessions")
+    syn.add_argument("--valid", type=_session_count, default=None, help="number of validation sessions")
+    syn.add_argument("--seed", type=_non_negative_int, default=0)
     syn.set_defaults(run=_synth)
     return p
 
@@ -153,6 +153,13 @@ def _positive(kind: type, name: str, allow_zero: bool = False):
 _positive_int = _positive(int, "a positive integer")
 _positive_float = _positive(float, "a positive number")
 _non_negative_int = _positive(int, "an integer >= 0", allow_zero=True)
+
+
+def _session_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > 10_000_000:
+        raise argparse.ArgumentTypeError(f"expected at most 10,000,000 sessions, got {text!r}")
+    return value
 
 
 def _port(text: str) -> int:

@@ -16,6 +16,9 @@ validation and padding code and give identical batches (tested). `engine="merlin
 Structural checks that need no data (files exist and are parquet, columns present, list vs scalar, dtypes) read
 only the parquet footers with pyarrow, so a wrong file fails in milliseconds with every problem listed.
 merlin is imported lazily, inside functions.
+
+Id 0 is padding: trailing 0s in the item column (pre-padded data, e.g. NVTabular ListSlice with pad=True) are
+stripped, and the other list columns of the row cut to the same length; a 0 before a real id is an error.
 """
 from __future__ import annotations
 
@@ -94,7 +97,8 @@ class _ColumnPlan:
     floating: bool                 # output float32 (else int64)
     cardinality: int | None
     continuous: bool
-    domain: tuple[int, int] | None = None   # allowed [min, max] of a non-categorical column (int_domain, or 0/1)
+    domain: tuple[int, int] | None = None   # allowed [min, max] of a non-categorical int column (int_domain)
+    binary: bool = False                     # a non-categorical 0/1 column: every value must be exactly 0 or 1
 
 
 def _plan_columns(schema: Schema, columns: Sequence[str], arrow_schema, problems: list[str]) -> list[_ColumnPlan]:
@@ -130,9 +134,9 @@ def _plan_columns(schema: Schema, columns: Sequence[str], arrow_schema, problems
                             "is categorical: categorical columns must hold integer ids in [0, cardinality)")
             continue
         floating = col.is_continuous or col.dtype == "float" or (kind == "float" and not wants_ids)
-        domain = (0, 1) if "binary_classification" in col.tags or col.dtype == "bool" else col.int_range
+        binary = col.cardinality is None and ("binary_classification" in col.tags or col.dtype == "bool")
         plans.append(_ColumnPlan(name, col.is_list, floating, col.cardinality, col.is_continuous or floating,
-                                 None if col.cardinality is not None else domain))
+                                 None if col.cardinality is not None else col.int_range, binary))
     return plans
 
 
@@ -153,8 +157,19 @@ class SequenceDataset:
     _arrays: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _floating: dict[str, bool] = field(default_factory=dict, repr=False)
     _item_counts: np.ndarray | None = field(default=None, repr=False)
+    _source_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     _batch_size: int | None = field(default=None, repr=False)
     _drop_last: bool = field(default=False, repr=False)
+
+    @property
+    def n_total(self) -> int:
+        """Rows read from the data: those kept (`n_rows`) and those skipped as too short (`n_skipped`)."""
+        return self.n_rows + self.n_skipped
+
+    def source_rows(self) -> np.ndarray:
+        """int64 `[n_rows]`: for each row kept, in the order `batches(..., shuffle=False)` yields them, its 0-based
+        index among all `n_total` rows read (counted across files in reading order, skipped rows included)."""
+        return self._source_rows.copy()
 
     def batches(self, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
                 drop_last: bool = False) -> Iterator[dict]:
@@ -209,6 +224,8 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
         raise DataError([f"max_length must be >= 1 (got {max_length})"], source=source)
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, not {engine!r}")
+    if not columns:
+        raise ValueError("columns (or item_column) must name at least one column to read")
 
     files, problems = _resolve_files(source)
     if problems:
@@ -216,15 +233,18 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
 
     # --- footers only: parquet? same columns? ---
     arrow_schema = None
-    total_rows = 0
+    file_rows = []
     for f in files:
         try:
             meta = pq.read_metadata(f)
             s = meta.schema.to_arrow_schema()
-            total_rows += meta.num_rows
+            file_rows.append(meta.num_rows)
         except Exception as exc:  # pyarrow.ArrowInvalid and friends
             problems.append(f"{f!r} is not a parquet file ({str(exc).splitlines()[0][:160]})")
             continue
+        twice = [c for c in columns if s.names.count(c) > 1]
+        if twice:
+            problems += [f"{f!r} has {s.names.count(c)} columns named {c!r}; rename or drop all but one" for c in twice]
         if arrow_schema is None:
             arrow_schema = s
         else:
@@ -243,23 +263,33 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
 
     # --- one pass through merlin-dataloader (or pyarrow, see the module docstring) ---
     if engine == "auto":
-        engine = "merlin" if total_rows <= MERLIN_MAX_ROWS and _have_merlin() else "pyarrow"
+        engine = "merlin" if sum(file_rows) <= MERLIN_MAX_ROWS and _have_merlin() else "pyarrow"
     names = [p.name for p in plans]
     acc = _Accumulator(plans, max_length, min_length, length_col, item_column)
-    try:
-        for chunk in (_merlin_chunks if engine == "merlin" else _arrow_chunks)(files, names, source):
+    nulls: dict[str, list] = {}
+    if engine == "merlin":
+        # merlin reads a null as NaN (or fails on a null list), so nulls are looked for with pyarrow first
+        for _ in _arrow_chunks(files, names, source, nulls):
+            pass
+        if not nulls:
+            try:
+                for chunk in _merlin_chunks(files, names, source):
+                    acc.add(chunk)
+            except _MerlinFailed:
+                # merlin-core's CPU path has edge cases it cannot read (e.g. a chunk whose lists are all empty);
+                # the footers already passed, so read the same data with pyarrow instead
+                engine = "pyarrow"
+                acc = _Accumulator(plans, max_length, min_length, length_col, item_column)
+    if engine == "pyarrow":
+        for chunk in _arrow_chunks(files, names, source, nulls):
             acc.add(chunk)
-    except _MerlinFailed:
-        # merlin-core's CPU path has edge cases it cannot read (e.g. a chunk whose lists are all empty);
-        # the footers already passed, so read the same data with pyarrow instead
-        engine = "pyarrow"
-        acc = _Accumulator(plans, max_length, min_length, length_col, item_column)
-        for chunk in _arrow_chunks(files, names, source):
-            acc.add(chunk)
-    problems = acc.problems()
+    where = _row_namer(files, file_rows)
+    if nulls:
+        raise DataError([f"column {name!r}: {count} null value(s) (first in {where(row)}); fill or drop them"
+                         for name, (count, row) in nulls.items()], source=source)
+    problems = acc.problems(where)
     if problems:
         raise DataError(problems, source=source)
-    arrays = acc.arrays()
     n_rows = acc.n_kept
     if n_rows == 0:
         what = f"fewer than {min_length} items in {length_col!r}" if min_length > 1 else f"an empty {length_col!r}"
@@ -267,8 +297,20 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
     return SequenceDataset(path=source, schema=schema, columns=columns, n_rows=n_rows,
                            n_skipped=acc.n_total - n_rows, max_length=max_length, item_column=item_column,
                            engine=engine,
-                           _arrays=arrays, _floating={p.name: p.floating for p in plans},
-                           _item_counts=acc.item_counts)
+                           _arrays=acc.arrays(), _floating={p.name: p.floating for p in plans},
+                           _item_counts=acc.item_counts, _source_rows=acc.source_rows())
+
+
+def _row_namer(files: list[str], file_rows: list[int]):
+    """`where(row)` -> "row R of 'FILE'": where the 0-based `row`, counted across `files` in reading order, is."""
+    root = os.path.commonpath([os.path.dirname(f) for f in files])
+    labels = [os.path.relpath(f, root) for f in files]
+    starts = np.cumsum([0] + file_rows)
+
+    def where(row: int) -> str:
+        i = int(np.searchsorted(starts, row, side="right")) - 1
+        return f"row {row - int(starts[i])} of {labels[i]!r}"
+    return where
 
 
 class _MerlinFailed(Exception):
@@ -284,51 +326,49 @@ def _have_merlin() -> bool:
         return False
 
 
-def _arrow_chunks(files: list[str], names: list[str], source: str):
-    """The same chunks as `_merlin_chunks`, read with pyarrow (zero-copy values / offsets)."""
-    import pyarrow as pa
+def _arrow_chunks(files: list[str], names: list[str], source: str, nulls: dict[str, list]):
+    """The same chunks as `_merlin_chunks`, read with pyarrow (zero-copy values / offsets). Nulls are counted into
+    `nulls` (name -> [count, first row]); from the first chunk holding one on, no chunk is yielded."""
     import pyarrow.parquet as pq
-    nulls: dict[str, int] = {}
+    base = 0
     for f in files:
         try:
-            batches = pq.ParquetFile(f).iter_batches(batch_size=_CHUNK_ROWS, columns=names)
-            for rb in batches:
+            for rb in pq.ParquetFile(f).iter_batches(batch_size=_CHUNK_ROWS, columns=names):
                 out = {}
                 for name in names:
-                    arr = rb.column(rb.schema.get_field_index(name))
-                    if pa.types.is_dictionary(arr.type):
-                        arr = arr.dictionary_decode()
-                    if pa.types.is_fixed_size_list(arr.type):
-                        k = arr.type.list_size
-                        flat = arr.flatten()
-                        n_null = arr.null_count + flat.null_count
-                        out[name + "__offsets"] = np.arange(len(arr) + 1, dtype=np.int64) * k
-                        out[name + "__values"] = flat.to_numpy(zero_copy_only=False)
-                    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
-                        values = arr.values            # offsets index this buffer directly, even when sliced
-                        if pa.types.is_dictionary(values.type):
-                            values = values.dictionary_decode()
-                        off = np.asarray(arr.offsets, dtype=np.int64)
-                        # null lists are empty; null values inside the rows used are problems
-                        n_null = values.slice(off[0], off[-1] - off[0]).null_count
-                        out[name + "__offsets"] = off
-                        out[name + "__values"] = values.to_numpy(zero_copy_only=False)
+                    values, off, null_rows = _arrow_column(rb.column(rb.schema.get_field_index(name)))
+                    if off is None:
+                        out[name] = values
                     else:
-                        n_null = arr.null_count
-                        out[name] = arr.to_numpy(zero_copy_only=False)
-                    if n_null:
-                        nulls[name] = nulls.get(name, 0) + n_null
-                if nulls:
-                    continue
-                yield out
-        except DataError:
-            raise
+                        out[name + "__values"], out[name + "__offsets"] = values, off
+                    if null_rows.size:
+                        rec = nulls.setdefault(name, [0, base + int(null_rows.min())])
+                        rec[0] += null_rows.size
+                base += rb.num_rows
+                if not nulls:
+                    yield out
         except Exception as exc:
             raise DataError([f"cannot read {f!r}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"],
                             source=source) from None
-    if nulls:
-        raise DataError([f"column {k!r}: {v} null value(s); fill or drop them" for k, v in nulls.items()],
-                        source=source)
+
+
+def _arrow_column(arr) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """(values, offsets, the row of each null) of an arrow column chunk, as numpy: offsets start at 0 and index
+    `values` for a list column, None for a scalar one. A null list and a null inside a list each count once."""
+    import pyarrow as pa
+    null_rows = [np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))] if arr.null_count else []
+    values, off = arr, None
+    if pa.types.is_fixed_size_list(arr.type):
+        off = np.arange(arr.offset, arr.offset + len(arr) + 1, dtype=np.int64) * arr.type.list_size
+    elif pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+        off = np.asarray(arr.offsets, dtype=np.int64)      # they index arr.values directly, even when sliced
+    if off is not None:
+        values = arr.values.slice(off[0], off[-1] - off[0])
+        off = off - off[0]
+        if values.null_count:
+            inner = np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))
+            null_rows.append(np.searchsorted(off, inner, side="right") - 1)
+    return values.to_numpy(zero_copy_only=False), off, np.concatenate(null_rows or [np.zeros(0, np.int64)])
 
 
 def _merlin_chunks(files: list[str], names: list[str], source: str):
@@ -370,34 +410,25 @@ class _Accumulator:
         self.plans, self.L, self.min_length = plans, max_length, min_length
         self.length_col, self.item_column = length_col, item_column
         self.parts: dict[str, list[np.ndarray]] = {p.name: [] for p in plans}
+        self.kept: list[np.ndarray] = []           # the row number (from 0, over all chunks) of each row kept
         self.n_total = 0
         self.n_kept = 0
         self.out_of_range: dict[str, list] = {}    # name -> [count, min, max]
         self.non_finite: dict[str, list] = {}      # name -> [count, first row]
         self.out_of_domain: dict[str, list] = {}   # name -> [count, min, max]
         self.ragged: list = [0, None]              # rows whose list columns disagree in length, first example
-        self.nulls: dict[str, int] = {}
+        self.zero_inside: list = [0, None]         # rows with a 0 (padding) before an item id, first row
         self.item_counts: np.ndarray | None = None
 
     def add(self, chunk: dict[str, np.ndarray]):
-        n = None
-        lengths: dict[str, np.ndarray] = {}
-        for p in self.plans:
-            if p.is_list:
-                if p.name + "__offsets" in chunk:
-                    off = chunk[p.name + "__offsets"].astype(np.int64)
-                    lengths[p.name] = np.diff(off)
-                else:                                       # fixed-size list arrives as [n, k]
-                    v = chunk[p.name]
-                    lengths[p.name] = np.full(v.shape[0], v.shape[1] if v.ndim > 1 else 1, dtype=np.int64)
-                rows = len(lengths[p.name])
-            else:
-                rows = len(chunk[p.name])
-            n = rows if n is None else n
-        if n is None or n == 0:
+        lists = {p.name: _list_parts(chunk, p.name) for p in self.plans if p.is_list}
+        first = self.plans[0].name
+        n = len(lists[first][1]) - 1 if first in lists else len(chunk[first])
+        if n == 0:
             return
         base = self.n_total
         self.n_total += n
+        lengths = {name: np.diff(off) for name, (values, off) in lists.items()}
 
         # rows whose list columns differ in length
         if len(lengths) > 1:
@@ -413,24 +444,28 @@ class _Accumulator:
                     self.ragged[1] = (base + i, {k: int(v[i]) for k, v in lengths.items()})
                 self.ragged[0] += nbad
 
+        # trailing 0s of the item column are padding: every list column of the row stops where its items do
+        if self.item_column in lists:
+            n_items, n_ids = _unpadded(*lists[self.item_column])
+            inside = np.flatnonzero(n_items > n_ids)
+            if inside.size:
+                self.zero_inside[0] += inside.size
+                if self.zero_inside[1] is None:
+                    self.zero_inside[1] = base + int(inside[0])
+            lengths = {name: np.minimum(length, n_items) for name, length in lengths.items()}
+
         keep = np.ones(n, dtype=bool)
         if self.length_col is not None:
             keep = lengths[self.length_col] >= max(self.min_length, 1)
-        n_keep = int(keep.sum())
-        self.n_kept += n_keep
+        self.n_kept += int(keep.sum())
+        self.kept.append(base + np.flatnonzero(keep))
 
         for p in self.plans:
             if p.is_list:
-                if p.name + "__values" in chunk:
-                    values = chunk[p.name + "__values"]
-                    off = chunk[p.name + "__offsets"].astype(np.int64)
-                else:
-                    v = chunk[p.name]
-                    v = v.reshape(n, -1)
-                    values = v.reshape(-1)
-                    off = np.arange(n + 1, dtype=np.int64) * v.shape[1]
+                values, off = lists[p.name]
                 self._check_values(p, values, base, off)
-                padded = _pad_keep_last(values, off[:-1][keep], off[1:][keep], self.L,
+                starts = off[:-1][keep]
+                padded = _pad_keep_last(values, starts, starts + lengths[p.name][keep], self.L,
                                         np.float32 if p.floating else _id_dtype(p))
                 self.parts[p.name].append(padded)
                 if p.name == self.item_column:
@@ -470,6 +505,7 @@ class _Accumulator:
                 rec[0] += bad
                 if not p.continuous:
                     return
+                values = values[finite]
         if p.cardinality is not None and not p.floating:
             lo, hi = values.min(), values.max()
             if lo < 0 or hi >= p.cardinality:
@@ -477,34 +513,47 @@ class _Accumulator:
                 rec = self.out_of_range.setdefault(p.name, [0, int(lo), int(hi)])
                 rec[0] += bad
                 rec[1], rec[2] = min(rec[1], int(lo)), max(rec[2], int(hi))
-        if p.domain is not None:
-            outside = (values < p.domain[0]) | (values > p.domain[1])
+        if p.binary or p.domain is not None:
+            outside = (values != 0) & (values != 1) if p.binary else (values < p.domain[0]) | (values > p.domain[1])
             if outside.any():
-                rec = self.out_of_domain.setdefault(p.name, [0, values[outside].min(), values[outside].max()])
+                lo, hi = values[outside].min(), values[outside].max()
+                rec = self.out_of_domain.setdefault(p.name, [0, lo, hi])
                 rec[0] += int(outside.sum())
-                rec[1], rec[2] = min(rec[1], values[outside].min()), max(rec[2], values[outside].max())
+                rec[1], rec[2] = min(rec[1], lo), max(rec[2], hi)
 
-    def problems(self) -> list[str]:
+    def problems(self, where) -> list[str]:
+        """Every problem found; `where(row)` names the file and row of a row number."""
         out = []
-        card = {p.name: p.cardinality for p in self.plans}
+        plan = {p.name: p for p in self.plans}
         for name, (count, lo, hi) in self.out_of_range.items():
-            out.append(f"column {name!r}: {count} value(s) outside [0, {card[name]}) (min seen {lo}, max seen {hi}); "
-                       f"ids must be < the schema's cardinality (int_domain.max + 1 = {card[name]}): fix the "
+            card = plan[name].cardinality
+            out.append(f"column {name!r}: {count} value(s) outside [0, {card}) (min seen {lo}, max seen {hi}); "
+                       f"ids must be < the schema's cardinality (int_domain.max + 1 = {card}): fix the "
                        "schema's int_domain.max or re-encode the ids")
-        domain = {p.name: p.domain for p in self.plans}
         for name, (count, lo, hi) in self.out_of_domain.items():
-            a, b = domain[name]
-            what = "a 0/1 column (binary_classification)" if (a, b) == (0, 1) else f"int_domain [{a}, {b}]"
-            out.append(f"column {name!r}: {count} value(s) outside {what} (e.g. {lo} and {hi}); fix the data or "
-                       "the schema")
+            seen = ", ".join(dict.fromkeys(map(_number, (lo, hi))))
+            if plan[name].binary:
+                out.append(f"column {name!r}: {count} value(s) that are not 0 or 1 (e.g. {seen}); a binary column "
+                           "(binary_classification or bool) holds only 0 and 1: fix the data or the schema")
+            else:
+                a, b = plan[name].domain
+                out.append(f"column {name!r}: {count} value(s) outside int_domain [{a}, {b}] (e.g. {seen}); "
+                           "fix the data or the schema")
         for name, (count, row) in self.non_finite.items():
-            out.append(f"column {name!r}: {count} NaN/inf value(s) (first in row {row}); fill or drop them")
+            out.append(f"column {name!r}: {count} NaN/inf value(s) (first in {where(row)}); fill or drop them")
         if self.ragged[0]:
             row, lens = self.ragged[1]
             shown = ", ".join(f"{k!r} has {v}" for k, v in lens.items())
-            out.append(f"{self.ragged[0]} row(s) whose list columns differ in length (first: row {row}: {shown}); "
+            out.append(f"{self.ragged[0]} row(s) whose list columns differ in length (first: {where(row)}: {shown}); "
                        "the list columns of one row must describe the same interactions")
+        if self.zero_inside[0]:
+            out.append(f"column {self.item_column!r}: id 0 (padding) inside {self.zero_inside[0]} sequence(s) "
+                       f"(first: {where(self.zero_inside[1])}); item ids start at 1 — shift 0-based ids by 1 or "
+                       "re-encode")
         return out
+
+    def source_rows(self) -> np.ndarray:
+        return np.concatenate(self.kept) if self.kept else np.zeros(0, np.int64)
 
     def arrays(self) -> dict[str, np.ndarray]:
         out = {}
@@ -516,6 +565,31 @@ class _Accumulator:
                 shape = (0, self.L) if p.is_list else (0,)
                 out[p.name] = np.zeros(shape, np.float32 if p.floating else np.int64)
         return out
+
+
+def _list_parts(chunk: dict[str, np.ndarray], name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, int64 offsets from 0) of list column `name` in a chunk; a fixed-size list may arrive as `[n, k]`."""
+    if name + "__offsets" in chunk:
+        return chunk[name + "__values"], chunk[name + "__offsets"].astype(np.int64, copy=False)
+    v = chunk[name].reshape(len(chunk[name]), -1)
+    return v.reshape(-1), np.arange(len(v) + 1, dtype=np.int64) * v.shape[1]
+
+
+def _unpadded(values: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of a list column: its length without the trailing 0s (padding), and how many non-zero values it
+    holds (fewer than that length where a 0 comes before a non-zero value)."""
+    nonzero = np.flatnonzero(values[:off[-1]] != 0)
+    before_end = np.searchsorted(nonzero, off[1:])
+    count = before_end - np.searchsorted(nonzero, off[:-1])
+    length = np.zeros(len(count), dtype=np.int64)
+    has = count > 0
+    length[has] = nonzero[before_end[has] - 1] + 1 - off[:-1][has]
+    return length, count
+
+
+def _number(v) -> str:
+    """A value for a message: 2 rather than 2.0, 0.1 rather than 0.10000000149011612."""
+    return str(int(v)) if float(v).is_integer() else f"{float(v):g}"
 
 
 def _id_dtype(p: _ColumnPlan):

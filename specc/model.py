@@ -87,9 +87,10 @@ class Model(nn.Module):
                 v = batch[c]
                 out[c] = v.reshape(v.shape[0]) if v.dim() == 2 and v.shape[1] == 1 else v
         for c in self.id_ranges:
-            if out[c].is_floating_point():
+            if out[c].is_floating_point() or out[c].is_complex() or out[c].dtype == torch.bool:
                 raise DataError([f"column {c!r} holds {out[c].dtype} values; categorical ids must be integers"],
                                 "batch")
+            out[c] = out[c].long()   # int32/int16/uint8 ids are fine; the model indexes with int64
         seq = out[self.sequence_column]
         real = seq != 0
         if seq.shape[1] > 1 and (real[:, 1:] & ~real[:, :-1]).any():
@@ -306,6 +307,12 @@ def _padded(batch: dict[str, torch.Tensor], column: str) -> torch.Tensor:
         return v if v.dim() == 2 else v[:, None]
     values, offsets = batch[f"{column}__values"], batch[f"{column}__offsets"].long()
     lengths = offsets[1:] - offsets[:-1]
+    if values.dim() != 1 or offsets.dim() != 1 or offsets.numel() < 2 or offsets[0] != 0 \
+            or offsets[-1] != values.shape[0] or (lengths < 0).any():
+        raise DataError([f"{column}__offsets must be [batch + 1], start at 0, never decrease and end at "
+                         f"len({column}__values) = {values.shape[0] if values.dim() == 1 else '?'} (values "
+                         f"{list(values.shape)}, offsets {offsets.tolist()[:8]}{' ...' if offsets.numel() > 8 else ''})"],
+                        "batch")
     B, L = lengths.shape[0], int(lengths.max()) if lengths.numel() else 0
     pos = torch.arange(L, device=values.device)[None]
     idx = (offsets[:-1, None] + pos).clamp(max=max(values.shape[0] - 1, 0))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -135,7 +136,48 @@ def _dtype_str(col, tags: set[str]) -> str:
     return "float"
 
 
-def _from_merlin(mschema, source: str | None) -> Schema:
+_DOMAIN_HINT = {
+    True: "a categorical column holds ids 1..max, with 0 reserved for padding: write "
+          "`int_domain { min: 0 max: N is_categorical: true }` with N >= 1 the largest id (a missing max reads as 0)",
+    False: "an int_domain is the range min..max of the column's values and needs min <= max "
+           "(a missing max reads as 0)",
+}
+
+
+def _issue(code: str, column: str, message: str, hint: str) -> Issue:
+    return Issue(path="$.schema", code=code, message=message, hint=hint, column=column)
+
+
+def _feature_issues(features) -> list[Issue]:
+    """Problems in the file that merlin-core hides: a repeated column name (the later block silently wins)
+    and a JSON `"tag"` given as a string (read as a set of single letters)."""
+    issues = [_issue("duplicate_column", name, f"column {name!r} is defined {n} times",
+                     "give each `feature { ... }` block its own name; merlin-core keeps only the last one")
+              for name, n in Counter(f.name for f in features).items() if n > 1]
+    issues += [_issue("invalid_tags", f.name, f"column {f.name!r} has its tags as a string {f.annotation.tag!r}",
+                      f"write a list: \"tag\": [{json.dumps(f.annotation.tag)}]")
+               for f in features if isinstance(f.annotation.tag, str)]
+    return issues
+
+
+def _domain_issue(name: str, domain: Mapping, categorical: bool) -> Issue | None:
+    lo, hi = int(domain.get("min") or 0), int(domain["max"])
+    if categorical and hi < 1:
+        problem = f"max {hi} leaves no id besides the padding id 0"
+    elif lo > hi:
+        problem = f"min {lo} is greater than max {hi}"
+    elif categorical and lo < 0:
+        problem = f"min {lo} is negative, and ids index an embedding table"
+    else:
+        return None
+    return _issue("invalid_domain", name, f"column {name!r} has an invalid int_domain: {problem}",
+                  _DOMAIN_HINT[categorical])
+
+
+def _from_merlin(mschema, source: str | None, issues: Iterable[Issue] = ()) -> Schema:
+    """The specc view of a merlin schema. Raises `SpecError` with `issues` (found earlier in the file) and
+    every bad int_domain."""
+    issues = list(issues)
     columns = []
     for col in mschema:
         tags = {_tag_str(t) for t in col.tags}
@@ -152,10 +194,14 @@ def _from_merlin(mschema, source: str | None) -> Schema:
             tags.add("categorical")
         dtype = _dtype_str(col, tags)
         cardinality = int_range = None
-        if "categorical" in tags and domain.get("max") is not None and dtype in ("int", "bool"):
-            cardinality = int(domain["max"]) + 1
-        elif dtype == "int" and domain.get("max") is not None:
-            int_range = (int(domain.get("min") or 0), int(domain["max"]))
+        categorical = "categorical" in tags and dtype in ("int", "bool")
+        if domain.get("max") is not None and (categorical or dtype == "int"):
+            if bad := _domain_issue(str(col.name), domain, categorical):
+                issues.append(bad)
+            elif categorical:
+                cardinality = int(domain["max"]) + 1
+            else:
+                int_range = (int(domain.get("min") or 0), int(domain["max"]))
         vc = None
         if value_count:
             lo = value_count.get("min")
@@ -165,6 +211,8 @@ def _from_merlin(mschema, source: str | None) -> Schema:
                 vc = None
         columns.append(Column(name=str(col.name), tags=frozenset(tags), dtype=dtype, is_list=is_list,
                               cardinality=cardinality, int_range=int_range, value_count=vc))
+    if issues:
+        raise SpecError(issues, source=source)
     return Schema(tuple(columns), source)
 
 
@@ -239,7 +287,7 @@ def _read_file(path: str) -> Schema:
     if len(mschema) == 0:
         raise _schema_error("schema_unreadable", f"schema file {path!r} has no features",
                             "is this a schema file? a schema lists its columns as `feature { ... }` blocks", path)
-    return _from_merlin(mschema, path)
+    return _from_merlin(mschema, path, _feature_issues(tm.proto_schema.feature))
 
 
 def load_schema(source: "str | os.PathLike | Schema | Any") -> Schema:
@@ -247,7 +295,8 @@ def load_schema(source: "str | os.PathLike | Schema | Any") -> Schema:
 
     `source` is a `schema.pbtxt` (TF-metadata protobuf text), a Merlin / Transformers4Rec `schema.json`,
     a folder holding one of them, an in-memory `merlin.schema.Schema`, or a `specc.Schema` (returned as is).
-    Problems raise `SpecError` with code `schema_not_found` or `schema_unreadable`.
+    Problems raise `SpecError` with code `schema_not_found` or `schema_unreadable`, or with every
+    `duplicate_column`, `invalid_tags` and `invalid_domain` found.
     """
     if isinstance(source, Schema):
         return source

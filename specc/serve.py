@@ -303,6 +303,9 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
     grpc_port = port + 1 if grpc_port is None else grpc_port
     metrics_port = port + 2 if metrics_port is None else metrics_port
     for p in (port, grpc_port, metrics_port):
+        if not 0 < p < 65536:
+            raise ServeError(f"port {p} is out of range (HTTP {port}, gRPC {grpc_port}, metrics {metrics_port}): "
+                             "pick a lower --port or set --grpc-port and --metrics-port")
         _check_port_free(host, p)
     per_request = _patch_pytriton_errors()
     name, padded, ragged = build_handlers(run_dir, k, exclude_seen, max_batch_size, per_request)

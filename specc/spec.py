@@ -18,6 +18,7 @@ from specc.errors import Issue, SpecError, did_you_mean, json_path
 SPEC_VERSION = 1
 
 PositiveInt = Annotated[int, Field(ge=1)]
+MAX_SEQUENCE_LENGTH = 65536
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 Cutoffs = Annotated[list[PositiveInt], Field(min_length=1)]
@@ -25,7 +26,8 @@ Cutoffs = Annotated[list[PositiveInt], Field(min_length=1)]
 
 class Closed(BaseModel):
     # strict: "32" is not an int, 1 is not a bool, 32.0 is not an int (ints are still accepted as floats)
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True)
+    # and no NaN/Infinity (JSON readers accept them as literals)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, strict=True, allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- inputs
@@ -87,7 +89,7 @@ Projection = Annotated[Union[MlpProjection], Field(discriminator="kind")]
 
 
 class Inputs(Closed):
-    max_sequence_length: PositiveInt
+    max_sequence_length: Annotated[int, Field(ge=1, le=MAX_SEQUENCE_LENGTH)]
     features: Annotated[list[str], Field(min_length=1)] | None = None
     embeddings: Embeddings = Embeddings()
     continuous: Continuous = LinearContinuous(kind="linear")
@@ -276,7 +278,7 @@ class Training(Closed):
     batch_size: PositiveInt = 256
     epochs: PositiveInt = 3
     optimizer: Optimizer = Optimizer()
-    seed: int = 42
+    seed: Annotated[int, Field(ge=0, lt=2 ** 63)] = 42
     precision: Literal["fp32", "bf16"] = "fp32"
     warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     schedule: Literal["linear", "constant"] = "linear"   # after warm-up: linear decay to 0, or constant
@@ -335,7 +337,7 @@ def validate_spec(data: Any, origin: str | None = None, base_dir: str | None = N
                                f"a spec is a JSON object, got {_json_type(data)}",
                                'start the file with {"specc": 1, ...}')], origin)
     version = data.get("specc")
-    if "specc" in data and version != SPEC_VERSION:
+    if "specc" in data and (type(version) is not int or version != SPEC_VERSION):
         raise SpecError([Issue("$.specc", "unsupported_version",
                                f"unsupported spec language version {version!r}",
                                f"this specc reads version {SPEC_VERSION}")], origin)

@@ -5,6 +5,7 @@ import json
 import math
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -106,19 +107,26 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"--out {run_dir} is a file, not a run directory")
     if run_dir.exists() and not resume and any(run_dir.iterdir()):
-        raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        if (run_dir / "train_state.json").is_file():
+            raise RunError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        raise RunError(f"{run_dir} is not empty; choose a new or empty folder for the run")
     if resume and not (run_dir / "train_state.json").is_file():
         raise RunError(f"{run_dir}: nothing to resume (no train_state.json)")
     schema = resolve_training_schema(spec, schema, data)
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
+    device = resolve_device(device)
     if device == "cpu":
         keep_freed_memory()
+    asked = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
+             "data": str(Path(data).resolve())}
+    if resume:   # continue with the run's own settings; a different one would not continue the same run
+        asked = _resume_settings(run_dir, asked)
+    epochs, batch_size, lr, precision = asked["epochs"], asked["batch_size"], asked["lr"], asked["precision"]
     tr = spec.training.model_copy(update={"precision": precision}) if precision else spec.training
     epochs = epochs or tr.epochs
     batch_size = batch_size or tr.batch_size
     opt_spec = tr.optimizer.model_copy(update={"lr": lr}) if lr else tr.optimizer
+    settings = {"epochs": epochs, "batch_size": batch_size, "lr": opt_spec.lr, "precision": tr.precision,
+                "data": asked["data"]}
 
     plan = compile_plan(spec, schema)
     torch.manual_seed(tr.seed)
@@ -153,12 +161,13 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AVX512-BF16/AMX), where it is ~4x cheaper
     autocast = torch.autocast(device, dtype=torch.bfloat16, enabled=tr.precision == "bf16")
     log_path = run_dir / "log.jsonl"
-    run_dir.mkdir(parents=True, exist_ok=True)
+    created = not run_dir.exists()
+    run_dir.mkdir(parents=True, exist_ok=True)   # fail now, not after an epoch, if it cannot be written
     train_seconds, sessions, last_loss = 0.0, 0, float("nan")
     metrics: dict = {}
     stop = _StopOnInterrupt()
     epoch, done = start_epoch, 0
-    with stop:
+    with stop, _removed_if_left_empty(run_dir, created):
         for epoch in range(start_epoch, epochs):
             model.train()
             bar = _progress(progress, steps_per_epoch, f"epoch {epoch + 1}/{epochs}")
@@ -170,6 +179,13 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                 batch = {c: v.to(device, non_blocking=True) for c, v in batch.items()}
                 with autocast:
                     loss = model(batch)["loss"]
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise TrainingDiverged(f"the loss became {value} at epoch {epoch + 1}, batch {done} (step "
+                                           f"{step + 1}): training diverged; lower the learning rate (now "
+                                           f"{opt_spec.lr:g}) or keep clip_grad_norm on. "
+                                           + (f"{run_dir} keeps the last finished epoch." if epoch > start_epoch
+                                              or resume else "Nothing was saved."))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if tr.clip_grad_norm:
@@ -178,7 +194,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                 scheduler.step()
                 step += 1
                 n = next(iter(batch.values())).shape[0]
-                total, count = total + loss.item() * n, count + n
+                total, count = total + value * n, count + n
                 if bar is not None:
                     elapsed = time.perf_counter() - t0
                     bar.set_postfix(loss=f"{total / count:.4f}", sessions_s=f"{count / max(elapsed, 1e-9):.0f}")
@@ -193,24 +209,66 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
             last_loss = total / max(count, 1)
             if stop.requested:
                 save_model_files(run_dir, model, spec_dict, schema)
-                save_train_state(run_dir, optimizer, scheduler, generator, epoch, done, step)
+                save_train_state(run_dir, optimizer, scheduler, generator, epoch, done, step, settings)
                 log(f"interrupted: saved {run_dir} at epoch {epoch + 1}, batch {done}; continue with --resume")
                 break
             save_model_files(run_dir, model, spec_dict, schema)
-            save_train_state(run_dir, optimizer, scheduler, generator, epoch + 1, 0, step)
+            save_train_state(run_dir, optimizer, scheduler, generator, epoch + 1, 0, step, settings)
             metrics = evaluate(model, eval_set, device=device, exclude_seen=exclude_seen) if eval_set else {}
             line = {"epoch": epoch + 1, "step": step, "loss": last_loss, "seconds": round(seconds, 3),
                     "sessions_per_s": round(count / max(seconds, 1e-9), 1), **metrics}
             with open(log_path, "a") as f:
-                f.write(json.dumps(line) + "\n")
+                f.write(_json(line) + "\n")
             log(_epoch_line(line))
     result = {**metrics, "loss": last_loss, "epochs": epoch + (0 if stop.requested else 1),
               "train_seconds": round(train_seconds, 3),
               "train_sessions_per_s": round(sessions / max(train_seconds, 1e-9), 1),
               "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0,
               "interrupted": stop.requested}
-    (run_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
+    (run_dir / "metrics.json").write_text(_json(result, indent=2) + "\n")
     return result
+
+
+def _json(record: dict, **kwargs) -> str:
+    """JSON without NaN/Infinity, which are not JSON: an undefined metric (e.g. AUC with labels of one class) is null."""
+    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()},
+                      allow_nan=False, **kwargs)
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+def resolve_device(device: str | None) -> str:
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resume_settings(run_dir: Path, asked: dict) -> dict:
+    """The settings a resumed run continues with: the saved ones; a flag that differs is an error (epochs may grow)."""
+    from specc.checkpoint import saved_settings
+    saved = saved_settings(run_dir)
+    out = dict(asked)
+    for key, value in saved.items():
+        if asked.get(key) is None:
+            out[key] = value
+        elif value is not None and asked[key] != value and not (key == "epochs" and asked[key] > value):
+            flag = "--" + key.replace("_", "-")
+            raise RunError(f"{run_dir} was trained with {flag} {value}; resuming with {asked[key]} would not continue "
+                           f"the same run (leave {flag} out, or start a new run)")
+    return out
+
+
+@contextmanager
+def _removed_if_left_empty(run_dir: Path, created: bool):
+    """A run folder this command created is removed again if training fails before writing anything to it."""
+    try:
+        yield
+    except BaseException:
+        if created and run_dir.is_dir() and not any(run_dir.iterdir()):
+            run_dir.rmdir()
+        raise
 
 
 class _StopOnInterrupt:
@@ -256,7 +314,7 @@ def _epoch_line(line: dict) -> str:
 # ---------------------------------------------------------------------------------------------- commands
 
 def _device(args) -> str:
-    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(args.device)
 
 
 def train_command(args) -> int:
@@ -266,7 +324,7 @@ def train_command(args) -> int:
                    resume=args.resume,
                    exclude_seen=args.exclude_seen, progress=not quiet and sys.stderr.isatty(),
                    log=lambda m: print(m, file=sys.stderr))
-    print(json.dumps(result, indent=2))
+    print(_json(result, indent=2))
     return 130 if result["interrupted"] else 0
 
 
@@ -274,15 +332,20 @@ def evaluate_command(args) -> int:
     device = _device(args)
     model = load(args.run_dir, device=device)
     dataset = open_for(model, args.data, run_schema(args.run_dir), 2 if model.plan.next_item else 1)
+    if dataset.n_skipped:
+        print(f"note: skipped {dataset.n_skipped} of {dataset.n_total} sequence(s) too short to evaluate",
+              file=sys.stderr)
     metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, device)
     metrics["eval_sessions"] = dataset.n_rows
-    print(json.dumps(metrics, indent=2))
+    print(_json(metrics, indent=2))
     return 0
 
 
 def recommend_command(args) -> int:
     if args.out and not args.out.endswith((".parquet", ".jsonl", ".json")):
-        raise UserError(f"--out {args.out}: use a .parquet or .jsonl file")
+        raise UserError(f"--out {args.out}: use a .parquet file, or .jsonl / .json for JSON lines")
+    if args.out and Path(args.out).resolve() == Path(args.data).resolve():
+        raise UserError(f"--out {args.out} is the input data; choose another file")
     device = _device(args)
     model = load(args.run_dir, device=device)
     if model.plan.next_item is None:
@@ -291,16 +354,22 @@ def recommend_command(args) -> int:
     if k < args.k:
         print(f"note: --k {args.k} is more than the catalog's {k} items; returning all {k}", file=sys.stderr)
     dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False)
-    rows, ids_out, scores_out = [], [], []
-    row = 0
+    if dataset.n_skipped:
+        print(f"note: {dataset.n_skipped} of {dataset.n_total} row(s) have no items; their recommendations are "
+              "empty", file=sys.stderr)
+    # every input row gets a line, by its row number in the input; rows without items get empty lists
+    ids_out: list = [[] for _ in range(dataset.n_total)]
+    scores_out: list = [[] for _ in range(dataset.n_total)]
+    rows = iter(dataset.source_rows().tolist())
     for batch in dataset.batches(args.batch_size, shuffle=False):
         scores, ids = model.recommend({c: v.to(device) for c, v in batch.items()}, k=k, exclude_seen=args.exclude_seen)
         for s, i in zip(scores.cpu().tolist(), ids.cpu().tolist()):
-            rows.append(row)
-            ids_out.append(i)
-            scores_out.append(s)
-            row += 1
-    _write_recommendations(args.out, rows, ids_out, scores_out)
+            row = next(rows)
+            # with --exclude-seen a row can have fewer than k unseen items: those slots (id -1) are left out
+            kept = [(item, score) for item, score in zip(i, s) if item > 0 and math.isfinite(score)]
+            ids_out[row] = [item for item, _ in kept]
+            scores_out[row] = [score for _, score in kept]
+    _write_recommendations(args.out, list(range(dataset.n_total)), ids_out, scores_out)
     return 0
 
 

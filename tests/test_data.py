@@ -6,7 +6,7 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 torch = pytest.importorskip("torch")
 
-from specc.data import open_dataset  # noqa: E402
+from specc.data import _arrow_column, open_dataset  # noqa: E402
 from specc.errors import DataError, UserError  # noqa: E402
 from specc.schema import Schema  # noqa: E402
 
@@ -34,7 +34,8 @@ def _write(path, items, *, cat=None, price=None, weekday=None, age=None, click=N
         "weekday": weekday if isinstance(weekday, pa.Array) else
         pa.array(weekday if weekday is not None else [r % 7 for r in range(n)], pa.int64()),
         "age": pa.array(age if age is not None else [r / n for r in range(n)], pa.float64()),
-        "click": pa.array(click if click is not None else [r % 2 for r in range(n)], pa.int8()),
+        "click": click if isinstance(click, pa.Array) else
+        pa.array(click if click is not None else [r % 2 for r in range(n)], pa.int8()),
     }
     for k, v in extra.items():
         table[k] = v if isinstance(v, pa.Array) else pa.array(v)
@@ -92,7 +93,7 @@ def test_ragged_matches_python(tmp_path, engine):
 
 def test_engines_agree_and_glob(tmp_path):
     rng = np.random.default_rng(1)
-    rows = [list(rng.integers(0, 50, rng.integers(0, 15))) for _ in range(500)]
+    rows = [list(rng.integers(1, 50, rng.integers(0, 15))) for _ in range(500)]
     _write(tmp_path / "a.parquet", rows[:250])
     _write(tmp_path / "b.parquet", rows[250:])
     sets = [open_dataset(str(tmp_path / "*.parquet"), SCHEMA, COLS, item_column="item", max_length=7, engine=e)
@@ -102,6 +103,7 @@ def test_engines_agree_and_glob(tmp_path):
     for k in COLS:
         assert torch.equal(a[k], b[k]), k
     assert torch.equal(sets[0].item_counts(50), sets[1].item_counts(50))
+    assert np.array_equal(sets[0].source_rows(), sets[1].source_rows())
 
 
 def test_auto_engine_small_uses_merlin(tmp_path):
@@ -160,6 +162,68 @@ def test_empty_and_short_sequences_skipped(tmp_path, engine):
     assert _all(ev)["item"].tolist() == [[1, 2, 0], [4, 5, 6]]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_source_rows_name_the_input_rows_kept(tmp_path, engine):
+    _write(tmp_path / "data" / "a.parquet", [[1, 2], [], [3]])
+    _write(tmp_path / "data" / "b.parquet", [[4], [5, 6, 7], [], [8, 9]])
+    ds = open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3, engine=engine)
+    assert (ds.n_rows, ds.n_skipped, ds.n_total) == (5, 2, 7)
+    rows = ds.source_rows()
+    assert rows.dtype == np.int64 and rows.tolist() == [0, 2, 3, 4, 6]     # across files, skipped rows counted
+    assert _all(ds)["item"][:, 0].tolist() == [1, 3, 4, 5, 8]                # in the order batches yield them
+    ev = open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3, min_length=2,
+                      engine=engine)
+    assert ev.source_rows().tolist() == [0, 4, 6] and ev.n_total == 7
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_trailing_zeros_are_padding(tmp_path, engine):
+    """Pre-padded rows: trailing 0s are stripped before truncation, the other list columns follow the items."""
+    items = [[1, 2, 3, 4, 0, 0], [0, 0, 0], [5, 0], [6, 7]]
+    f = _write(tmp_path / "d.parquet", items, cat=[[1, 2, 3, 4, 0, 0], [0, 0, 0], [1, 0], [2, 3]],
+               price=[[0.1, 0.2, 0.3, 0.4, 0.0, 0.0], [0.0] * 3, [0.5, 0.0], [0.6, 0.7]])
+    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, engine=engine)
+    assert (ds.n_rows, ds.n_skipped) == (3, 1) and ds.source_rows().tolist() == [0, 2, 3]
+    got = _all(ds)
+    assert got["item"].tolist() == [[2, 3, 4], [5, 0, 0], [6, 7, 0]]
+    assert got["cat"].tolist() == [[2, 3, 4], [1, 0, 0], [2, 3, 0]]
+    assert np.allclose(got["price"].numpy(), [[0.2, 0.3, 0.4], [0.5, 0, 0], [0.6, 0.7, 0]])
+    ev = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, min_length=2, engine=engine)
+    assert ev.source_rows().tolist() == [0, 3]                  # [5, 0] holds one item, not two
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_fixed_size_list_columns(tmp_path, engine):
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"item": pa.array([[1, 2, 0], [3, 4, 5], [0, 0, 0]], pa.list_(pa.int64(), 3))}), f)
+    ds = open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=2, engine=engine)
+    assert ds.source_rows().tolist() == [0, 1]
+    assert _all(ds)["item"].tolist() == [[1, 2], [4, 5]]
+
+
+def test_arrow_chunks_that_are_slices():
+    """pyarrow may hand over a slice of a bigger buffer: values, offsets and null rows are those of the slice."""
+    for arr in (pa.array([[9, 9], [1], [2, None], [3, 4]], pa.list_(pa.int64())).slice(2),
+                pa.array([[9, 9], [None, 2], [3, 4]], pa.list_(pa.int64(), 2)).slice(1)):
+        values, off, null_rows = _arrow_column(arr)
+        assert len(values) == 4 and np.isnan(values).sum() == 1
+        assert off.tolist() == [0, 2, 4] and null_rows.tolist() == [0]
+    values, off, null_rows = _arrow_column(pa.array([1.0, None, 2.0, None]).slice(1))
+    assert off is None and len(values) == 3 and null_rows.tolist() == [0, 2]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_zero_before_an_item_is_rejected(tmp_path, engine, monkeypatch):
+    _write(tmp_path / "a.parquet", [[1, 2], [0, 3]])
+    _write(tmp_path / "b.parquet", [[4, 5], [6, 0, 7, 0], [8, 0]])     # [8, 0] is padded, not wrong
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError) as e:
+        open_dataset("*.parquet", SCHEMA, ["item"], item_column="item", max_length=3, engine=engine)
+    assert e.value.problems == [
+        ("column 'item': id 0 (padding) inside 2 sequence(s) (first: row 1 of 'a.parquet'); item ids start at 1 "
+         "— shift 0-based ids by 1 or re-encode")]
+
+
 def test_every_row_empty(tmp_path):
     f = _write(tmp_path / "d.parquet", [[], []])
     with pytest.raises(DataError) as e:
@@ -184,6 +248,12 @@ def test_missing_path(tmp_path):
         open_dataset(tmp_path / "empty_dir", SCHEMA, ["item"], item_column="item", max_length=3)
     with pytest.raises(DataError, match="no file matches"):
         open_dataset(str(tmp_path / "*.pq"), SCHEMA, ["item"], item_column="item", max_length=3)
+
+
+def test_no_columns(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1]])
+    with pytest.raises(ValueError, match="at least one column"):
+        open_dataset(f, SCHEMA, [], item_column=None, max_length=3)
 
 
 def test_not_parquet(tmp_path):
@@ -241,14 +311,15 @@ def test_ids_out_of_range(tmp_path, engine):
 
 
 @pytest.mark.parametrize("engine", ENGINES)
-def test_non_finite(tmp_path, engine):
-    f = _write(tmp_path / "d.parquet", [[1, 2], [3], [4]], price=[[0.1, float("nan")], [0.3], [float("inf")]],
-               age=[0.1, float("-inf"), 0.2])
+def test_non_finite(tmp_path, engine, monkeypatch):
+    _write(tmp_path / "d.parquet", [[1, 2], [3], [4]], price=[[0.1, float("nan")], [0.3], [float("inf")]],
+           age=[0.1, float("-inf"), 0.2])
+    monkeypatch.chdir(tmp_path)                                 # a relative path names its file too
     with pytest.raises(DataError) as e:
-        open_dataset(f, SCHEMA, ["item", "price", "age"], item_column="item", max_length=3, engine=engine)
+        open_dataset("d.parquet", SCHEMA, ["item", "price", "age"], item_column="item", max_length=3, engine=engine)
     text = _problems(e)
-    assert "column 'price': 2 NaN/inf value(s) (first in row 0)" in text
-    assert "column 'age': 1 NaN/inf value(s) (first in row 1)" in text
+    assert "column 'price': 2 NaN/inf value(s) (first in row 0 of 'd.parquet')" in text
+    assert "column 'age': 1 NaN/inf value(s) (first in row 1 of 'd.parquet')" in text
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -257,17 +328,46 @@ def test_list_columns_differ_in_length(tmp_path, engine):
     with pytest.raises(DataError) as e:
         open_dataset(f, SCHEMA, ["item", "cat"], item_column="item", max_length=3, engine=engine)
     text = _problems(e)
-    assert "2 row(s) whose list columns differ in length (first: row 1: 'item' has 3, 'cat' has 2)" in text
+    assert "2 row(s) whose list columns differ in length (first: row 1 of 'd.parquet': 'item' has 3, 'cat' has 2)" \
+        in text
 
 
-def test_nulls_reported(tmp_path):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_nulls_reported(tmp_path, engine):
+    """A null scalar, a null inside a list and a null list are each one null value, whatever the engine."""
     f = tmp_path / "d.parquet"
-    pq.write_table(pa.table({"item": pa.array([[1, None], [2]], pa.list_(pa.int64())),
-                             "age": pa.array([0.5, None], pa.float64())}), f)
+    pq.write_table(pa.table({"item": pa.array([[1, None], [2], [3, 4], [5]], pa.list_(pa.int64())),
+                             "cat": pa.array([[1, 2], [2], None, None], pa.list_(pa.int64())),
+                             "price": pa.array([[0.1, 0.2], [None], [0.3, 0.4], [0.5]], pa.list_(pa.float32())),
+                             "age": pa.array([0.5, 0.1, None, 0.2], pa.float64()),
+                             "weekday": pa.array([1, 2, 3, None], pa.int64())}), f)
     with pytest.raises(DataError) as e:
-        open_dataset(f, SCHEMA, ["item", "age"], item_column="item", max_length=3, engine="pyarrow")
-    text = _problems(e)
-    assert "column 'item': 1 null value(s)" in text and "column 'age': 1 null value(s)" in text
+        open_dataset(f, SCHEMA, ["item", "cat", "price", "age", "weekday"], item_column="item", max_length=3,
+                     engine=engine)
+    assert e.value.problems == [
+        "column 'item': 1 null value(s) (first in row 0 of 'd.parquet'); fill or drop them",
+        "column 'cat': 2 null value(s) (first in row 2 of 'd.parquet'); fill or drop them",
+        "column 'price': 1 null value(s) (first in row 1 of 'd.parquet'); fill or drop them",
+        "column 'age': 1 null value(s) (first in row 2 of 'd.parquet'); fill or drop them",
+        "column 'weekday': 1 null value(s) (first in row 3 of 'd.parquet'); fill or drop them"]
+    # no null list here (merlin fails on those and falls back to pyarrow); rows count on across files
+    _write(tmp_path / "data" / "a.parquet", [[1], [2]])
+    b = pa.table({"item": pa.array([[3], [4, None]], pa.list_(pa.int64()))})
+    pq.write_table(b, tmp_path / "data" / "b.parquet")
+    with pytest.raises(DataError) as e:
+        open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3, engine=engine)
+    assert e.value.problems == ["column 'item': 1 null value(s) (first in row 1 of 'b.parquet'); fill or drop them"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_duplicate_column_names(tmp_path, engine):
+    f = _write(tmp_path / "d.parquet", [[1, 2], [3]])
+    table = pq.read_table(f)
+    pq.write_table(table.append_column("weekday", pa.array([5, 6])), f)
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item", "weekday"], item_column="item", max_length=3, engine=engine)
+    assert e.value.problems == [f"{str(f)!r} has 2 columns named 'weekday'; rename or drop all but one"]
+    assert open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3, engine=engine).n_rows == 2
 
 
 def test_message_renders_source(tmp_path):
@@ -279,13 +379,20 @@ def test_message_renders_source(tmp_path):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_values_outside_a_non_categorical_domain(tmp_path, engine):
-    """0/1 targets must hold 0 or 1, and an int column with an int_domain must stay inside it."""
+    """0/1 targets must hold exactly 0 or 1, and an int column with an int_domain must stay inside it."""
     schema = Schema.from_columns(list(SCHEMA.columns) + [
-        {"name": "stars", "tags": ["regression", "target"], "int_range": [1, 5]}])
-    f = _write(tmp_path / "d.parquet", [[1, 2], [3], [4]], click=[0, 2, 1], stars=pa.array([1, 5, 9]))
+        {"name": "stars", "tags": ["regression", "target"], "int_range": [1, 5]},
+        {"name": "label", "tags": ["binary_classification", "target"], "dtype": "float"},
+        {"name": "bought", "tags": ["binary_classification", "categorical"], "cardinality": 2}])
+    f = _write(tmp_path / "d.parquet", [[1, 2], [3], [4], [5]], click=pa.array([0, 0.5, 2, 1], pa.float32()),
+               stars=pa.array([1, 5, 9, 3]), label=pa.array([1.0, float("nan"), 0.0, 1.0]), bought=[0, 1, 2, 1])
     with pytest.raises(DataError) as e:
-        open_dataset(f, schema, ["item", "click", "stars"], item_column="item", max_length=3, engine=engine)
+        open_dataset(f, schema, ["item", "click", "stars", "label", "bought"], item_column="item", max_length=3,
+                     engine=engine)
     text = _problems(e)
-    assert len(e.value.problems) == 2
-    assert "column 'click': 1 value(s) outside a 0/1 column (binary_classification) (e.g. 2 and 2)" in text
-    assert "column 'stars': 1 value(s) outside int_domain [1, 5] (e.g. 9 and 9)" in text
+    # each bad value is reported once: the NaN label is not also "not 0 or 1", nor the id 2 of 'bought'
+    assert len(e.value.problems) == 4
+    assert "column 'bought': 1 value(s) outside [0, 2)" in text
+    assert "column 'click': 2 value(s) that are not 0 or 1 (e.g. 0.5, 2)" in text
+    assert "column 'stars': 1 value(s) outside int_domain [1, 5] (e.g. 9)" in text
+    assert "column 'label': 1 NaN/inf value(s) (first in row 1 of 'd.parquet')" in text

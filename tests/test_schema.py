@@ -1,4 +1,5 @@
 """Reading Merlin schemas (pbtxt and JSON, both tag conventions) into the specc view, and writing them back."""
+import json
 import os
 import pathlib
 
@@ -219,3 +220,108 @@ def test_wrong_object():
 def test_column_view_unchanged():
     c = Column("x", frozenset({"item", "id"}), "int", True, 10)
     assert c.is_item_id and c.value_count is None
+
+
+# --- problems merlin-core reads silently ---------------------------------------------------------
+
+def _issues(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(SpecError) as e:
+        load_schema(path)
+    assert e.value.source == str(path)
+    assert all(i.path == "$.schema" and i.hint and i.column in i.message for i in e.value.issues)
+    return [(i.code, i.column) for i in e.value.issues]
+
+
+def _json_feature(name, tags, max_=None, min_=None):
+    feature = {"name": name, "type": "INT", "annotation": {"tag": tags}}
+    if max_ is not None or min_ is not None:
+        feature["intDomain"] = {k: str(v) for k, v in (("min", min_), ("max", max_)) if v is not None}
+        feature["intDomain"]["isCategorical"] = "categorical" in tags
+    return feature
+
+
+_ITEM = 'feature { name: "item_id-list" type: INT int_domain { max: 99 is_categorical: true } annotation { tag: "list" } }\n'
+
+
+def test_duplicate_column_pbtxt(tmp_path):
+    text = _ITEM + 'feature { name: "x" type: FLOAT }\n' + _ITEM.replace("99", "5")
+    assert _issues(tmp_path, "schema.pbtxt", text) == [("duplicate_column", "item_id-list")]
+
+
+def test_duplicate_column_json(tmp_path):
+    features = [_json_feature("a", ["categorical"], 9), _json_feature("a", ["categorical"], 9),
+                _json_feature("a", ["categorical"], 9), _json_feature("b", ["categorical"], 9)]
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps({"feature": features}))
+    with pytest.raises(SpecError) as e:
+        load_schema(path)
+    assert [(i.code, i.column) for i in e.value.issues] == [("duplicate_column", "a")]
+    assert "'a' is defined 3 times" in e.value.issues[0].message
+
+
+@pytest.mark.parametrize("domain,problem", [
+    ("int_domain { max: 0 is_categorical: true }", "max 0 leaves no id besides the padding id 0"),
+    ("int_domain { is_categorical: true }", "max 0 leaves no id"),                     # no max: merlin reads 0
+    ('int_domain { max: -3 } annotation { tag: "categorical" }', "max -3 leaves no id"),
+    ("int_domain { min: 5 max: 2 is_categorical: true }", "min 5 is greater than max 2"),
+    ("int_domain { min: 5 max: 0 is_categorical: true }", "max 0 leaves no id"),
+    ("int_domain { min: -1 max: 9 is_categorical: true }", "min -1 is negative"),
+    ("int_domain { min: 5 max: 2 }", "min 5 is greater than max 2"),                  # not categorical
+    ("int_domain { min: 5 }", "min 5 is greater than max 0"),
+])
+def test_invalid_domain(tmp_path, domain, problem):
+    path = tmp_path / "schema.pbtxt"
+    path.write_text(f'feature {{ name: "genre" type: INT {domain} }}\n')
+    with pytest.raises(SpecError) as e:
+        load_schema(path)
+    (issue,) = e.value.issues
+    assert (issue.code, issue.column) == ("invalid_domain", "genre")
+    assert issue.message.startswith("column 'genre' has an invalid int_domain: " + problem)
+    assert ("0 reserved for padding" in issue.hint) == ("categorical" in domain)
+
+
+@pytest.mark.parametrize("domain,cardinality,int_range", [
+    ("int_domain { max: 1 is_categorical: true }", 2, None),       # the smallest real vocabulary: id 1 + padding
+    ("int_domain { min: 3 max: 3 }", None, (3, 3)),
+    ("int_domain { min: -5 max: -1 }", None, (-5, -1)),            # negative values are fine when not ids
+])
+def test_valid_domain_edges(tmp_path, domain, cardinality, int_range):
+    (tmp_path / "schema.pbtxt").write_text(f'feature {{ name: "g" type: INT {domain} }}\n')
+    g = load_schema(tmp_path)["g"]
+    assert (g.cardinality, g.int_range) == (cardinality, int_range)
+
+
+def test_invalid_domain_in_memory_merlin_schema():
+    from merlin.schema import ColumnSchema, Schema as MSchema, Tags
+    import merlin.dtypes as md
+    m = MSchema([ColumnSchema("u", tags=[Tags.CATEGORICAL], dtype=md.int64, properties={"domain": {"max": 0}})])
+    with pytest.raises(SpecError) as e:
+        load_schema(m)
+    assert [(i.code, i.column) for i in e.value.issues] == [("invalid_domain", "u")]
+
+
+def test_json_tag_as_string(tmp_path):
+    # merlin-core would read "categorical" as the tags {"c", "a", "t", ...}
+    features = [_json_feature("country", "categorical", 61), _json_feature("ok", ["categorical"], 61)]
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps({"feature": features}))
+    with pytest.raises(SpecError) as e:
+        load_schema(path)
+    (issue,) = e.value.issues
+    assert (issue.code, issue.column) == ("invalid_tags", "country")
+    assert '"tag": ["categorical"]' in issue.hint
+
+
+def test_every_schema_problem_reported_at_once(tmp_path):
+    features = [_json_feature("a", ["categorical"], 9), _json_feature("a", ["categorical"], 9),
+                _json_feature("b", "item_id"), _json_feature("c", ["categorical"], 0),
+                _json_feature("d", ["user"], 1, 4)]
+    path = tmp_path / "schema.json"
+    path.write_text(json.dumps({"feature": features}))
+    with pytest.raises(SpecError) as e:
+        load_schema(path)
+    assert [(i.code, i.column) for i in e.value.issues] == [
+        ("duplicate_column", "a"), ("invalid_tags", "b"), ("invalid_domain", "c"), ("invalid_domain", "d")]
+    assert "4 errors" in str(e.value)

@@ -100,6 +100,11 @@ def test_k_beyond_the_catalog(run, data, tmp_path):
     assert proc.returncode == 0 and f"returning all {catalog}" in proc.stderr
     first = json.loads((tmp_path / "all.jsonl").read_text().splitlines()[0])
     assert sorted(first["item_ids"]) == list(range(1, catalog + 1))
+    unseen = cli("recommend", run[0], "--data", data / "valid.parquet", "--k", catalog, "--exclude-seen")
+    for line in unseen.stdout.splitlines():   # fewer than k unseen items: no padding slots in the output
+        rec = json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in the output"))
+        assert 0 < len(rec["item_ids"]) < catalog and min(rec["item_ids"]) > 0
+        assert len(rec["scores"]) == len(rec["item_ids"])
 
 
 def test_exclude_seen_never_recommends_items_in_the_sequence(run, data):
@@ -203,3 +208,79 @@ def test_resume_accepts_the_run_directory_as_its_value(run, data):
     other = cli("train", ROOT / "specs" / "sasrec.json", "--data", data / "train.parquet", "--resume", run[0])
     assert other.returncode == 1 and "another spec" in other.stderr
     assert cli("train", ROOT / "specs" / "sasrec.json", "--data", data / "train.parquet").returncode == 2
+
+
+def test_diverging_training_stops_with_a_clear_error_and_leaves_nothing(data, tmp_path):
+    spec = json.loads(json.dumps(SPEC))
+    spec["training"].update(optimizer={"kind": "adam", "lr": 1e30}, clip_grad_norm=None)
+    with pytest.raises(specc.UserError, match="training diverged; lower the learning rate") as info:
+        train(spec, str(data / "train.parquet"), str(tmp_path / "run"), epochs=1, progress=False, log=quiet)
+    assert "Nothing was saved" in str(info.value)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_continues_with_the_runs_own_settings(data, tmp_path):
+    args = dict(eval_data=str(data / "valid.parquet"), progress=False)
+
+    def interrupt_after_first_epoch(message):
+        if message.startswith("epoch 1"):
+            signal.raise_signal(signal.SIGINT)
+    part = tmp_path / "part"
+    train(SPEC, str(data / "train.parquet"), str(part), epochs=2, batch_size=64, log=interrupt_after_first_epoch,
+          **args)
+    for changed, flag in ((dict(batch_size=32), "--batch-size 64"), (dict(lr=0.5), "--lr 0.01"),
+                          (dict(epochs=1), "--epochs 2")):
+        with pytest.raises(specc.UserError, match=f"was trained with {flag}"):
+            train(SPEC, str(data / "train.parquet"), str(part), resume=True, log=quiet, **changed, **args)
+    other_data = tmp_path / "other.parquet"
+    other_data.write_bytes((data / "train.parquet").read_bytes())
+    with pytest.raises(specc.UserError, match="was trained with --data"):
+        train(SPEC, str(other_data), str(part), resume=True, schema=str(data / "schema.pbtxt"), log=quiet, **args)
+    done = train(SPEC, str(data / "train.parquet"), str(part), resume=True, log=quiet, **args)
+    assert done["epochs"] == 2   # the run's own epochs, not the spec's 3
+
+
+def test_loading_refuses_nan_weights(run, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    copy = tmp_path / "nan"
+    shutil.copytree(run[0], copy)
+    weights = load_file(str(copy / "model.safetensors"))
+    name = next(iter(weights))
+    weights[name] = torch.full_like(weights[name], float("nan"))
+    save_file(weights, str(copy / "model.safetensors"))
+    with pytest.raises(specc.UserError, match="NaN or infinite weights"):
+        specc.load(copy)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_device_cuda_without_a_gpu_is_a_clear_error(run, data):
+    for command in ("evaluate", "recommend"):
+        proc = cli(command, run[0], "--data", data / "valid.parquet", "--device", "cuda")
+        assert proc.returncode == 1 and "no CUDA device" in proc.stderr, proc.stderr
+
+
+def test_recommend_keeps_input_row_numbers_when_rows_have_no_items(run, data, tmp_path):
+    table = pq.read_table(data / "valid.parquet").slice(0, 5)
+    empty = {name: [[]] if pa.types.is_list(table.schema.field(name).type) else [table.column(name)[0].as_py()]
+             for name in table.column_names}
+    gapped = pa.concat_tables([table.slice(0, 2), pa.table(empty, schema=table.schema), table.slice(2, 3)])
+    pq.write_table(gapped, tmp_path / "gapped.parquet")
+    pq.write_table(table, tmp_path / "plain.parquet")
+    got = cli("recommend", run[0], "--data", tmp_path / "gapped.parquet", "--k", 4, "--exclude-seen")
+    want = cli("recommend", run[0], "--data", tmp_path / "plain.parquet", "--k", 4, "--exclude-seen")
+    assert got.returncode == 0 and "1 of 6 row(s) have no items" in got.stderr
+    got_lines = [json.loads(line) for line in got.stdout.splitlines()]
+    want_lines = [json.loads(line) for line in want.stdout.splitlines()]
+    assert [line["row"] for line in got_lines] == list(range(6))
+    assert got_lines[2]["item_ids"] == [] and got_lines[2]["scores"] == []
+    assert [line["item_ids"] for line in got_lines[:2] + got_lines[3:]] == [line["item_ids"] for line in want_lines]
+
+
+def test_recommend_refuses_to_overwrite_its_input(run, data, tmp_path):
+    target = tmp_path / "v.parquet"
+    target.write_bytes((data / "valid.parquet").read_bytes())
+    proc = cli("recommend", run[0], "--data", target, "--out", target)
+    assert proc.returncode == 1 and "is the input data" in proc.stderr
+    assert target.read_bytes() == (data / "valid.parquet").read_bytes()

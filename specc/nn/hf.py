@@ -107,16 +107,23 @@ def _instantiate(config: dict[str, Any], device: str | None = None) -> nn.Module
     return model
 
 
-def check_runs(config: dict[str, Any], causal: bool, d_model: int) -> None:
-    """Run a one-layer copy of the body on a tiny batch; ValueError saying why when it cannot run here
-    (an encoder-decoder, rotary sizes that do not fit the head size, a model that needs token ids, ...)."""
+def check_runs(config: dict[str, Any], causal: bool, d_model: int, max_length: int) -> None:
+    """Run a one-layer copy of the body on a batch of full-length sequences; ValueError saying why when it cannot
+    run here (an encoder-decoder, rotary sizes that do not fit the head size, too few positions, ...)."""
+    for key in ("n_positions", "max_position_embeddings"):
+        if isinstance(config.get(key), int) and config[key] < max_length:
+            raise ValueError(f"{config['model_type']} has {key}={config[key]}, fewer positions than "
+                             f"max_sequence_length {max_length}")
     layers = {k: 1 for k in ("num_hidden_layers", "n_layer") if k in config}
+    L = min(max_length, 1024)   # longer sequences only cost time here; the positions were checked above
     try:
         body = HFTransformer({**config, **layers}, causal).eval()
-        x = torch.randn(2, 3, d_model)
+        x = torch.randn(2, L, d_model)
+        valid = torch.ones(2, L, dtype=torch.bool)
+        valid[1, L // 2 + 1:] = False
         with torch.no_grad():
-            out = body(x, torch.tensor([[True, True, True], [True, True, False]]))
-        if tuple(out.shape) != (2, 3, d_model):
+            out = body(x, valid)
+        if tuple(out.shape) != (2, L, d_model):
             raise ValueError(f"it returns shape {list(out.shape)} for inputs of shape {list(x.shape)}")
     except Exception as exc:   # noqa: BLE001 - any failure of a third-party model is reported as data
         first = (str(exc).strip().splitlines() or [""])[0][:200]
