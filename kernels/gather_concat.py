@@ -41,29 +41,29 @@ def _gather_concat_bwd_kernel(gw_ptr, gout_ptr, sorted_ids_ptr, perm_ptr, starts
     """Segment reduction: grad_w[id] = sum of gout rows whose (sorted) id equals id."""
     pid_s = tl.program_id(0)
     pid_d = tl.program_id(1)
-    nseg = tl.load(nseg_ptr)
-    if pid_s * BLOCK_S < nseg:
-        seg = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
-        cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-        smask = seg < nseg
-        cmask = cols < D
-        start = tl.load(starts_ptr + seg, mask=smask, other=0)
-        end = tl.load(starts_ptr + seg + 1, mask=smask, other=0)
-        length = end - start
-        max_len = tl.max(length, axis=0)
-        acc = tl.zeros([BLOCK_S, BLOCK_D], dtype=tl.float32)
-        for j in range(0, max_len):
-            valid = j < length
-            p = tl.load(perm_ptr + start + j, mask=valid, other=0).to(tl.int64)
-            g = tl.load(gout_ptr + p[:, None] * stride_gout + col_off + cols[None, :],
-                        mask=valid[:, None] & cmask[None, :], other=0.0)
-            acc += g.to(tl.float32)
-        uid = tl.load(sorted_ids_ptr + start, mask=smask, other=0).to(tl.int64)
-        wmask = smask
-        if HAS_PAD:
-            wmask = wmask & (uid != padding_idx)
-        tl.store(gw_ptr + uid[:, None] * stride_gw + cols[None, :], acc.to(gw_ptr.dtype.element_ty),
-                 mask=wmask[:, None] & cmask[None, :])
+    nseg = tl.load(nseg_ptr)   # programs past the last segment find every lane masked off
+    seg = pid_s * BLOCK_S + tl.arange(0, BLOCK_S)
+    cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    smask = seg < nseg
+    cmask = cols < D
+    start = tl.load(starts_ptr + seg, mask=smask, other=0)
+    end = tl.load(starts_ptr + seg + 1, mask=smask, other=0)
+    length = end - start
+    max_len = tl.max(length, axis=0)
+    acc = tl.zeros([BLOCK_S, BLOCK_D], dtype=tl.float32)
+    for j in range(0, max_len):
+        # everything in one [BLOCK_S, BLOCK_D] layout: with a 1-D row mask next to the 2-D one, triton 3.6's
+        # RemoveLayoutConversions pass breaks when the gradient rows are 16-byte aligned (the usual case)
+        valid = (j < length)[:, None] & cmask[None, :]
+        p = tl.load(perm_ptr + (start + j)[:, None] + cols[None, :] * 0, mask=valid, other=0).to(tl.int64)
+        g = tl.load(gout_ptr + p * stride_gout + col_off + cols[None, :], mask=valid, other=0.0)
+        acc += g.to(tl.float32)
+    uid = tl.load(sorted_ids_ptr + start, mask=smask, other=0).to(tl.int64)
+    wmask = smask
+    if HAS_PAD:
+        wmask = wmask & (uid != padding_idx)
+    tl.store(gw_ptr + uid[:, None] * stride_gw + cols[None, :], acc.to(gw_ptr.dtype.element_ty),
+             mask=wmask[:, None] & cmask[None, :])
 
 
 # ----------------------------------------------------------------------------------- launchers
