@@ -52,6 +52,7 @@ def main() -> int:
             result, wall, rss = measure(specc_cli + [
                 "train", "examples/ml100k/xlnet_causal.json", "--data", f"{DATA}/train.parquet",
                 "--eval", f"{DATA}/valid.parquet", "--out", f"{tmp}/run", "--epochs", str(args.epochs),
+                "--eval-every", str(args.epochs),   # evaluate once, after training, as the T4Rec side does
                 "--precision", precision, "--quiet"])
         rows.append((f"specc ({precision})", result["ndcg@10"], result["recall@10"], result["train_sessions_per_s"],
                      wall, rss))

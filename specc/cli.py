@@ -68,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue a run from its last checkpoint (the run in --out, or RUN_DIR)")
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
+    t.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
+                   help="evaluate after every N-th epoch (default 1) and always after the last one")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(run=_train)
 

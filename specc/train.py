@@ -90,8 +90,8 @@ def _schedule(optimizer, total_steps: int, warmup: float, kind: str):
 
 def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, precision: str | None = None,
-          device: str | None = None, resume: bool = False,
-          exclude_seen: bool = False, progress: bool = True, log=print) -> dict:
+          device: str | None = None, resume: bool = False, exclude_seen: bool = False, eval_every: int = 1,
+          progress: bool = True, log=print) -> dict:
     """Train the spec'd model on `data`, evaluate on `eval_data`, and write the run directory `out`."""
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
@@ -214,9 +214,11 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                 break
             save_model_files(run_dir, model, spec_dict, schema)
             save_train_state(run_dir, optimizer, scheduler, generator, epoch + 1, 0, step, settings)
-            metrics = evaluate(model, eval_set, device=device, exclude_seen=exclude_seen) if eval_set else {}
+            evaluated = {}
+            if eval_set and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
+                metrics = evaluated = evaluate(model, eval_set, device=device, exclude_seen=exclude_seen)
             line = {"epoch": epoch + 1, "step": step, "loss": last_loss, "seconds": round(seconds, 3),
-                    "sessions_per_s": round(count / max(seconds, 1e-9), 1), **metrics}
+                    "sessions_per_s": round(count / max(seconds, 1e-9), 1), **evaluated}
             with open(log_path, "a") as f:
                 f.write(_json(line) + "\n")
             log(_epoch_line(line))
@@ -321,8 +323,8 @@ def train_command(args) -> int:
     quiet = args.quiet
     result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, precision=args.precision, device=args.device,
-                   resume=args.resume,
-                   exclude_seen=args.exclude_seen, progress=not quiet and sys.stderr.isatty(),
+                   resume=args.resume, exclude_seen=args.exclude_seen, eval_every=args.eval_every,
+                   progress=not quiet and sys.stderr.isatty(),
                    log=lambda m: print(m, file=sys.stderr))
     print(_json(result, indent=2))
     return 130 if result["interrupted"] else 0

@@ -284,3 +284,11 @@ def test_recommend_refuses_to_overwrite_its_input(run, data, tmp_path):
     proc = cli("recommend", run[0], "--data", target, "--out", target)
     assert proc.returncode == 1 and "is the input data" in proc.stderr
     assert target.read_bytes() == (data / "valid.parquet").read_bytes()
+
+
+def test_eval_every_evaluates_every_nth_and_the_last_epoch(data, tmp_path):
+    result = train(SPEC, str(data / "train.parquet"), str(tmp_path / "run"), eval_data=str(data / "valid.parquet"),
+                   epochs=3, eval_every=2, progress=False, log=quiet)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert ["ndcg@10" in line for line in lines] == [False, True, True]
+    assert result["ndcg@10"] == lines[-1]["ndcg@10"]
