@@ -382,7 +382,7 @@ class Checker:
         if need not in caps:
             self.error("$.masking", "masking_mismatch", f"masking {masking.kind!r} needs a {need} body; "
                        f"{name} supports {', '.join(sorted(caps))}",
-                       {"causal": "use native, gpt2, xlnet, bert, roberta, electra, llama, gru or mlp",
+                       {"causal": "use native, gpt2, xlnet, bert, roberta, albert, electra, llama, gru or mlp",
                         "bidirectional": "use native, xlnet, bert, roberta, albert or electra",
                         "plm": "plm runs on native or xlnet"}[need])
             return None

@@ -12,7 +12,7 @@ SCHEMA = specc.Schema.from_columns([
     {"name": "age", "tags": ["continuous"], "dtype": "float"},
 ])
 
-TRANSFORMERS = ["native", "gpt2", "xlnet", "bert", "roberta", "electra", "llama", "hf:qwen2", "hf:mistral"]
+TRANSFORMERS = ["native", "gpt2", "xlnet", "bert", "roberta", "albert", "electra", "llama", "hf:qwen2", "hf:mistral"]
 CAUSAL_BODIES = [{"kind": "transformer", "architecture": a, "d_model": 16, "n_head": 2, "n_layer": 2}
                  for a in TRANSFORMERS] + [{"kind": "gru", "d_model": 16}, {"kind": "mlp", "dims": [16]}]
 BODY_IDS = TRANSFORMERS + ["gru", "mlp"]

@@ -27,6 +27,8 @@ _GENERIC = dict(d_model="hidden_size", n_head=("num_attention_heads", "num_key_v
                 dropout=("attention_dropout", "hidden_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob"))
 # encoders that become causal with is_decoder=True; decoder-only models are causal already
 _DECODER_CAPABLE = {"bert", "roberta", "electra"}
+# encoders without a decoder mode that take a [B, 1, L, L] attention mask: made causal with a lower-triangular one
+_MASK_CAUSAL = {"albert"}
 
 
 def model_type(architecture: str) -> str:
@@ -49,7 +51,8 @@ def capabilities(architecture: str) -> set[str]:
     caps = set()
     if mt in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
         caps.add("bidirectional")
-        if mt in _DECODER_CAPABLE or (architecture.startswith("hf:") and mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
+        if mt in _DECODER_CAPABLE | _MASK_CAUSAL or (architecture.startswith("hf:")
+                                                      and mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES):
             caps.add("causal")
     elif mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
         caps.add("causal")
@@ -143,6 +146,7 @@ class HFTransformer(nn.Module):
         self.model = _instantiate(config)
         self.is_xlnet = config["model_type"] == "xlnet"
         self.causal = causal
+        self.causal_by_mask = causal and config["model_type"] in _MASK_CAUSAL
 
     def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
         if self.is_xlnet:
@@ -155,4 +159,9 @@ class HFTransformer(nn.Module):
             return self.model(inputs_embeds=x, attention_mask=valid.to(x.dtype), perm_mask=perm).last_hidden_state
         if attention is not None:
             raise ValueError("only native and xlnet bodies take a custom attention pattern")
+        if self.causal_by_mask:
+            L = x.shape[1]
+            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            return self.model(inputs_embeds=x, attention_mask=(causal[None] & valid[:, None, :])[:, None]
+                              ).last_hidden_state
         return self.model(inputs_embeds=x, attention_mask=valid.long()).last_hidden_state
