@@ -380,7 +380,12 @@ def _merlin_chunks(files: list[str], names: list[str], source: str):
         from merlin.dataloader.torch import Loader
         try:
             ds = merlin.io.Dataset(files, engine="parquet", cpu=True)
+            # merlin adopts a schema.pbtxt / .merlin/schema.json found beside the data and drops the columns it
+            # does not list; specc has already chosen its schema, so read the columns the files actually hold
+            ds.infer_schema()
             ds.schema = ds.schema.select_by_name(names)
+            if sorted(ds.schema.column_names) != sorted(names):
+                raise ValueError(f"merlin did not find column(s) {sorted(set(names) - set(ds.schema.column_names))}")
             loader = Loader(ds, batch_size=_CHUNK_ROWS, shuffle=False)
             label_names = list(getattr(loader, "label_names", []) or [])
             for tensors, labels in loader:

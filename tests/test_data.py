@@ -396,3 +396,13 @@ def test_values_outside_a_non_categorical_domain(tmp_path, engine):
     assert "column 'click': 2 value(s) that are not 0 or 1 (e.g. 0.5, 2)" in text
     assert "column 'stars': 1 value(s) outside int_domain [1, 5] (e.g. 9)" in text
     assert "column 'label': 1 NaN/inf value(s) (first in row 1 of 'd.parquet')" in text
+
+
+def test_a_schema_file_beside_the_data_does_not_hide_columns(tmp_path):
+    """merlin.io.Dataset adopts a schema.pbtxt found next to the files; specc reads every column it asked for."""
+    from specc.schema import save_schema
+    f = _write(tmp_path / "d.parquet", [[1, 2], [3, 4, 5]])
+    save_schema(Schema.from_columns([c for c in SCHEMA.columns if c.name in ("item", "cat")]), tmp_path)
+    ds = open_dataset(f, SCHEMA, ["item", "cat", "age", "click"], item_column="item", max_length=3, engine="merlin")
+    assert ds.engine == "merlin"
+    assert _all(ds)["age"].shape == (2,) and _all(ds)["click"].tolist() == [0, 1]
