@@ -189,6 +189,15 @@ def _columns_for(schema: Schema, chain: _Chain, seq, lengths, maps, rng, row0: i
     for c in schema.columns:
         if c.is_item_id and c.is_list:
             out[c.name] = as_list(seq, pa.int64())
+        elif c.is_target and c.is_list:                        # a label per interaction
+            driver = cat_driver[seq] if cat_driver is not None else seq
+            if c.is_continuous or c.dtype == "float" or "regression" in c.tags:
+                val = np.clip(item_value[seq] + rng.normal(0, 0.05, seq.shape), 0, 1).astype(np.float32)
+                out[c.name] = as_list(val, pa.float32())
+            else:
+                label = ((driver % 2) == 1) ^ (rng.random(seq.shape) < TARGET_NOISE)
+                out[c.name] = as_list(label, pa.bool_()) if c.dtype == "bool" else as_list(label.astype(np.int64),
+                                                                                           pa.int64())
         elif c.is_target:
             driver = cat_driver[last] if cat_driver is not None else last
             flip = rng.random(n) < TARGET_NOISE
@@ -204,17 +213,22 @@ def _columns_for(schema: Schema, chain: _Chain, seq, lengths, maps, rng, row0: i
                 out[c.name] = as_list(np.char.add("v", seq.astype(str)), pa.string())
             elif c.cardinality is not None:
                 out[c.name] = as_list(maps[c.name][seq], pa.int64())
-            elif c.is_continuous or c.dtype == "float":
+            elif c.dtype == "float" or (c.is_continuous and c.int_range is None):
                 noisy = item_value[seq] * maps[c.name][0] + maps[c.name][1] + rng.normal(0, 0.02, seq.shape)
                 out[c.name] = as_list(noisy.astype(np.float32), pa.float32())
             else:                                               # e.g. timestamps: increasing per session
-                out[c.name] = as_list(np.cumsum(rng.integers(1, 600, seq.shape), axis=1), pa.int64())
+                lo, hi = c.int_range or (0, 2 ** 62)
+                steps = np.cumsum(rng.integers(0, 600, seq.shape), axis=1)
+                start = rng.integers(lo, max(lo + 1, hi - int(steps.max()) + 1), (n, 1))
+                out[c.name] = as_list(np.minimum(start + steps, hi), pa.int64())
         else:
             if c.dtype == "string":
                 out[c.name] = pa.array([f"v{int(v)}" for v in rng.integers(0, 10, n)], pa.string())
             elif c.cardinality is not None:
                 lo = 1 if c.cardinality > 1 else 0
                 out[c.name] = pa.array(rng.integers(lo, max(c.cardinality, lo + 1), n).astype(np.int64))
+            elif c.int_range is not None:                       # e.g. an age with int_domain [0, 120]
+                out[c.name] = pa.array(rng.integers(c.int_range[0], c.int_range[1] + 1, n).astype(np.int64))
             elif c.is_continuous or c.dtype == "float":
                 out[c.name] = pa.array(rng.random(n).astype(np.float32), pa.float32())
             elif c.dtype == "bool":

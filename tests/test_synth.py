@@ -117,3 +117,24 @@ def test_needs_an_item_sequence(tmp_path):
     with pytest.raises(SpecError) as e:
         synthesize(s, tmp_path)
     assert e.value.issues[0].code == "no_cardinality"
+
+
+def test_synthesised_columns_follow_their_schema(tmp_path):
+    """List targets get a value per interaction; non-categorical ints stay inside their int_domain."""
+    schema = Schema.from_columns([
+        {"name": "items", "tags": ["item_id", "categorical", "list"], "is_list": True, "cardinality": 200},
+        {"name": "stamps", "tags": ["list"], "is_list": True, "int_range": [1_396_321_200, 1_412_045_999]},
+        {"name": "age", "tags": ["continuous"], "int_range": [18, 90]},
+        {"name": "bought", "tags": ["binary_classification", "target", "list"], "is_list": True},
+        {"name": "spend", "tags": ["regression", "target", "list"], "dtype": "float", "is_list": True},
+    ])
+    synthesize(schema, tmp_path, n_train=60, n_valid=10, seed=1)
+    ds = open_dataset(tmp_path / "train.parquet", schema, ["items", "stamps", "age", "bought", "spend"],
+                      item_column="items", max_length=20)
+    batch = next(ds.batches(60, shuffle=False))
+    real = batch["items"] != 0
+    assert batch["bought"].shape == batch["items"].shape and set(batch["bought"][real].tolist()) <= {0, 1}
+    assert batch["spend"].shape == batch["items"].shape
+    stamps = batch["stamps"][real]
+    assert stamps.min() >= 1_396_321_200 and stamps.max() <= 1_412_045_999
+    assert batch["age"].min() >= 18 and batch["age"].max() <= 90
