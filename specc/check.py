@@ -8,8 +8,8 @@ from typing import Any
 
 from specc import spec as S
 from specc.errors import Issue, SpecError, did_you_mean
-from specc.plan import (BodyPlan, ContinuousPlan, FeaturePlan, InputsPlan, LossPlan, MaskingPlan, Plan,
-                        ProjectionPlan, TablePlan, TaskPlan)
+from specc.plan import (RTD_LOSS_NAME, BodyPlan, ContinuousPlan, FeaturePlan, InputsPlan, LossPlan, MaskingPlan,
+                        Plan, ProjectionPlan, TablePlan, TaskPlan)
 from specc.schema import Column, Schema
 
 KERNEL_CHOICES = ("auto", "triton", "torch")
@@ -166,9 +166,10 @@ class Checker:
                 col = self.column(task.target, path)
             else:
                 candidates = self.schema.item_id_columns()
-                if len(candidates) > 1:
-                    in_features = [c for c in candidates if c.name in feature_names]
-                    candidates = in_features if len(in_features) == 1 else candidates
+                for narrower in ([c for c in candidates if c.is_list],            # a sequence to predict along
+                                 [c for c in candidates if c.name in feature_names]):
+                    if len(candidates) > 1 and len(narrower) == 1:
+                        candidates = narrower
                 if not candidates:
                     self.error(path, "missing_item_id", "the schema has no item-id column",
                                'tag one column item_id (or item and id), or set "target"')
@@ -434,6 +435,9 @@ class Checker:
             self.error(f"$.tasks[{extra}]", "duplicate_task", "only one next_item task is supported per model")
         for i, task in enumerate(self.spec.tasks):
             name = task.name or task.kind
+            if name == RTD_LOSS_NAME and self.spec.masking.kind == "rtd":
+                self.error(f"$.tasks[{i}].name", "reserved_task_name",
+                           f"{name!r} names the discriminator loss of rtd masking", "pick another task name")
             if name in used_names:
                 k = 1
                 while f"{name}_{k}" in used_names:

@@ -10,7 +10,7 @@ from torch import nn
 from specc.errors import DataError
 from specc.nn.heads import NextItemHead, ScalarHead
 from specc.nn.masking import causal_targets, mlm_positions, plm_positions
-from specc.plan import Plan
+from specc.plan import RTD_LOSS_NAME, Plan
 
 
 class Model(nn.Module):
@@ -150,14 +150,14 @@ class Model(nn.Module):
             weight = self._item_weight()
             losses[name] = self.next_item.loss(h, weight, y, self._backend(h), gen)
             if m.kind == "rtd":
-                losses["rtd_discriminator"] = self._discriminator_loss(batch, lengths, replace, h, weight)
+                losses[RTD_LOSS_NAME] = self._discriminator_loss(batch, lengths, replace, h, weight)
         for name, head in self.scalar_heads.items():
             losses[name] = head.loss(head(hidden, lengths), self._scalar_target(batch, name, lengths))
         total = sum(self._weight(name) * loss for name, loss in losses.items())
         return {"loss": total, "losses": losses}
 
     def _weight(self, name: str) -> float:
-        if name == "rtd_discriminator":
+        if name == RTD_LOSS_NAME:
             return self.plan.masking.discriminator_weight
         return self.task_plans[name].weight
 

@@ -5,6 +5,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+RTD_LOSS_NAME = "rtd_discriminator"   # the key of rtd masking's discriminator loss in Model(...)["losses"]
+
 
 @dataclass(frozen=True)
 class TablePlan:

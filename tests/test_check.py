@@ -64,3 +64,11 @@ def test_columns_of_one_shared_table_with_different_dims_are_reported():
     assert _issues(mutate) == [("$.inputs.embeddings.shared.ids", "shape_mismatch", "items")]
     spec_dim = _compile(lambda s: s["inputs"].update(embeddings={"dims": {"ids": 12}, "shared": {"ids": ["items", "cats"]}}))
     assert spec_dim.inputs.tables[0].dim == 12
+
+
+def test_the_item_sequence_is_chosen_over_a_scalar_item_id():
+    columns = COLUMNS + [{"name": "last_item", "tags": ["item_id", "categorical"], "cardinality": 10_001}]
+
+    def mutate(spec):
+        del spec["inputs"]["features"]
+    assert _compile(mutate, columns).next_item.target == "items"
