@@ -435,13 +435,19 @@ class _Accumulator:
         self.n_total += n
         lengths = {name: np.diff(off) for name, (values, off) in lists.items()}
 
-        # rows whose list columns differ in length
+        n_items = n_ids = None
+        if self.item_column in lists:   # trailing 0s of the item column are padding
+            n_items, n_ids = _unpadded(*lists[self.item_column])
+
+        # rows whose list columns differ in length (a side list may match the item list with or without padding)
         if len(lengths) > 1:
-            names = list(lengths)
-            ref = lengths[names[0]]
+            ref_name = self.item_column if n_items is not None else next(iter(lengths))
+            ref = lengths[ref_name]
+            real = n_items if n_items is not None else ref
             bad = np.zeros(n, dtype=bool)
-            for other in names[1:]:
-                bad |= lengths[other] != ref
+            for other in lengths:
+                if other != ref_name:
+                    bad |= (lengths[other] != ref) & (lengths[other] != real)
             nbad = int(bad.sum())
             if nbad:
                 if self.ragged[1] is None:
@@ -449,9 +455,8 @@ class _Accumulator:
                     self.ragged[1] = (base + i, {k: int(v[i]) for k, v in lengths.items()})
                 self.ragged[0] += nbad
 
-        # trailing 0s of the item column are padding: every list column of the row stops where its items do
-        if self.item_column in lists:
-            n_items, n_ids = _unpadded(*lists[self.item_column])
+        # every list column of the row stops where its items do
+        if n_items is not None:
             inside = np.flatnonzero(n_items > n_ids)
             if inside.size:
                 self.zero_inside[0] += inside.size

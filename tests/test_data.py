@@ -190,6 +190,13 @@ def test_trailing_zeros_are_padding(tmp_path, engine):
     assert np.allclose(got["price"].numpy(), [[0.2, 0.3, 0.4], [0.5, 0, 0], [0.6, 0.7, 0]])
     ev = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, min_length=2, engine=engine)
     assert ev.source_rows().tolist() == [0, 3]                  # [5, 0] holds one item, not two
+    # side lists that hold only the real interactions of a padded item list are fine too; other lengths are not
+    g = _write(tmp_path / "g.parquet", [[1, 2, 0, 0], [3, 4]], cat=[[1, 2], [3]], price=[[0.1, 0.2], [0.3, 0.4]])
+    with pytest.raises(DataError, match="1 row\\(s\\) whose list columns differ in length"):
+        open_dataset(g, SCHEMA, COLS, item_column="item", max_length=3, engine=engine)
+    h = _write(tmp_path / "h.parquet", [[1, 2, 0, 0], [3, 4]], cat=[[1, 2], [3, 4]], price=[[0.1, 0.2], [0.3, 0.4]])
+    assert _all(open_dataset(h, SCHEMA, COLS, item_column="item", max_length=3, engine=engine))["cat"].tolist() == \
+        [[1, 2, 0], [3, 4, 0]]
 
 
 @pytest.mark.parametrize("engine", ENGINES)
