@@ -264,26 +264,23 @@ def correctness():
     for dtype, rtol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
         dn = str(dtype).replace("torch.", "")
         try:
-            # gathers
+            # gathers: kernel, reference and float64 reference, values and every table's gradient
+            def check_gather(name, kernel, reference, tabs, ids, go):
+                a = run(lambda *w: kernel(list(w), ids, padding_idx=0), tabs, go)
+                b = run(lambda *w: reference(list(w), ids, padding_idx=0), tabs, go)
+                c = run(lambda *w: reference(list(w), ids, padding_idx=0), [x.double() for x in tabs], go.double())
+                for i, (x, y, z) in enumerate(zip(a, b, c)):
+                    _oracle(f"{name} {dn} {'out' if i == 0 else f'grad{i - 1}'}", x, y, z, rtol)
+
             tabs = [torch.randn(r, dd, device=dev, dtype=dtype) for r, dd in ((100_000, 64), (5000, 32), (1000, 16))]
             ids = [torch.randint(0, r, (512, 50), device=dev) for r in (100_000, 5000, 1000)]
             ids[0][:, :5] = 7
-            go = torch.randn(512, 50, 112, device=dev, dtype=dtype)
-            a = run(lambda *w: K.gather_concat(list(w), ids, padding_idx=0), tabs, go)
-            b = run(lambda *w: K.gather_concat_reference(list(w), ids, padding_idx=0), tabs, go)
-            c = run(lambda *w: K.gather_concat_reference(list(w), ids, padding_idx=0), [x.double() for x in tabs],
-                    go.double())
-            for i, (x, y, z) in enumerate(zip(a, b, c)):
-                _oracle(f"gather_concat {dn} {'out' if i == 0 else f'grad{i - 1}'}", x, y, z, rtol)
-            tabs5 = [torch.randn(20_000, 64, device=dev, dtype=dtype) for _ in range(5)]
-            ids5 = [torch.randint(0, 20_000, (256, 40), device=dev) for _ in range(5)]
-            go = torch.randn(256, 40, 64, device=dev, dtype=dtype)
-            a = run(lambda *w: K.gather_sum(list(w), ids5, padding_idx=0), tabs5, go)
-            b = run(lambda *w: K.gather_sum_reference(list(w), ids5, padding_idx=0), tabs5, go)
-            c = run(lambda *w: K.gather_sum_reference(list(w), ids5, padding_idx=0), [x.double() for x in tabs5],
-                    go.double())
-            for i, (x, y, z) in enumerate(zip(a, b, c)):
-                _oracle(f"gather_sum {dn} {'out' if i == 0 else f'grad{i - 1}'}", x, y, z, rtol)
+            check_gather("gather_concat", K.gather_concat, K.gather_concat_reference, tabs, ids,
+                         torch.randn(512, 50, 112, device=dev, dtype=dtype))
+            tabs = [torch.randn(20_000, 64, device=dev, dtype=dtype) for _ in range(5)]
+            ids = [torch.randint(0, 20_000, (256, 40), device=dev) for _ in range(5)]
+            check_gather("gather_sum", K.gather_sum, K.gather_sum_reference, tabs, ids,
+                         torch.randn(256, 40, 64, device=dev, dtype=dtype))
             # linear cross-entropy, three widths
             widths = ((4099, 50_021, 128), (1000, 20_011, 64), (1000, 20_011, 256)) if dtype == torch.bfloat16 \
                 else ((4099, 50_021, 128),)  # fp32: one width (each variant costs compile time)

@@ -73,22 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(run=_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a trained run on parquet data")
-    e.add_argument("run_dir")
-    e.add_argument("--data", required=True)
-    e.add_argument("--batch-size", type=_positive_int, default=512)
-    e.add_argument("--exclude-seen", action="store_true")
-    e.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    on_run = argparse.ArgumentParser(add_help=False)   # what evaluate and recommend share
+    on_run.add_argument("run_dir")
+    on_run.add_argument("--data", required=True)
+    on_run.add_argument("--batch-size", type=_positive_int, default=512)
+    on_run.add_argument("--exclude-seen", action="store_true")
+    on_run.add_argument("--device", choices=["cpu", "cuda"], default=None)
+
+    e = sub.add_parser("evaluate", parents=[on_run], help="evaluate a trained run on parquet data")
     e.set_defaults(run=_evaluate)
 
-    r = sub.add_parser("recommend", help="top-k next items for each row of a parquet file")
-    r.add_argument("run_dir")
-    r.add_argument("--data", required=True)
+    r = sub.add_parser("recommend", parents=[on_run], help="top-k next items for each row of a parquet file")
     r.add_argument("--k", type=_positive_int, default=20)
-    r.add_argument("--out", help="output file: .parquet or .jsonl (default: JSON lines on stdout)")
-    r.add_argument("--batch-size", type=_positive_int, default=512)
-    r.add_argument("--exclude-seen", action="store_true")
-    r.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    r.add_argument("--out", help="output file: .parquet, or .jsonl / .json (default: JSON lines on stdout)")
     r.set_defaults(run=_recommend)
 
     x = sub.add_parser("export", help="export a trained run for inference (TorchScript, ExportedProgram or ONNX) "

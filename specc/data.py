@@ -234,11 +234,13 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
     # --- footers only: parquet? same columns? ---
     arrow_schema = None
     file_rows = []
+    may_hold_nulls = False
     for f in files:
         try:
             meta = pq.read_metadata(f)
             s = meta.schema.to_arrow_schema()
             file_rows.append(meta.num_rows)
+            may_hold_nulls = may_hold_nulls or _may_hold_nulls(meta, columns)
         except Exception as exc:  # pyarrow.ArrowInvalid and friends
             problems.append(f"{f!r} is not a parquet file ({str(exc).splitlines()[0][:160]})")
             continue
@@ -268,8 +270,9 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
     acc = _Accumulator(plans, max_length, min_length, length_col, item_column)
     nulls: dict[str, list] = {}
     if engine == "merlin":
-        # merlin reads a null as NaN (or fails on a null list), so nulls are looked for with pyarrow first
-        for _ in _arrow_chunks(files, names, source, nulls):
+        # merlin reads a null as NaN (or fails on a null list), so nulls are looked for with pyarrow first,
+        # unless the footers' statistics rule them out
+        for _ in _arrow_chunks(files, names, source, nulls) if may_hold_nulls else ():
             pass
         if not nulls:
             try:
@@ -299,6 +302,21 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
                            engine=engine,
                            _arrays=acc.arrays(), _floating={p.name: p.floating for p in plans},
                            _item_counts=acc.item_counts, _source_rows=acc.source_rows())
+
+
+def _may_hold_nulls(meta, columns: Sequence[str]) -> bool:
+    """False only when the footer's statistics say that none of `columns` holds a null (for a list column an
+    empty list also counts here, which only costs a needless scan)."""
+    wanted = set(columns)
+    for g in range(meta.num_row_groups):
+        group = meta.row_group(g)
+        for c in range(group.num_columns):
+            chunk = group.column(c)
+            if chunk.path_in_schema.split(".")[0] in wanted:
+                stats = chunk.statistics
+                if stats is None or not stats.has_null_count or stats.null_count > 0:
+                    return True
+    return False
 
 
 def _row_namer(files: list[str], file_rows: list[int]):

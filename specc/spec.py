@@ -4,6 +4,7 @@ This module does not import torch: parsing a spec is cheap and works anywhere.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -356,7 +357,6 @@ def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> 
     """The spec validated with every offending object key removed (its default takes over), so that the
     semantic checks can still run and all errors are reported at once; None when that does not validate
     (a required key is bad, or an error sits inside a list)."""
-    import copy
     data = copy.deepcopy(dict(data))
     for loc in locs:
         if loc and loc[-1] == "kind":
