@@ -71,5 +71,8 @@ def _body(plan: Plan) -> nn.Module:
         return GruBody(b.input_width, b.n_layer, b.dropout)
     if b.architecture == "native":
         return NativeTransformer(b.input_width, b.n_head, b.n_layer, b.d_ff, b.dropout, b.max_positions, b.causal)
+    from specc.nn.xlnet import XLNetBody, runs_natively
+    if runs_natively(b.architecture, b.config):
+        return XLNetBody(b.config, b.causal)
     from specc.nn.hf import HFTransformer
     return HFTransformer(b.config, b.causal)

@@ -47,5 +47,8 @@ def _body_parameters(plan: Plan) -> int:
         d, ff = b.input_width, b.d_ff
         block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d)
         return b.max_positions * d + b.n_layer * block + 2 * d
+    from specc.nn.xlnet import count_parameters as xlnet_count, runs_natively
+    if runs_natively(b.architecture, b.config):
+        return xlnet_count(b.config)
     from specc.nn.hf import count_parameters as hf_count
     return hf_count(b.config)

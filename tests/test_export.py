@@ -7,9 +7,10 @@ import torch
 import torch.nn.functional as F
 
 import specc
-from specc.export import ExportError, InferenceModel, export, export_program, trace
+from specc.export import ExportError, InferenceModel, export, export_program, model_name, trace
 
-SPECS = {"sasrec": "specs/sasrec.json", "multitask": "specs/multitask.json", "bert4rec": "specs/bert4rec.json"}
+SPECS = {"sasrec": "specs/sasrec.json", "multitask": "specs/multitask.json", "bert4rec": "specs/bert4rec.json",
+         "xlnet": "specs/xlnet_clm.json"}
 
 
 @pytest.fixture(scope="session")
@@ -109,15 +110,16 @@ def test_exported_program_dynamic_batch(runs):
         assert torch.equal(out[0], model.recommend(padded, k=5)[1])
 
 
-@pytest.mark.parametrize("name, exclude_seen", [("sasrec", False), ("multitask", True)])
+@pytest.mark.parametrize("name, exclude_seen", [("sasrec", False), ("multitask", True), ("xlnet", False)])
 def test_onnx_equals_recommend(runs, tmp_path, name, exclude_seen):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
     out = export(runs[name], tmp_path / "exp", format="onnx", k=9, exclude_seen=exclude_seen, log=lambda m: None)
     session = ort.InferenceSession(str(out / "model.onnx"))
-    assert (out / "triton" / name / "1" / "model.onnx").is_file()
-    assert 'platform: "onnxruntime_onnx"' in (out / "triton" / name / "config.pbtxt").read_text()
     model = specc.load(runs[name])
+    triton_name = model_name(model)
+    assert (out / "triton" / triton_name / "1" / "model.onnx").is_file()
+    assert 'platform: "onnxruntime_onnx"' in (out / "triton" / triton_name / "config.pbtxt").read_text()
     for B, L in ((7, None), (1, 3), (20, model.max_length)):   # batch and length are dynamic axes
         padded, _ = _batch(model, B, L, seed=B)
         scores, ids = model.recommend(padded, k=9, exclude_seen=exclude_seen)

@@ -36,16 +36,16 @@ def model_type(architecture: str) -> str:
 
 
 def capabilities(architecture: str) -> set[str]:
+    mt = model_type(architecture)
+    if mt == "xlnet":
+        return {"causal", "bidirectional", "plm"}
     from transformers import CONFIG_MAPPING
     from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
                                                         MODEL_FOR_MASKED_LM_MAPPING_NAMES)
-    mt = model_type(architecture)
     if mt not in CONFIG_MAPPING:
         err = ValueError(f"unknown Hugging Face model type {mt!r}")
         err.hint = did_you_mean(mt, list(CONFIG_MAPPING.keys()))
         raise err
-    if mt == "xlnet":
-        return {"causal", "bidirectional", "plm"}
     if getattr(CONFIG_MAPPING[mt](), "is_encoder_decoder", False):
         return set()   # needs decoder inputs besides the sequence
     caps = set()

@@ -1,0 +1,147 @@
+"""XLNet's content stream in [B, L, d] layout: the same model as Hugging Face's XLNetModel over `inputs_embeds`.
+
+Hugging Face's XLNet keeps activations as [L, B, ...] and runs every projection and attention product as an
+einsum that permutes and copies its operands; on small recommendation models that layout costs more than the
+arithmetic. This module computes the same function (relative positional attention, post-LayerNorm blocks,
+dropout on the inputs, the positional encoding, attention probabilities and outputs) with batched matmuls
+on [B, H, L, d_head] tensors. Parameter names and shapes are Hugging Face's, so checkpoints, parameter counts
+and the equivalence test carry over; `hf:xlnet` still runs Hugging Face's own module.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from specc.nn.dropout import Dropout
+
+
+# Hugging Face's ACT2FN entries for these names (importing ACT2FN costs a second of start-up)
+_ACTIVATIONS = {"gelu": nn.GELU, "gelu_new": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU,
+                "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh}
+
+
+def runs_natively(architecture: str, config: dict[str, Any]) -> bool:
+    """`xlnet` bodies whose config this module reproduces: bidirectional relative attention over one segment
+    (what specc's masks build on). `attn_type="uni"`, `bi_data` and other activations change the model; those,
+    and `hf:xlnet`, run on Hugging Face's module."""
+    return (architecture == "xlnet" and config.get("attn_type", "bi") == "bi" and not config.get("bi_data", False)
+            and config.get("ff_activation", "gelu") in _ACTIVATIONS)
+
+
+def count_parameters(config: dict[str, Any]) -> int:
+    d, ff = config["d_model"], config["d_inner"]
+    attention = 5 * d * d + 5 * d + 2 * d          # q k v o r; three biases and two segment rows; LayerNorm
+    feed_forward = 2 * d * ff + ff + d + 2 * d
+    return d + config.get("vocab_size", 2) * d + config["n_layer"] * (attention + feed_forward)
+
+
+def relative_positions(length: int, d_model: int, clamp_len: int, device) -> torch.Tensor:
+    """[2L, d_model] sinusoids of the relative distances L, L-1, ..., -L+1 (XLNet's "bi" encoding)."""
+    inv_freq = 1 / torch.pow(10000, torch.arange(0, d_model, 2, device=device).float() / d_model)
+    distances = torch.arange(length, -length, -1, device=device).float()
+    if clamp_len > 0:
+        distances = distances.clamp(-clamp_len, clamp_len)
+    angles = distances[:, None] * inv_freq
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class RelativeAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int, dropout: float, eps: float, std: float):
+        super().__init__()
+        d_head = d_model // n_head
+        self.n_head, self.scale = n_head, 1 / math.sqrt(d_head)
+        for name in ("q", "k", "v", "o", "r"):
+            setattr(self, name, nn.Parameter(torch.randn(d_model, n_head, d_head) * std))
+        for name in ("r_r_bias", "r_s_bias", "r_w_bias"):
+            setattr(self, name, nn.Parameter(torch.randn(n_head, d_head) * std))
+        self.seg_embed = nn.Parameter(torch.randn(2, n_head, d_head) * std)   # segments: unused on one sequence
+        self.layer_norm = nn.LayerNorm(d_model, eps=eps)
+        self.dropout = Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
+        B, L, D = h.shape
+        H = self.n_head
+        qkv = h @ torch.cat([self.q, self.k, self.v], dim=1).flatten(1)
+        q, k, v = qkv.view(B, L, 3, H, -1).permute(2, 0, 3, 1, 4)                 # [B, H, L, dh] each
+        k_r = (pos @ self.r.flatten(1)).view(pos.shape[0], 2 * L, H, -1).transpose(1, 2)   # [B|1, H, 2L, dh]
+        content = (q + self.r_w_bias[:, None]) @ k.transpose(-1, -2)                  # [B, H, L, L]
+        position = (q + self.r_r_bias[:, None]) @ k_r.transpose(-1, -2)               # [B, H, L, 2L]
+        # row i of `position` holds distances L-i .. -L-i+1 from 0; shift it so column j is distance i - j
+        position = position.reshape(B, H, 2 * L, L)[:, :, 1:].reshape(B, H, L, 2 * L - 1)[..., :L]
+        score = (content + position) * self.scale
+        if blocked is not None:
+            score = score.masked_fill(blocked, torch.finfo(score.dtype).min)
+        prob = self.dropout(torch.softmax(score, dim=-1))
+        out = (prob @ v).transpose(1, 2).reshape(B, L, D) @ self.o.flatten(1).T
+        return self.layer_norm(self.dropout(out) + h)
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_inner: int, activation: str, dropout: float, eps: float, std: float):
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(d_model, eps=eps)
+        self.layer_1 = nn.Linear(d_model, d_inner)
+        self.layer_2 = nn.Linear(d_inner, d_model)
+        for linear in (self.layer_1, self.layer_2):
+            nn.init.normal_(linear.weight, std=std)
+            nn.init.zeros_(linear.bias)
+        self.dropout = Dropout(dropout)
+        self.activation_function = _ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dropout(self.activation_function(self.layer_1(x)))
+        return self.layer_norm(x + self.dropout(self.layer_2(y)))
+
+
+class Layer(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.rel_attn = RelativeAttention(c.d_model, c.n_head, c.dropout, c.layer_norm_eps, c.initializer_range)
+        self.ff = FeedForward(c.d_model, c.d_inner, c.ff_activation, c.dropout, c.layer_norm_eps, c.initializer_range)
+
+    def forward(self, h, pos, blocked):
+        return self.ff(self.rel_attn(h, pos, blocked))
+
+
+class Stack(nn.Module):
+    """Parameters named as in Hugging Face's XLNetModel (mask_emb and word_embedding serve its other inputs)."""
+
+    def __init__(self, config: dict[str, Any]):
+        from transformers import AutoConfig
+        super().__init__()
+        c = AutoConfig.for_model("xlnet", **{k: v for k, v in config.items() if k != "model_type"})
+        self.d_model, self.clamp_len = c.d_model, c.clamp_len
+        self.mask_emb = nn.Parameter(torch.randn(1, 1, c.d_model) * c.initializer_range)
+        self.word_embedding = nn.Embedding(c.vocab_size, c.d_model)
+        nn.init.normal_(self.word_embedding.weight, std=c.initializer_range)
+        self.layer = nn.ModuleList(Layer(c) for _ in range(c.n_layer))
+        self.dropout = Dropout(c.dropout)
+
+
+class XLNetBody(nn.Module):
+    """[B, L, d] -> [B, L, d]; `attention[b, i, j]` True lets i see j (causal by default when `causal`)."""
+
+    def __init__(self, config: dict[str, Any], causal: bool):
+        super().__init__()
+        self.model = Stack(config)
+        self.causal = causal
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+        B, L, _ = x.shape
+        m = self.model
+        steps = torch.arange(L, device=x.device)
+        if attention is None and self.causal:
+            attention = steps[:, None] >= steps[None]
+        # a position never sees padding (nor what the pattern hides) but always sees itself, as in XLNet
+        blocked = ~valid[:, None, :] if attention is None else ~valid[:, None, :] | ~attention
+        blocked = (blocked & (steps[:, None] != steps[None]))[:, None]
+        pos = relative_positions(L, m.d_model, m.clamp_len, x.device).to(x.dtype)
+        # XLNet drops out a separate copy of the positions for every sequence
+        pos = m.dropout(pos.expand(B, -1, -1)) if m.training and m.dropout.p > 0 else pos[None]
+        h = m.dropout(x)
+        for layer in m.layer:
+            h = layer(h, pos, blocked)
+        return m.dropout(h)

@@ -1,0 +1,93 @@
+"""specc's XLNet body computes Hugging Face's XLNetModel (content stream over inputs_embeds), weights and all."""
+import pytest
+import torch
+
+from specc.nn.hf import HFTransformer, resolve_config
+from specc.nn.xlnet import XLNetBody, count_parameters, runs_natively
+
+B, L, D = 3, 7, 16
+
+
+def _config(causal: bool, dropout: float = 0.0, **overrides):
+    return resolve_config("xlnet", d_model=D, n_head=4, n_layer=2, d_ff=32, dropout=dropout, max_positions=L,
+                          causal=causal, overrides=overrides)
+
+
+def _pair(causal: bool, **overrides):
+    config = _config(causal, **overrides)
+    reference = HFTransformer(config, causal).double()
+    ours = XLNetBody(config, causal).double()
+    ours.load_state_dict(reference.state_dict())   # same parameter names and shapes
+    return reference, ours
+
+
+def _inputs(seed: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(B, L, D, dtype=torch.float64, generator=g)
+    valid = torch.ones(B, L, dtype=torch.bool)
+    valid[1, 4:] = False     # right padding
+    valid[2, 1:] = False     # a one-item sequence
+    return x, valid, torch.rand(B, L, L, generator=g) > 0.5
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("pattern", [False, True])
+@pytest.mark.parametrize("overrides", [{}, {"clamp_len": 3, "ff_activation": "relu"}])
+def test_outputs_and_gradients_equal_hugging_face(causal, pattern, overrides):
+    reference, ours = _pair(causal, **overrides)
+    x, valid, attention = _inputs(seed=int(causal) + 2 * int(pattern))
+    attention = attention if pattern else None
+    for mode in ("eval", "train"):   # dropout 0: train mode runs the same arithmetic
+        reference.train(mode == "train")
+        ours.train(mode == "train")
+        x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+        expected, got = reference(x1, valid, attention), ours(x2, valid, attention)
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)
+        weights = torch.randn_like(expected)
+        (expected * weights).sum().backward()
+        (got * weights).sum().backward()
+        torch.testing.assert_close(x2.grad, x1.grad, rtol=1e-10, atol=1e-12)
+        grads = dict(reference.named_parameters())
+        for name, p in ours.named_parameters():
+            if grads[name].grad is None:
+                assert p.grad is None or not p.grad.any(), name
+            else:
+                torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-10, atol=1e-12, msg=name)
+        reference.zero_grad()
+        ours.zero_grad()
+
+
+def test_dropout_is_active_in_training_only():
+    ours = XLNetBody(_config(True, dropout=0.3), True).double()
+    x, valid, _ = _inputs(seed=5)
+    ours.eval()
+    assert torch.equal(ours(x, valid), ours(x, valid))
+    ours.train()
+    torch.manual_seed(0)
+    a = ours(x, valid)
+    assert not torch.equal(a, ours(x, valid))
+    # the positional encoding is dropped out per sequence, as in XLNet: equal rows get different outputs
+    same = ours(x[:1].expand(B, -1, -1), torch.ones(B, L, dtype=torch.bool))
+    assert not torch.equal(same[0], same[1])
+
+
+def test_parameter_count_matches_the_module():
+    for overrides in ({}, {"d_inner": 48}):
+        config = _config(True, **overrides)
+        assert count_parameters(config) == sum(p.numel() for p in XLNetBody(config, True).parameters())
+        assert count_parameters(config) == sum(p.numel() for p in HFTransformer(config, True).parameters())
+
+
+def test_configs_it_does_not_reproduce_run_on_hugging_face():
+    assert runs_natively("xlnet", _config(True))
+    assert not runs_natively("hf:xlnet", _config(True))
+    assert not runs_natively("xlnet", _config(True, bi_data=True))
+    assert not runs_natively("xlnet", _config(True, attn_type="uni"))
+    assert not runs_natively("xlnet", _config(True, ff_activation="mish"))
+
+
+def test_xlnet_specs_build_this_body():
+    import specc
+    from pathlib import Path
+    spec = Path(__file__).resolve().parent.parent / "specs" / "xlnet_clm.json"
+    assert isinstance(specc.build(spec).body, XLNetBody)
