@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from ._common import (dot_precision, hidden_tile, interpreting, kernel_dtype_ok, load_tile, new_empty, next_pow2,
                       num_sms, row_major, scores_tile, span, split_range, tile_ptrs, tl, triton, use_triton)
 
-__all__ = ["linear_cross_entropy", "linear_cross_entropy_reference"]
+__all__ = ["linear_cross_entropy", "linear_cross_entropy_cpu", "linear_cross_entropy_reference"]
 
 _LOG2E = 1.4426950408889634
 _LN2 = 0.6931471805599453
@@ -288,7 +288,7 @@ def linear_cross_entropy_reference(hidden, weight, target, ignore_index=-100, re
     rows = max(1, chunk_elems // max(C, 1))
 
     def chunk_loss(h, w, t):
-        logits = (h @ w.T).float() / temperature
+        logits = (h @ w.T).to(torch.promote_types(h.dtype, torch.float32)) / temperature
         return F.cross_entropy(logits, t, ignore_index=ignore_index, reduction="none",
                                label_smoothing=label_smoothing)
 
@@ -311,6 +311,73 @@ def linear_cross_entropy_reference(hidden, weight, target, ignore_index=-100, re
     else:
         out = losses.sum() / valid.sum().clamp(min=1)
     return out.to(hidden.dtype)
+
+
+# ----------------------------------------------------------------------------------- CPU path
+class _ChunkedLinearCrossEntropy(torch.autograd.Function):
+    """The gradient of a mean or sum of row losses is known up to the scalar grad_out, so the forward computes
+    it: each chunk of logits is made once, turned into its softmax in place, and multiplied into d(hidden) and
+    d(weight) while it is in cache. The backward only scales."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target, ignore_index, reduction, eps, temperature, rows):
+        N, C = hidden.shape[0], weight.shape[0]
+        acc = torch.promote_types(hidden.dtype, torch.float32)
+        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        valid = target != ignore_index
+        tgt = torch.where(valid, target, 0)
+        n_valid = valid.sum().clamp(min=1).to(acc)
+        scale = 1.0 / temperature
+        row_grad = valid.to(acc) * (scale / n_valid if reduction == "mean" else scale)
+        losses = torch.empty(N, dtype=acc, device=hidden.device)
+        dh = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if need_grad else None
+        dw = torch.zeros(weight.shape, dtype=acc, device=hidden.device) if need_grad else None
+        for s in range(0, N, rows):
+            h, t = hidden[s:s + rows], tgt[s:s + rows]
+            z = (h @ weight.T).to(acc).mul_(scale)
+            z_target = z.gather(1, t[:, None])[:, 0]
+            z_mean = z.mean(1) if eps else None
+            z_max = z.amax(1, keepdim=True)
+            p = z.sub_(z_max).exp_()
+            total = p.sum(1, keepdim=True)
+            lse = (total.log() + z_max)[:, 0]
+            losses[s:s + rows] = (1 - eps) * (lse - z_target) + (eps * (lse - z_mean) if eps else 0.0)
+            if need_grad:   # dlogit = g / T * (softmax - (1 - eps) * onehot(target) - eps / C)
+                p.div_(total)
+                if eps:
+                    p.sub_(eps / C)
+                p[torch.arange(len(t), device=p.device), t] -= 1 - eps
+                p = p.mul_(row_grad[s:s + rows, None]).to(hidden.dtype)
+                dh[s:s + rows] = p @ weight
+                dw.add_(p.T @ h)
+        loss = torch.where(valid, losses, 0.0).sum()
+        ctx.save_for_backward(dh, dw)
+        ctx.dtypes = (hidden.dtype, weight.dtype)
+        return (loss / n_valid if reduction == "mean" else loss).to(hidden.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        dh, dw = ctx.saved_tensors
+        h_dtype, w_dtype = ctx.dtypes
+        g = grad_out.to(dh.dtype)
+        return (dh.mul_(g).to(h_dtype) if ctx.needs_input_grad[0] else None,
+                dw.mul_(g).to(w_dtype) if ctx.needs_input_grad[1] else None, None, None, None, None, None, None)
+
+
+def linear_cross_entropy_cpu(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                             ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
+                             temperature: float = 1.0, chunk_elems: int = 1 << 19) -> torch.Tensor:
+    """``linear_cross_entropy`` in plain torch, built for CPU training (also correct elsewhere): logits in
+    cache-sized row chunks, gradients formed in the forward pass (no logits kept, none recomputed).
+    reduction "none" goes to the reference, whose per-row gradients are only known in the backward."""
+    if reduction == "none":
+        return linear_cross_entropy_reference(hidden, weight, target, ignore_index, reduction, label_smoothing,
+                                              temperature)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    rows = max(32, chunk_elems // max(weight.shape[0], 1))
+    return _ChunkedLinearCrossEntropy.apply(hidden, weight, target, ignore_index, reduction,
+                                            float(label_smoothing), float(temperature), rows)
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, ignore_index: int = -100,

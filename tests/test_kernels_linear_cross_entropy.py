@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from specc.kernels import linear_cross_entropy, linear_cross_entropy_reference
+from specc.kernels import linear_cross_entropy, linear_cross_entropy_cpu, linear_cross_entropy_reference
 
 lce_mod = importlib.import_module("specc.kernels.linear_cross_entropy")
 
@@ -101,3 +101,42 @@ def test_half_precision_off_cuda_matches_the_reference(seed):
     torch.testing.assert_close(linear_cross_entropy(h, w, t), linear_cross_entropy_reference(h, w, t))
     scores, ids = topk_scores(h, w, 5)
     torch.testing.assert_close(scores, (h.float() @ w.float().T).gather(1, ids), atol=0.1, rtol=0.01)
+
+
+# ------------------------------------------------------------------ the CPU training path
+@pytest.mark.parametrize("N,C,reduction,smoothing,temperature,chunk_elems", [
+    (37, 1009, "mean", 0.0, 1.0, 1 << 19),   # one chunk
+    (257, 1009, "sum", 0.1, 0.7, 4000),     # 33-row chunks and a short last one
+    (100, 7, "mean", 0.2, 1.3, 1),          # the 32-row minimum chunk
+])
+def test_cpu_path_matches_reference(seed, assert_oracle, N, C, reduction, smoothing, temperature, chunk_elems):
+    h, w, t = _data(N, C, 48)
+    go = torch.tensor(1.7)
+    kw = dict(reduction=reduction, label_smoothing=smoothing, temperature=temperature)
+    got = _run(linear_cross_entropy_cpu, h, w, t, go, chunk_elems=chunk_elems, **kw)
+    ref = _run(linear_cross_entropy_reference, h, w, t, go, **kw)
+    truth = _run(linear_cross_entropy_reference, h.double(), w.double(), t, go.double(), **kw)
+    for what, a, b, c in zip(("loss", "d hidden", "d weight"), got, ref, truth):
+        assert_oracle(a, b, c, atol=1e-5, rtol=1e-4, what=what)
+    got64 = _run(linear_cross_entropy_cpu, h.double(), w.double(), t, go.double(), chunk_elems=chunk_elems, **kw)
+    for a, c in zip(got64, truth):   # float64 in, float64 arithmetic throughout
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
+
+
+def test_cpu_path_edges(seed):
+    h, w, t = _data(19, 211, 32, n_ignored=19)   # every row ignored: 0 and zero gradients
+    loss, gh, gw = _run(linear_cross_entropy_cpu, h, w, t, torch.tensor(1.0))
+    assert loss.item() == 0.0 and not gh.any() and not gw.any()
+    h, w, t = _data(40, 97, 16)
+    with torch.no_grad():   # no gradients wanted: none formed, same loss
+        torch.testing.assert_close(linear_cross_entropy_cpu(h, w, t), linear_cross_entropy_reference(h, w, t))
+    go = torch.randn(40)   # per-row losses: their gradients come from the reference
+    for a, b in zip(_run(linear_cross_entropy_cpu, h, w, t, go, reduction="none"),
+                    _run(linear_cross_entropy_reference, h, w, t, go, reduction="none")):
+        torch.testing.assert_close(a, b)
+    hb, wb = h.bfloat16(), w.bfloat16()   # bf16 in (autocast): fp32 softmax, bf16 grads close to fp32's
+    got = _run(linear_cross_entropy_cpu, hb, wb, t, torch.tensor(1.0))
+    want = _run(linear_cross_entropy_reference, hb.float(), wb.float(), t, torch.tensor(1.0))
+    assert [g.dtype for g in got] == [torch.bfloat16] * 3
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.float(), b, rtol=2e-2, atol=2e-3)

@@ -90,12 +90,14 @@ def test_bad_batches_are_rejected_not_misread(problem):
 def test_bf16_autocast_trains_and_feeds_the_kernels_one_dtype(seed, monkeypatch):
     import specc.kernels as K
     seen = []
-    original = K.linear_cross_entropy
 
-    def spy(hidden, weight, *args, **kwargs):
-        seen.append((hidden.dtype, weight.dtype))
-        return original(hidden, weight, *args, **kwargs)
-    monkeypatch.setattr(K, "linear_cross_entropy", spy)
+    def spy(original):
+        def call(hidden, weight, *args, **kwargs):
+            seen.append((hidden.dtype, weight.dtype))
+            return original(hidden, weight, *args, **kwargs)
+        return call
+    for name in ("linear_cross_entropy", "linear_cross_entropy_cpu"):   # the Triton and the CPU path
+        monkeypatch.setattr(K, name, spy(getattr(K, name)))
     model = specc.build(str(SPECS[0].parent / "sasrec.json")).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         loss = model(random_batch(model))["loss"]

@@ -44,10 +44,14 @@ class NextItemHead(nn.Module):
     def full_catalog_loss(self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                           backend: str, label_smoothing: float = 0.0) -> torch.Tensor:
         """Softmax cross-entropy over the whole catalog (also the eval loss, whatever the training loss)."""
-        from specc.kernels import linear_cross_entropy
+        from specc.kernels import linear_cross_entropy, linear_cross_entropy_cpu
+        from specc.kernels._common import use_triton
         h, weight = _one_dtype(self.queries(hidden), weight)
-        return linear_cross_entropy(h, weight, target, label_smoothing=label_smoothing,
-                                    temperature=self.temperature, backend=backend)
+        if use_triton(backend, h, weight):
+            return linear_cross_entropy(h, weight, target, label_smoothing=label_smoothing,
+                                        temperature=self.temperature, backend=backend)
+        return linear_cross_entropy_cpu(h, weight, target, label_smoothing=label_smoothing,
+                                        temperature=self.temperature)
 
     def _binary_loss(self, h, weight, target, generator):
         """BCE (SASRec) and gBCE (gSASRec, Petrov & Macdonald 2023) with per-position uniform negatives."""
