@@ -7,11 +7,19 @@ from specc.nn.dropout import Dropout, use_fast_dropout
 
 def test_dropout_drops_at_rate_p_and_keeps_the_expectation(seed):
     d = Dropout(0.3).train()
-    x = torch.ones(200_000)
+    x = torch.ones(400_001)   # odd: the last draw masks one element
     y = d(x)
-    assert abs((y == 0).float().mean().item() - 0.3) < 0.01
+    dropped = y == 0
+    assert abs(dropped.float().mean().item() - 0.3) < 0.005
     assert abs(y.mean().item() - 1.0) < 0.01
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
+    rate = round(0.3 * 2 ** 15) / 2 ** 15   # the rate it runs at: p to within 2^-16
+    assert abs(rate - 0.3) < 2 ** -16
+    assert torch.allclose(y[~dropped], torch.full_like(y[~dropped], 1 / (1 - rate)), rtol=1e-6)
+    # the two elements masked by one draw are independent: P(both dropped) = rate^2
+    pairs = dropped[:400_000].view(-1, 2)
+    assert abs(pairs.all(1).float().mean().item() - rate ** 2) < 0.005
+    assert d(torch.ones(3, 5, dtype=torch.bfloat16)).dtype == torch.bfloat16
+    assert not Dropout(1.0 - 1e-6).train()(x).any()   # rounds to dropping everything
 
 
 def test_dropout_is_identity_in_eval_and_passes_gradients_through_kept_units(seed):

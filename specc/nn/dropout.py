@@ -1,18 +1,30 @@
-"""Dropout whose CPU mask comes from one uniform draw: torch's CPU dropout (bernoulli) costs several times more."""
+"""Dropout with a cheaper CPU mask: torch's CPU dropout draws one Bernoulli sample per element, several times
+the cost of the layer's arithmetic on small recommendation models.
+
+Here one 31-bit draw of torch's generator masks two elements, 15 bits each: an element is dropped when its
+bits fall below round(p * 2^15), so the rate is p to within 2^-16 (0.1 runs as 0.100006), and kept elements
+are scaled by 1 / (1 - that rate), which keeps the expectation exact.
+"""
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+_LEVELS = 1 << 15
 
 
 class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return super().forward(x)
-        if self.p >= 1.0:
-            return torch.zeros_like(x)
-        keep = torch.rand_like(x).ge_(self.p).mul_(1.0 / (1.0 - self.p))   # 0 or 1/(1-p), in place
-        return x * keep
+        drop = round(self.p * _LEVELS)
+        if drop >= _LEVELS:
+            return x * 0.0
+        n = x.numel()
+        # torch's int32 random_() is uniform on [0, 2^31): each 16-bit half holds 15 (or 16) random low bits
+        bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()
+        keep = bits.view(torch.int16)[:n].view(x.shape).bitwise_and_(_LEVELS - 1).ge_(drop)
+        return x * keep * (_LEVELS / (_LEVELS - drop))
 
 
 def use_fast_dropout(module: nn.Module) -> nn.Module:

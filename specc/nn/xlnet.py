@@ -67,13 +67,13 @@ class RelativeAttention(nn.Module):
         qkv = h @ torch.cat([self.q, self.k, self.v], dim=1).flatten(1)
         q, k, v = qkv.view(B, L, 3, H, -1).permute(2, 0, 3, 1, 4)                 # [B, H, L, dh] each
         k_r = (pos @ self.r.flatten(1)).view(pos.shape[0], 2 * L, H, -1).transpose(1, 2)   # [B|1, H, 2L, dh]
-        content = (q + self.r_w_bias[:, None]) @ k.transpose(-1, -2)                  # [B, H, L, L]
-        position = (q + self.r_r_bias[:, None]) @ k_r.transpose(-1, -2)               # [B, H, L, 2L]
-        # row i of `position` holds distances L-i .. -L-i+1 from 0; shift it so column j is distance i - j
-        position = position.reshape(B, H, 2 * L, L)[:, :, 1:].reshape(B, H, L, 2 * L - 1)[..., :L]
-        score = (content + position) * self.scale
+        content = ((q + self.r_w_bias[:, None]) * self.scale) @ k.transpose(-1, -2)     # [B, H, L, L]
+        position = ((q + self.r_r_bias[:, None]) * self.scale) @ k_r.transpose(-1, -2)  # [B, H, L, 2L]
+        # row i of `position` holds distances L-i .. -L-i+1 from 0; shift it (a view) so column j is distance i - j
+        position = position.view(B, H, 2 * L, L)[:, :, 1:].reshape(B, H, L, 2 * L - 1)[..., :L]
+        score = content + position
         if blocked is not None:
-            score = score.masked_fill(blocked, torch.finfo(score.dtype).min)
+            score.masked_fill_(blocked, torch.finfo(score.dtype).min)
         prob = self.dropout(torch.softmax(score, dim=-1))
         out = (prob @ v).transpose(1, 2).reshape(B, L, D) @ self.o.flatten(1).T
         return self.layer_norm(self.dropout(out) + h)
