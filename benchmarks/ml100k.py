@@ -2,7 +2,7 @@
 
     python examples/ml100k/prepare.py                      # once: -> examples/ml100k/data/
     bash benchmarks/t4rec_setup.sh                         # once: Transformers4Rec 23.12 in /tmp/t4rec-venv
-    python benchmarks/ml100k.py [--t4rec-python /tmp/t4rec-venv/bin/python] [--epochs 10]
+    python benchmarks/ml100k.py [--t4rec-python /tmp/t4rec-venv/bin/python] [--epochs 10] [--repeats 3]
 
 Each side runs as its own process, end to end (imports, data loading, training, evaluation); the table shows
 NDCG@10/Recall@10 on the last item of each user, training throughput, whole-process wall time and peak RSS.
@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,34 +39,47 @@ def measure(cmd: list[str]) -> tuple[dict, float, float]:
     return json.loads(text[start:]), wall, usage.ru_maxrss / 1024
 
 
+def _median_range(values: list[float], fmt: str) -> str:
+    text = fmt.format(statistics.median(values))
+    return text if len(values) == 1 else f"{text} [{fmt.format(min(values))}–{fmt.format(max(values))}]"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--t4rec-python", default="/tmp/t4rec-venv/bin/python")
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each side, interleaved; the table shows "
+                        "medians (this machine's speed drifts between runs)")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(DATA, "train.parquet")):
         raise SystemExit("run `python examples/ml100k/prepare.py` first")
-    rows = []
     specc_cli = [sys.executable, "-m", "specc.cli"]
-    for precision in ("fp32", "bf16"):
-        with tempfile.TemporaryDirectory() as tmp:
-            result, wall, rss = measure(specc_cli + [
-                "train", "examples/ml100k/xlnet_causal.json", "--data", f"{DATA}/train.parquet",
-                "--eval", f"{DATA}/valid.parquet", "--out", f"{tmp}/run", "--epochs", str(args.epochs),
-                "--eval-every", str(args.epochs),   # evaluate once, after training, as the T4Rec side does
-                "--precision", precision, "--quiet"])
-        rows.append((f"specc ({precision})", result["ndcg@10"], result["recall@10"], result["train_sessions_per_s"],
-                     wall, rss))
-    if os.path.isfile(args.t4rec_python):
-        result, wall, rss = measure([args.t4rec_python, "benchmarks/t4rec_ml100k.py", "--epochs", str(args.epochs)])
-        rows.append(("Transformers4Rec 23.12", result["ndcg@10"], result["recall@10"], result["sessions_per_s"],
-                     wall, rss))
-    else:
+    runs: dict[str, list[tuple]] = {}
+    for _ in range(args.repeats):   # interleaved, so a slow spell of this shared machine hits every side alike
+        for precision in ("fp32", "bf16"):
+            with tempfile.TemporaryDirectory() as tmp:
+                result, wall, rss = measure(specc_cli + [
+                    "train", "examples/ml100k/xlnet_causal.json", "--data", f"{DATA}/train.parquet",
+                    "--eval", f"{DATA}/valid.parquet", "--out", f"{tmp}/run", "--epochs", str(args.epochs),
+                    "--eval-every", str(args.epochs),   # evaluate once, after training, as the T4Rec side does
+                    "--precision", precision, "--quiet"])
+            runs.setdefault(f"specc ({precision})", []).append(
+                (result["ndcg@10"], result["recall@10"], result["train_sessions_per_s"], wall, rss))
+        if os.path.isfile(args.t4rec_python):
+            result, wall, rss = measure([args.t4rec_python, "benchmarks/t4rec_ml100k.py", "--epochs", str(args.epochs)])
+            runs.setdefault("Transformers4Rec 23.12", []).append(
+                (result["ndcg@10"], result["recall@10"], result["sessions_per_s"], wall, rss))
+    if not os.path.isfile(args.t4rec_python):
         print(f"(no Transformers4Rec venv at {args.t4rec_python}: run benchmarks/t4rec_setup.sh)")
+    print(f"median of {args.repeats} run(s) each (range in brackets); load average now "
+          f"{os.getloadavg()[0]:.1f}")
     print("| run | NDCG@10 | Recall@10 | train sessions/s | wall s (whole process) | peak RSS MB |")
     print("|---|---|---|---|---|---|")
-    for name, ndcg, recall, rate, wall, rss in rows:
-        print(f"| {name} | {ndcg:.4f} | {recall:.4f} | {rate:,.0f} | {wall:.1f} | {rss:,.0f} |")
+    for name, results in runs.items():
+        ndcg, recall = results[0][:2]
+        rates, walls, rsss = ([r[i] for r in results] for i in (2, 3, 4))
+        print(f"| {name} | {ndcg:.4f} | {recall:.4f} | {_median_range(rates, '{:,.0f}')} | "
+              f"{_median_range(walls, '{:.1f}')} | {statistics.median(rsss):,.0f} |")
     return 0
 
 

@@ -15,8 +15,9 @@ from specc.schema import Column, Schema
 KERNEL_CHOICES = ("auto", "triton", "torch")
 
 
-def compile(spec, schema=None, kernels: str = "auto") -> Plan:  # noqa: A001 - the public name is specc.compile
-    """Check `spec` against `schema` and return its Plan; raise SpecError listing every problem."""
+def compile(spec, schema=None, kernels: str = "auto", *, trial_run: bool = True) -> Plan:  # noqa: A001
+    """Check `spec` against `schema` and return its Plan; raise SpecError listing every problem.
+    `trial_run=False` skips running Hugging Face bodies once (for plans already checked, e.g. of a run directory)."""
     if kernels not in KERNEL_CHOICES:
         raise SpecError([Issue("$", "invalid_argument", f"kernels={kernels!r}",
                                "choose one of " + ", ".join(KERNEL_CHOICES))])
@@ -34,7 +35,7 @@ def compile(spec, schema=None, kernels: str = "auto") -> Plan:  # noqa: A001 - t
                                                           for p in bad)]
             raise SpecError(exc.issues + more, exc.source) from None
         raise
-    return Checker(spec, resolve_schema(spec, schema), kernels).run()
+    return Checker(spec, resolve_schema(spec, schema), kernels, trial_run).run()
 
 
 def resolve_schema(spec: S.ModelSpec, schema=None) -> Schema:
@@ -52,8 +53,8 @@ def resolve_schema(spec: S.ModelSpec, schema=None) -> Schema:
 
 
 class Checker:
-    def __init__(self, spec: S.ModelSpec, schema: Schema, kernels: str):
-        self.spec, self.schema, self.kernels = spec, schema, kernels
+    def __init__(self, spec: S.ModelSpec, schema: Schema, kernels: str, trial_run: bool = True):
+        self.spec, self.schema, self.kernels, self.trial_run = spec, schema, kernels, trial_run
         self.issues: list[Issue] = []
 
     def error(self, path: str, code: str, message: str, hint: str | None = None, column: str | None = None):
@@ -415,7 +416,7 @@ class Checker:
                            getattr(exc, "hint", None))
                 return None
             try:
-                if not runs_natively(body.architecture, config):
+                if self.trial_run and not runs_natively(body.architecture, config):
                     check_runs(config, causal, body.d_model, max_len)
             except ValueError as exc:
                 self.error("$.body.architecture", "unsupported_architecture", str(exc),

@@ -108,7 +108,8 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
         saved_plan = json.loads((run_dir / "plan.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{run_dir}: corrupt run files ({exc})") from None
-    plan = compile_plan(spec, run_schema(run_dir), kernels)
+    # the plan is compared with the saved one below; its body already ran when the run was trained
+    plan = compile_plan(spec, run_schema(run_dir), kernels, trial_run=False)
     if _comparable(plan.to_dict()) != _comparable(saved_plan):
         raise RunError(f"{run_dir}: the spec no longer compiles to the saved plan (was it edited, or trained with "
                        "another specc version?)")

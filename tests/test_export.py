@@ -167,3 +167,19 @@ def test_cli_export(runs, tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing"), "--out", str(tmp_path / "f")]) == 1
     assert "no such run directory" in capsys.readouterr().err
     assert main(["export", str(runs["sasrec"]), "--out", str(tmp_path / "g"), "--k", "100000"]) == 1
+
+
+def test_loading_a_run_skips_the_compile_time_trial_of_its_body(runs, tmp_path, monkeypatch):
+    import specc.nn.hf as hf
+    from specc.train import train
+    spec = json.loads((runs["sasrec"] / "spec.json").read_text())
+    spec["body"] = {**spec["body"], "architecture": "gpt2"}
+    data = runs["sasrec"].parent / "data"
+    calls = []
+    real = hf.check_runs
+    monkeypatch.setattr(hf, "check_runs", lambda *a, **k: calls.append(a) or real(*a, **k))
+    train(spec, data / "train.parquet", tmp_path / "run", schema=str(data), epochs=1, progress=False,
+          log=lambda m: None)
+    assert len(calls) == 1   # compiling a Hugging Face body runs it once
+    specc.load(tmp_path / "run")   # loading compares the plan with the saved one instead
+    assert len(calls) == 1
