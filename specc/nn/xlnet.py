@@ -61,7 +61,7 @@ class RelativeAttention(nn.Module):
         self.layer_norm = nn.LayerNorm(d_model, eps=eps)
         self.dropout = Dropout(dropout)
 
-    def forward(self, h: torch.Tensor, pos: torch.Tensor, blocked: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
         B, L, D = h.shape
         H = self.n_head
         qkv = h @ torch.cat([self.q, self.k, self.v], dim=1).flatten(1)
@@ -71,9 +71,7 @@ class RelativeAttention(nn.Module):
         position = ((q + self.r_r_bias[:, None]) * self.scale) @ k_r.transpose(-1, -2)  # [B, H, L, 2L]
         # row i of `position` holds distances L-i .. -L-i+1 from 0; shift it (a view) so column j is distance i - j
         position = position.view(B, H, 2 * L, L)[:, :, 1:].reshape(B, H, L, 2 * L - 1)[..., :L]
-        score = content + position
-        if blocked is not None:
-            score.masked_fill_(blocked, torch.finfo(score.dtype).min)
+        score = (content + position).masked_fill_(blocked, torch.finfo(content.dtype).min)
         prob = self.dropout(torch.softmax(score, dim=-1))
         out = (prob @ v).transpose(1, 2).reshape(B, L, D) @ self.o.flatten(1).T
         return self.layer_norm(self.dropout(out) + h)
