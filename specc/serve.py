@@ -130,7 +130,6 @@ class Handler:
     # --- validation
     def validate(self, request) -> dict:
         """numpy request -> torch inputs for the module, or BadRequest."""
-        import torch
         m = self.module
         names = set(request.keys()) if hasattr(request, "keys") else set(request)
         missing = sorted(set(self.specs) - names)
@@ -165,10 +164,9 @@ class Handler:
                 raise BadRequest(f"input {c!r} has shape {list(arrays[c].shape)}, expected {[B, 1]}")
         self._check_sessions(seq != 0, m.sequence_column)
         self._check_ids(arrays)
-        return {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in arrays.items()}
+        return _as_tensors(arrays)
 
     def _validate_ragged(self, arrays: dict) -> dict:
-        import torch
         m = self.module
         B = None
         for c in m.list_columns:
@@ -197,7 +195,7 @@ class Handler:
         if (values == 0).any():
             raise BadRequest(f"{m.sequence_column}__values contains id 0 (padding); ragged values hold real items")
         self._check_ids({c: arrays[f"{c}__values"] if c in m.list_columns else arrays[c] for c in m.id_ranges})
-        return {n: torch.from_numpy(np.ascontiguousarray(a)) for n, a in arrays.items()}
+        return _as_tensors(arrays)
 
     @staticmethod
     def _check_sessions(nonzero: np.ndarray, column: str) -> None:
@@ -262,6 +260,14 @@ def _merge(batches: list[dict], list_columns: list[str]) -> dict:
             parts = [F.pad(p, (0, L - p.shape[1])) for p in parts]
         out[name] = torch.cat(parts)
     return out
+
+
+def _as_tensors(arrays: dict) -> dict:
+    """Zero-copy where numpy allows it; requests decoded from a message arrive read-only, and torch wants
+    writable memory, so those (kilobytes) are copied."""
+    import torch
+    return {n: torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))
+            for n, a in arrays.items()}
 
 
 def _rows(idx: np.ndarray) -> str:
