@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from ._common import (dot_precision, hidden_tile, interpreting, kernel_dtype_ok, load_tile, new_empty, next_pow2,
                       num_sms, row_major, scores_tile, span, split_range, tile_ptrs, tl, triton, use_triton)
@@ -320,18 +321,18 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     d(weight) while it is in cache. The backward only scales."""
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, ignore_index, reduction, eps, temperature, rows):
+    def forward(ctx, hidden, weight, target, ignore_index, reduction, eps, temperature, rows, grad_mode):
         N, C = hidden.shape[0], weight.shape[0]
         acc = torch.promote_types(hidden.dtype, torch.float32)
-        need_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        need_dh, need_dw = (grad_mode and need for need in ctx.needs_input_grad[:2])
         valid = target != ignore_index
         tgt = torch.where(valid, target, 0)
         n_valid = valid.sum().clamp(min=1).to(acc)
         scale = 1.0 / temperature
         row_grad = valid.to(acc) * (scale / n_valid if reduction == "mean" else scale)
         losses = torch.empty(N, dtype=acc, device=hidden.device)
-        dh = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if need_grad else None
-        dw = torch.zeros(weight.shape, dtype=acc, device=hidden.device) if need_grad else None
+        dh = torch.empty(hidden.shape, dtype=acc, device=hidden.device) if need_dh else None
+        dw = torch.zeros(weight.shape, dtype=acc, device=hidden.device) if need_dw else None
         for s in range(0, N, rows):
             h, t = hidden[s:s + rows], tgt[s:s + rows]
             z = (h @ weight.T).to(acc).mul_(scale)
@@ -342,26 +343,28 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
             total = p.sum(1, keepdim=True)
             lse = (total.log() + z_max)[:, 0]
             losses[s:s + rows] = (1 - eps) * (lse - z_target) + (eps * (lse - z_mean) if eps else 0.0)
-            if need_grad:   # dlogit = g / T * (softmax - (1 - eps) * onehot(target) - eps / C)
+            if need_dh or need_dw:   # dlogit = g / T * (softmax - (1 - eps) * onehot(target) - eps / C)
                 p.div_(total)
                 if eps:
                     p.sub_(eps / C)
                 p[torch.arange(len(t), device=p.device), t] -= 1 - eps
                 p = p.mul_(row_grad[s:s + rows, None]).to(hidden.dtype)
-                dh[s:s + rows] = p @ weight
-                dw.add_(p.T @ h)
+                if need_dh:
+                    dh[s:s + rows] = p @ weight
+                if need_dw:
+                    dw.add_(p.T @ h)
         loss = torch.where(valid, losses, 0.0).sum()
         ctx.save_for_backward(dh, dw)
         ctx.dtypes = (hidden.dtype, weight.dtype)
         return (loss / n_valid if reduction == "mean" else loss).to(hidden.dtype)
 
     @staticmethod
+    @once_differentiable   # the gradients were formed without a graph: no second derivatives
     def backward(ctx, grad_out):
         dh, dw = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
-        g = grad_out.to(dh.dtype)
-        return (dh.mul_(g).to(h_dtype) if ctx.needs_input_grad[0] else None,
-                dw.mul_(g).to(w_dtype) if ctx.needs_input_grad[1] else None, None, None, None, None, None, None)
+        return (None if dh is None else (dh * grad_out.to(dh.dtype)).to(h_dtype),
+                None if dw is None else (dw * grad_out.to(dw.dtype)).to(w_dtype), None, None, None, None, None, None, None)
 
 
 def linear_cross_entropy_cpu(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
@@ -377,7 +380,7 @@ def linear_cross_entropy_cpu(hidden: torch.Tensor, weight: torch.Tensor, target:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     rows = max(32, chunk_elems // max(weight.shape[0], 1))
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, target, ignore_index, reduction,
-                                            float(label_smoothing), float(temperature), rows)
+                                            float(label_smoothing), float(temperature), rows, torch.is_grad_enabled())
 
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, ignore_index: int = -100,

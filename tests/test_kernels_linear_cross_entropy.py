@@ -128,8 +128,18 @@ def test_cpu_path_edges(seed):
     loss, gh, gw = _run(linear_cross_entropy_cpu, h, w, t, torch.tensor(1.0))
     assert loss.item() == 0.0 and not gh.any() and not gw.any()
     h, w, t = _data(40, 97, 16)
+    h.requires_grad_()
     with torch.no_grad():   # no gradients wanted: none formed, same loss
         torch.testing.assert_close(linear_cross_entropy_cpu(h, w, t), linear_cross_entropy_reference(h, w, t))
+    loss = linear_cross_entropy_cpu(h, w, t)   # backward twice through one graph accumulates
+    loss.backward(retain_graph=True)
+    once = h.grad.clone()
+    loss.backward()
+    torch.testing.assert_close(h.grad, 2 * once)
+    (g,) = torch.autograd.grad(linear_cross_entropy_cpu(h, w, t), h, create_graph=True)
+    with pytest.raises(RuntimeError):   # no second derivatives: an error, never a silent zero
+        torch.autograd.grad(g.square().sum(), h)
+    h = h.detach()
     go = torch.randn(40)   # per-row losses: their gradients come from the reference
     for a, b in zip(_run(linear_cross_entropy_cpu, h, w, t, go, reduction="none"),
                     _run(linear_cross_entropy_reference, h, w, t, go, reduction="none")):

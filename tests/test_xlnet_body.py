@@ -1,4 +1,6 @@
 """specc's XLNet body computes Hugging Face's XLNetModel (content stream over inputs_embeds), weights and all."""
+import json
+
 import pytest
 import torch
 
@@ -81,9 +83,24 @@ def test_parameter_count_matches_the_module():
 def test_configs_it_does_not_reproduce_run_on_hugging_face():
     assert runs_natively("xlnet", _config(True))
     assert not runs_natively("hf:xlnet", _config(True))
-    assert not runs_natively("xlnet", _config(True, bi_data=True))
-    assert not runs_natively("xlnet", _config(True, attn_type="uni"))
     assert not runs_natively("xlnet", _config(True, ff_activation="mish"))
+
+
+@pytest.mark.parametrize("overrides", [{"bi_data": True}, {"attn_type": "uni"}])
+def test_attention_type_and_bi_data_are_specc_s(overrides):
+    with pytest.raises(ValueError, match="masking decides"):
+        _config(True, **overrides)
+
+
+def test_hf_xlnet_runs_hugging_face_s_module():
+    import specc
+    from pathlib import Path
+    spec = json.loads((Path(__file__).resolve().parent.parent / "specs" / "xlnet_clm.json").read_text())
+    spec["body"]["architecture"] = "hf:xlnet"
+    spec["schema"] = str(Path(__file__).resolve().parent.parent / "specs" / spec["schema"])
+    model = specc.build(spec)
+    assert isinstance(model.body, HFTransformer)
+    assert model.plan.parameters == sum(p.numel() for p in model.parameters())
 
 
 def test_xlnet_specs_build_this_body():

@@ -3,7 +3,8 @@ the cost of the layer's arithmetic on small recommendation models.
 
 Here one 31-bit draw of torch's generator masks two elements, 15 bits each: an element is dropped when its
 bits fall below round(p * 2^15), so the rate is p to within 2^-16 (0.1 runs as 0.100006), and kept elements
-are scaled by 1 / (1 - that rate), which keeps the expectation exact.
+are scaled by 1 / (1 - that rate), which keeps the expectation exact. Rates within 2^-16 of 0 or 1 run on
+torch's dropout.
 """
 from __future__ import annotations
 
@@ -15,16 +16,16 @@ _LEVELS = 1 << 15
 
 class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0 or x.device.type != "cpu":
-            return super().forward(x)
         drop = round(self.p * _LEVELS)
-        if drop >= _LEVELS:
-            return x * 0.0
+        # rates that 15 bits cannot express (p within 2^-16 of 0 or 1), and what torch does well: torch's own
+        if not self.training or not 0 < drop < _LEVELS or x.device.type != "cpu" or not x.is_floating_point():
+            return super().forward(x)
         n = x.numel()
         # torch's int32 random_() is uniform on [0, 2^31): each 16-bit half holds 15 (or 16) random low bits
         bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_()
         keep = bits.view(torch.int16)[:n].view(x.shape).bitwise_and_(_LEVELS - 1).ge_(drop)
-        return x * keep * (_LEVELS / (_LEVELS - drop))
+        scale = _LEVELS / (_LEVELS - drop)
+        return x.mul_(keep).mul_(scale) if self.inplace else x * keep * scale
 
 
 def use_fast_dropout(module: nn.Module) -> nn.Module:

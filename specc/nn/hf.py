@@ -64,7 +64,7 @@ def resolve_config(architecture: str, *, d_model: int, n_head: int, n_layer: int
     """The full set of config keys for the body, JSON-serialisable; ValueError (with .hint) when overrides are bad."""
     from transformers import AutoConfig
     mt = model_type(architecture)
-    keys = _KEYS.get(architecture, _GENERIC)
+    keys = _KEYS.get(mt, _GENERIC)
     defaults = AutoConfig.for_model(mt)
     ours = dict(d_model=d_model, n_head=n_head, n_layer=n_layer, d_ff=d_ff, dropout=dropout,
                 max_positions=max_positions + 2)   # +2: RoBERTa's positions start after its padding index
@@ -89,6 +89,9 @@ def resolve_config(architecture: str, *, d_model: int, n_head: int, n_layer: int
         err.hint = did_you_mean(unknown[0], [k for k in defaults.to_dict() if not k.startswith("_")])
         raise err
     config.update(overrides)
+    if mt == "xlnet" and (config["attn_type"] != "bi" or config.get("bi_data")):
+        raise ValueError("attn_type and bi_data are specc's to set on XLNet: the masking decides what each position "
+                         "sees (causal masking makes it causal), and bi_data would split every batch in two halves")
     built = AutoConfig.for_model(mt, **config)
     width = getattr(built, "hidden_size", None)
     if width is not None and width != d_model:

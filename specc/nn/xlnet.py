@@ -24,11 +24,10 @@ _ACTIVATIONS = {"gelu": nn.GELU, "gelu_new": lambda: nn.GELU(approximate="tanh")
 
 
 def runs_natively(architecture: str, config: dict[str, Any]) -> bool:
-    """`xlnet` bodies whose config this module reproduces: bidirectional relative attention over one segment
-    (what specc's masks build on). `attn_type="uni"`, `bi_data` and other activations change the model; those,
-    and `hf:xlnet`, run on Hugging Face's module."""
-    return (architecture == "xlnet" and config.get("attn_type", "bi") == "bi" and not config.get("bi_data", False)
-            and config.get("ff_activation", "gelu") in _ACTIVATIONS)
+    """`xlnet` bodies whose activation this module has (others, and `hf:xlnet`, run Hugging Face's module).
+    Compiling keeps XLNet's attention bidirectional over one segment (`attn_type="bi"`, no `bi_data`): specc's
+    masks set what each position sees."""
+    return architecture == "xlnet" and config.get("ff_activation", "gelu") in _ACTIVATIONS
 
 
 def count_parameters(config: dict[str, Any]) -> int:
