@@ -1,9 +1,11 @@
 """specc's XLNet body computes Hugging Face's XLNetModel (content stream over inputs_embeds), weights and all."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
+import specc
 from specc.nn.hf import HFTransformer, resolve_config
 from specc.nn.xlnet import XLNetBody, count_parameters, runs_natively
 
@@ -93,8 +95,6 @@ def test_attention_type_and_bi_data_are_specc_s(overrides):
 
 
 def test_hf_xlnet_runs_hugging_face_s_module():
-    import specc
-    from pathlib import Path
     spec = json.loads((Path(__file__).resolve().parent.parent / "specs" / "xlnet_clm.json").read_text())
     spec["body"]["architecture"] = "hf:xlnet"
     spec["schema"] = str(Path(__file__).resolve().parent.parent / "specs" / spec["schema"])
@@ -104,7 +104,5 @@ def test_hf_xlnet_runs_hugging_face_s_module():
 
 
 def test_xlnet_specs_build_this_body():
-    import specc
-    from pathlib import Path
     spec = Path(__file__).resolve().parent.parent / "specs" / "xlnet_clm.json"
     assert isinstance(specc.build(spec).body, XLNetBody)

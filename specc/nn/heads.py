@@ -1,7 +1,6 @@
 """Task heads and their losses: next-item scoring over the catalog, binary classification, regression."""
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -17,7 +17,6 @@ from torch import nn
 
 from specc.nn.dropout import Dropout
 
-
 # Hugging Face's ACT2FN entries for these names (importing ACT2FN costs a second of start-up)
 _ACTIVATIONS = {"gelu": nn.GELU, "gelu_new": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU,
                 "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh}
