@@ -14,5 +14,5 @@ if [[ "${WITH_PYTEST:-0}" == "1" ]] && $PY -c "import pytest" 2>/dev/null; then
       tests/test_kernels_sampled_softmax.py tests/test_kernels_topk.py -m gpu -q -x || rc=1
 fi
 timeout 420 $PY benchmarks/kernels.py "$@" || rc=1
-timeout 120 $PY benchmarks/e2e_gpu.py --steps 20 || rc=1
+timeout 180 $PY benchmarks/e2e_gpu.py --steps 20 || rc=1
 exit $rc
