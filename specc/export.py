@@ -25,6 +25,7 @@ DIR/
 """
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -192,6 +193,7 @@ def trace(module: InferenceModel) -> torch.jit.ScriptModule:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)   # third-party bodies' deprecation notices
         return torch.jit.trace(module, (example,), strict=False, check_trace=False)
 
 
@@ -266,15 +268,25 @@ def export(run_dir, out, format: str = "torchscript", k: int = 20, exclude_seen:
     padded = InferenceModel(model, k=k, exclude_seen=exclude_seen)
     ragged = InferenceModel(model, k=k, exclude_seen=exclude_seen, ragged=True)
     name = model_name(model)
-    padded_ts = trace(padded)
-    ragged_ts = trace(ragged)
-    if format == "torchscript":
-        padded_ts.save(str(out / "model.pt"))
-        ragged_ts.save(str(out / "model_ragged.pt"))
-    elif format == "exported_program":
-        torch.export.save(export_program(padded), str(out / "model.pt2"))
-    else:
-        _onnx_export(padded, out / "model.onnx")
+    try:   # a third-party body may hold Python calls that graphs cannot record (Bloom's GeLU, ...)
+        padded_ts = trace(padded)
+        ragged_ts = trace(ragged)
+        if format == "torchscript":
+            padded_ts.save(str(out / "model.pt"))
+            ragged_ts.save(str(out / "model_ragged.pt"))
+        else:
+            padded_ts.save(io.BytesIO())   # the Triton repository holds TorchScript in every format
+            if format == "exported_program":
+                torch.export.save(export_program(padded), str(out / "model.pt2"))
+            else:
+                _onnx_export(padded, out / "model.onnx")
+    except (ExportError, OSError):
+        raise
+    except Exception as exc:   # noqa: BLE001 - tracing/exporting third-party modules raises anything
+        body = model.plan.body
+        raise ExportError(f"the {body.architecture or body.kind} body cannot be exported as {format} "
+                          f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run still works from "
+                          "Python (specc.load) and the CLI") from None
     signature = {"name": name, "k": padded.k, "exclude_seen": exclude_seen, "format": format,
                  "max_sequence_length": padded.max_length,
                  "padded": {"inputs": [s.to_dict() for s in padded.input_specs()],

@@ -183,3 +183,14 @@ def test_loading_a_run_skips_the_compile_time_trial_of_its_body(runs, tmp_path, 
     assert len(calls) == 1   # compiling a Hugging Face body runs it once
     specc.load(tmp_path / "run")   # loading compares the plan with the saved one instead
     assert len(calls) == 1
+
+
+def test_a_body_that_cannot_be_recorded_is_an_export_error(runs, tmp_path, monkeypatch):
+    import specc.export as ex
+
+    def python_call_in_graph(module):
+        raise RuntimeError("Could not export Python function call 'GeLUFunction'")
+    monkeypatch.setattr(ex, "trace", python_call_in_graph)
+    for fmt in ("torchscript", "onnx"):
+        with pytest.raises(ExportError, match="cannot be exported as .*GeLUFunction"):
+            export(runs["sasrec"], tmp_path / fmt, format=fmt, log=lambda m: None)

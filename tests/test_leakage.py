@@ -12,7 +12,8 @@ SCHEMA = specc.Schema.from_columns([
     {"name": "age", "tags": ["continuous"], "dtype": "float"},
 ])
 
-TRANSFORMERS = ["native", "gpt2", "xlnet", "bert", "roberta", "albert", "electra", "llama", "hf:qwen2", "hf:mistral"]
+TRANSFORMERS = ["native", "gpt2", "xlnet", "bert", "roberta", "albert", "electra", "llama", "hf:qwen2", "hf:mistral",
+                "hf:xlnet", "hf:xlm", "hf:bert-generation"]   # the last two have causal switches of their own
 CAUSAL_BODIES = [{"kind": "transformer", "architecture": a, "d_model": 16, "n_head": 2, "n_layer": 2}
                  for a in TRANSFORMERS] + [{"kind": "gru", "d_model": 16}, {"kind": "mlp", "dims": [16]}]
 BODY_IDS = TRANSFORMERS + ["gru", "mlp"]
@@ -41,6 +42,15 @@ def test_causal_output_at_t_ignores_items_after_t(body, seed):
         after = model.encode(changed, lengths)
     assert not torch.allclose(before[:, t + 1:], after[:, t + 1:]) or body["kind"] == "mlp"
     torch.testing.assert_close(before[:, :t + 1], after[:, :t + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_a_config_that_sees_the_future_cannot_compile_for_causal_masking():
+    body = {"kind": "transformer", "architecture": "hf:xlm", "d_model": 16, "n_head": 2, "n_layer": 1,
+            "config": {"causal": False}}
+    with pytest.raises(specc.SpecError) as err:
+        model_for(body)
+    assert [i.code for i in err.value.issues] == ["unsupported_architecture"]
+    assert "see later ones" in err.value.issues[0].message
 
 
 BIDIRECTIONAL = [("native", "mlm"), ("native", "plm"), ("xlnet", "plm"), ("bert", "mlm"), ("albert", "mlm"),

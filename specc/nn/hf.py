@@ -29,6 +29,8 @@ _GENERIC = dict(d_model="hidden_size", n_head=("num_attention_heads", "num_key_v
 _DECODER_CAPABLE = {"bert", "roberta", "electra"}
 # encoders without a decoder mode that take a [B, 1, L, L] attention mask: made causal with a lower-triangular one
 _MASK_CAUSAL = {"albert"}
+# models whose causal attention is a config switch of their own
+_CAUSAL_SWITCH = {"xlm": {"causal": True}, "bert-generation": {"is_decoder": True}}
 
 
 def model_type(architecture: str) -> str:
@@ -80,6 +82,8 @@ def resolve_config(architecture: str, *, d_model: int, n_head: int, n_layer: int
             config[name] = value
     if mt == "xlnet":
         config.update(attn_type="bi", mem_len=None)   # causality comes from perm_mask (see HFTransformer)
+    elif causal and mt in _CAUSAL_SWITCH:
+        config.update(_CAUSAL_SWITCH[mt])
     elif causal and mt in _DECODER_CAPABLE | ({mt} if architecture.startswith("hf:") else set()) and \
             "bidirectional" in capabilities(architecture):
         config["is_decoder"] = True
@@ -129,12 +133,19 @@ def check_runs(config: dict[str, Any], causal: bool, d_model: int, max_length: i
         valid[1, L // 2 + 1:] = False
         with torch.no_grad():
             out = body(x, valid)
-        if tuple(out.shape) != (2, L, d_model):
-            raise ValueError(f"it returns shape {list(out.shape)} for inputs of shape {list(x.shape)}")
+            if tuple(out.shape) != (2, L, d_model):
+                raise ValueError(f"it returns shape {list(out.shape)} for inputs of shape {list(x.shape)}")
+            # causal means causal: positions before L/2 must not change when later ones do
+            later = torch.cat([x[:, :L // 2], torch.randn(2, L - L // 2, d_model)], dim=1)
+            seen = (body(later, valid)[:, :L // 2] - out[:, :L // 2]).abs().max().item() if causal and L > 1 else 0
     except Exception as exc:   # noqa: BLE001 - any failure of a third-party model is reported as data
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        message = " ".join(str(exc).split())[:300]
         raise ValueError(f"{config['model_type']} cannot run on a sequence of embeddings with this body "
-                         f"({type(exc).__name__}: {first})") from None
+                         f"({type(exc).__name__}: {message})") from None
+    if seen > 1e-4:
+        raise ValueError(f"{config['model_type']} lets positions see later ones under this config (outputs "
+                         f"changed by {seen:.2g} when only later inputs changed), so it cannot serve causal masking; "
+                         "set the model's own causal switch in body.config, or use a bidirectional masking")
 
 
 def count_parameters(config: dict[str, Any]) -> int:
