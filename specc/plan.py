@@ -186,6 +186,8 @@ def _render(plan: Plan) -> str:
     else:
         desc = f"mlp: {b.input_width} -> {' -> '.join(map(str, b.dims))} ({b.activation})"
     out += [f"body: {desc}; {'causal' if b.causal else 'bidirectional'}; output {b.output_width}"]
+    if b.config:   # what the Hugging Face model is built with (config overrides included)
+        out += ["  config: " + ", ".join(f"{k}={v}" for k, v in b.config.items() if k != "model_type")]
     out += ["", "tasks"]
     rows = []
     for t in plan.tasks:

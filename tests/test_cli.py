@@ -18,7 +18,8 @@ def run(*args):
 def test_compile_prints_the_plan(capsys):
     assert main(["compile", str(ROOT / "specs" / "xlnet_clm.json")]) == 0
     out = capsys.readouterr().out
-    for needle in ("parameters", "1,000 x 64", "aggregation concat", "projection mlp", "xlnet", "causal", "tied"):
+    for needle in ("parameters", "1,000 x 64", "aggregation concat", "projection mlp", "xlnet", "causal", "tied",
+                   "config: d_model=64, n_head=4, n_layer=2, d_inner=256, dropout=0.1"):   # what HF's model gets
         assert needle in out
 
 
