@@ -80,6 +80,9 @@ def resolve_config(architecture: str, *, d_model: int, n_head: int, n_layer: int
                         ("use_cache", False)):
         if hasattr(defaults, name):
             config[name] = value
+    head_width = d_model // max(n_head, 1)
+    if (getattr(defaults, "rotary_dim", None) or 0) > head_width:   # GPT-J, CodeGen: rotate at most the whole head
+        config["rotary_dim"] = head_width
     if mt == "xlnet":
         config.update(attn_type="bi", mem_len=None)   # causality comes from perm_mask (see HFTransformer)
     elif causal and mt in _CAUSAL_SWITCH:
