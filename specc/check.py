@@ -417,7 +417,7 @@ class Checker:
                 return None
             try:
                 if self.trial_run and not runs_natively(body.architecture, config):
-                    check_runs(config, causal, body.d_model, max_len)
+                    check_runs(config, causal, body.d_model, max_len, body.n_layer, d_ff)
             except ValueError as exc:
                 self.error("$.body.architecture", "unsupported_architecture", str(exc),
                            "use one of the listed architectures, or change body.config")

@@ -90,3 +90,13 @@ def test_recommend_for_a_full_sequence_uses_the_most_recent_items(masking, seed)
     a = model.recommend(batch, k=5)
     b = model.recommend(changed, k=5)
     torch.testing.assert_close(a[0], b[0])
+
+
+def test_a_config_that_builds_far_more_than_its_sizes_cannot_compile(monkeypatch):
+    import specc.nn.hf as hf
+    monkeypatch.setattr(hf, "count_parameters", lambda config: 4_632_861_440)   # e.g. blt's default sub-models
+    body = {"kind": "transformer", "architecture": "gpt2", "d_model": 16, "n_head": 2, "n_layer": 1}
+    with pytest.raises(specc.SpecError) as err:
+        model_for(body)
+    assert [i.code for i in err.value.issues] == ["unsupported_architecture"]
+    assert "4,632,861,440 parameters" in err.value.issues[0].message

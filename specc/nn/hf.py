@@ -23,7 +23,8 @@ _BERT_LIKE = dict(d_model=("hidden_size", "embedding_size"), n_head="num_attenti
 for _arch in ("bert", "roberta", "albert", "electra"):
     _KEYS[_arch] = _BERT_LIKE
 _GENERIC = dict(d_model="hidden_size", n_head=("num_attention_heads", "num_key_value_heads"),
-                n_layer="num_hidden_layers", d_ff="intermediate_size", max_positions="max_position_embeddings",
+                n_layer="num_hidden_layers", d_ff=("intermediate_size", "ffn_dim", "n_inner"),   # OPT, GPT-J, ...
+                max_positions="max_position_embeddings",
                 dropout=("attention_dropout", "hidden_dropout", "hidden_dropout_prob", "attention_probs_dropout_prob"))
 # encoders that become causal with is_decoder=True; decoder-only models are causal already
 _DECODER_CAPABLE = {"bert", "roberta", "electra"}
@@ -120,9 +121,18 @@ def _instantiate(config: dict[str, Any], device: str | None = None) -> nn.Module
     return model
 
 
-def check_runs(config: dict[str, Any], causal: bool, d_model: int, max_length: int) -> None:
+def check_runs(config: dict[str, Any], causal: bool, d_model: int, max_length: int, n_layer: int, d_ff: int) -> None:
     """Run a one-layer copy of the body on a batch of full-length sequences; ValueError saying why when it cannot
-    run here (an encoder-decoder, rotary sizes that do not fit the head size, too few positions, ...)."""
+    run here (an encoder-decoder, rotary sizes that do not fit the head size, too few positions, sub-models that
+    keep their default sizes, ...)."""
+    # a transformer of these sizes has about n_layer * (4 d^2 + 2 d d_ff) weights; far more means the config
+    # builds parts that specc's sizes do not reach (and building them for real would take minutes and gigabytes)
+    nominal = n_layer * (4 * d_model * d_model + 2 * d_model * d_ff) + max_length * d_model
+    built = count_parameters(config)
+    if built > 20 * nominal + 1_000_000:
+        raise ValueError(f"{config['model_type']} builds {built:,} parameters for a body of d_model {d_model} and "
+                         f"{n_layer} layer(s) (about {nominal:,} expected): parts of its config keep their default "
+                         "sizes; set them in body.config")
     for key in ("n_positions", "max_position_embeddings"):
         if isinstance(config.get(key), int) and config[key] < max_length:
             raise ValueError(f"{config['model_type']} has {key}={config[key]}, fewer positions than "
