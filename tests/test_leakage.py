@@ -55,7 +55,7 @@ def test_a_config_that_sees_the_future_cannot_compile_for_causal_masking():
 
 
 BIDIRECTIONAL = [("native", "mlm"), ("native", "plm"), ("xlnet", "plm"), ("bert", "mlm"), ("albert", "mlm"),
-                 ("electra", "rtd"), ("xlnet", "mlm")] + [(a, "causal") for a in TRANSFORMERS]
+                 ("electra", "rtd"), ("xlnet", "mlm"), ("hf:distilbert", "mlm")] + [(a, "causal") for a in TRANSFORMERS]
 
 
 @pytest.mark.parametrize("arch,masking", BIDIRECTIONAL, ids=[f"{a}-{m}" for a, m in BIDIRECTIONAL])
@@ -100,3 +100,11 @@ def test_a_config_that_builds_far_more_than_its_sizes_cannot_compile(monkeypatch
         model_for(body)
     assert [i.code for i in err.value.issues] == ["unsupported_architecture"]
     assert "4,632,861,440 parameters" in err.value.issues[0].message
+
+
+def test_hugging_face_bodies_take_the_spec_s_feed_forward_width():
+    for arch, masking, name in (("hf:distilbert", "mlm", "hidden_dim"), ("hf:opt", "causal", "ffn_dim")):
+        body = {"kind": "transformer", "architecture": arch, "d_model": 16, "n_head": 2, "n_layer": 1, "d_ff": 24}
+        model = model_for(body, masking)
+        assert model.plan.body.config[name] == 24
+        assert model.plan.parameters == sum(p.numel() for p in model.parameters())

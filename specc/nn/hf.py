@@ -22,6 +22,8 @@ _BERT_LIKE = dict(d_model=("hidden_size", "embedding_size"), n_head="num_attenti
                   dropout=("hidden_dropout_prob", "attention_probs_dropout_prob"))
 for _arch in ("bert", "roberta", "albert", "electra"):
     _KEYS[_arch] = _BERT_LIKE
+_KEYS["distilbert"] = dict(d_model="dim", n_head="n_heads", n_layer="n_layers", d_ff="hidden_dim",
+                          max_positions="max_position_embeddings", dropout=("dropout", "attention_dropout"))
 _GENERIC = dict(d_model="hidden_size", n_head=("num_attention_heads", "num_key_value_heads"),
                 n_layer="num_hidden_layers", d_ff=("intermediate_size", "ffn_dim", "n_inner"),   # OPT, GPT-J, ...
                 max_positions="max_position_embeddings",
