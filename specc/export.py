@@ -25,7 +25,6 @@ DIR/
 """
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -268,18 +267,23 @@ def export(run_dir, out, format: str = "torchscript", k: int = 20, exclude_seen:
     padded = InferenceModel(model, k=k, exclude_seen=exclude_seen)
     ragged = InferenceModel(model, k=k, exclude_seen=exclude_seen, ragged=True)
     name = model_name(model)
+    repo = out / "triton"
+    if repo.exists():
+        shutil.rmtree(repo)
+    models = ((name, padded, max_batch_size), (f"{name}_ragged", ragged, 0))
     try:   # a third-party body may hold Python calls that graphs cannot record (Bloom's GeLU, ...)
-        padded_ts = trace(padded)
-        ragged_ts = trace(ragged)
+        for mname, module, _ in models:   # the Triton repository holds TorchScript, but for an ONNX padded model
+            (repo / mname / "1").mkdir(parents=True)
+            if not (format == "onnx" and module is padded):
+                trace(module).save(str(repo / mname / "1" / "model.pt"))
         if format == "torchscript":
-            padded_ts.save(str(out / "model.pt"))
-            ragged_ts.save(str(out / "model_ragged.pt"))
+            shutil.copy(repo / name / "1" / "model.pt", out / "model.pt")
+            shutil.copy(repo / f"{name}_ragged" / "1" / "model.pt", out / "model_ragged.pt")
+        elif format == "exported_program":
+            torch.export.save(export_program(padded), str(out / "model.pt2"))
         else:
-            padded_ts.save(io.BytesIO())   # the Triton repository holds TorchScript in every format
-            if format == "exported_program":
-                torch.export.save(export_program(padded), str(out / "model.pt2"))
-            else:
-                _onnx_export(padded, out / "model.onnx")
+            _onnx_export(padded, out / "model.onnx")
+            shutil.copy(out / "model.onnx", repo / name / "1" / "model.onnx")
     except (ExportError, OSError):
         raise
     except Exception as exc:   # noqa: BLE001 - tracing/exporting third-party modules raises anything
@@ -294,19 +298,10 @@ def export(run_dir, out, format: str = "torchscript", k: int = 20, exclude_seen:
                  "ragged": {"inputs": [s.to_dict() for s in ragged.input_specs()],
                             "outputs": [s.to_dict() for s in ragged.output_specs()]}}
     (out / "signature.json").write_text(json.dumps(signature, indent=2))
-    repo = out / "triton"
-    if repo.exists():
-        shutil.rmtree(repo)
-    for mname, module, ts, mbs in ((name, padded, padded_ts, max_batch_size), (f"{name}_ragged", ragged, ragged_ts, 0)):
-        version = repo / mname / "1"
-        version.mkdir(parents=True)
-        if format == "onnx" and module is padded:
-            shutil.copy(out / "model.onnx", version / "model.onnx")
-            cfg = triton_config(mname, module.input_specs(), module.output_specs(), mbs, "onnxruntime_onnx",
-                                output_suffix=False)
-        else:
-            ts.save(str(version / "model.pt"))
-            cfg = triton_config(mname, module.input_specs(), module.output_specs(), mbs)
+    for mname, module, mbs in models:
+        onnx = format == "onnx" and module is padded
+        cfg = triton_config(mname, module.input_specs(), module.output_specs(), mbs,
+                            "onnxruntime_onnx" if onnx else "pytorch_libtorch", output_suffix=not onnx)
         (repo / mname / "config.pbtxt").write_text(cfg)
     log(f"exported {name} ({format}, k={padded.k}) to {out}; Triton model repository: {repo}")
     return out

@@ -309,7 +309,8 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
     # Tensors go between tritonserver's Python stub and this process inline (base64 in the ZeroMQ message)
     # instead of through PyTriton's shared-memory store, whose every put and release is a round trip to a
     # multiprocessing manager: recommendation requests are kilobytes, and on 2 cores that store cost ~1.1 ms of
-    # a batch-1 request (p50 4.9 -> 3.8 ms, mean of four interleaved A/B runs). Exporting PYTRITON_NO_TENSORSTORE= (empty) brings the store back for large tensors.
+    # a batch-1 request (p50 4.9 -> 3.8 ms, mean of four interleaved A/B runs). Exporting
+    # PYTRITON_NO_TENSORSTORE= (empty) brings the store back for large tensors.
     os.environ.setdefault("PYTRITON_NO_TENSORSTORE", "1")
     try:
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor

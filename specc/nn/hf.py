@@ -1,6 +1,8 @@
 """Hugging Face transformer bodies: config resolution (at compile time) and the module (at build time)."""
 from __future__ import annotations
 
+import functools
+import json
 from typing import Any
 
 import torch
@@ -164,7 +166,13 @@ def check_runs(config: dict[str, Any], causal: bool, d_model: int, max_length: i
 
 
 def count_parameters(config: dict[str, Any]) -> int:
-    return sum(p.numel() for p in _instantiate(config, "meta").parameters())
+    # compiling asks twice (the size check of the trial run, then the plan's count): build on meta once
+    return _count_parameters(json.dumps(config, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=16)
+def _count_parameters(config_json: str) -> int:
+    return sum(p.numel() for p in _instantiate(json.loads(config_json), "meta").parameters())
 
 
 class HFTransformer(nn.Module):
@@ -180,17 +188,19 @@ class HFTransformer(nn.Module):
     def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
         if self.is_xlnet:
             # XLNet's perm_mask[b, i, j] = 1 means i may not attend to j; it expresses causality and PLM orders.
-            if attention is None:
-                L = x.shape[1]
-                attention = torch.ones(L, L, dtype=torch.bool, device=x.device).tril().expand(x.shape[0], L, L) \
-                    if self.causal else None
+            if attention is None and self.causal:
+                attention = _lower_triangle(x).expand(x.shape[0], -1, -1)
             perm = None if attention is None else (~attention).to(x.dtype)
             return self.model(inputs_embeds=x, attention_mask=valid.to(x.dtype), perm_mask=perm).last_hidden_state
         if attention is not None:
             raise ValueError("only native and xlnet bodies take a custom attention pattern")
         if self.causal_by_mask:
-            L = x.shape[1]
-            causal = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-            return self.model(inputs_embeds=x, attention_mask=(causal[None] & valid[:, None, :])[:, None]
+            return self.model(inputs_embeds=x, attention_mask=(_lower_triangle(x)[None] & valid[:, None, :])[:, None]
                               ).last_hidden_state
         return self.model(inputs_embeds=x, attention_mask=valid.long()).last_hidden_state
+
+
+def _lower_triangle(x: torch.Tensor) -> torch.Tensor:
+    """[L, L] bool: position i may see positions j <= i (L = x.shape[1])."""
+    L = x.shape[1]
+    return torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
