@@ -112,8 +112,9 @@ class Model(nn.Module):
     # ------------------------------------------------------------------ forward
 
     def encode(self, batch: dict[str, torch.Tensor], lengths: torch.Tensor, replace: torch.Tensor | None = None,
-               attention: torch.Tensor | None = None) -> torch.Tensor:
-        """Body outputs [B, L, width]; positions in `replace` get the mask embedding."""
+               attention: torch.Tensor | None = None, query: torch.Tensor | None = None) -> torch.Tensor:
+        """Body outputs [B, L, width]; positions in `replace` get the mask embedding. With `query` ([B]
+        positions): [B, width] at those positions, which transformer bodies compute alone in their last layer."""
         seq = batch[self.sequence_column]
         B, L = seq.shape
         x = self.inputs(batch, B, L, self._backend(seq))
@@ -121,7 +122,11 @@ class Model(nn.Module):
         if replace is not None:
             x = torch.where(replace[..., None], self.mask_embedding.to(x.dtype), x)
             valid = valid | replace
-        return self.body(x, valid, attention)
+        if query is None:
+            return self.body(x, valid, attention)
+        if getattr(self.body, "takes_query", False):
+            return self.body(x, valid, attention, query=query)
+        return self.body(x, valid, attention)[torch.arange(B, device=x.device), query]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict:
         """Training: {"loss", "losses": {task: loss}}. In eval mode the next-item loss follows the eval protocol
@@ -200,11 +205,9 @@ class Model(nn.Module):
 
     def next_hidden(self, batch: dict[str, torch.Tensor], lengths: torch.Tensor) -> torch.Tensor:
         """The body's state for the position after each sequence's last item, [B, width]. Never sees beyond it."""
-        B, L = batch[self.sequence_column].shape
-        rows = torch.arange(B, device=lengths.device)
+        L = batch[self.sequence_column].shape[1]
         if not self.plan.masking.uses_mask_token:
-            hidden = self.encode(batch, lengths)
-            return hidden[rows, (lengths - 1).clamp(min=0)]
+            return self.encode(batch, lengths, query=(lengths - 1).clamp(min=0))
         # no room for the mask token: drop the oldest item. Branch-free, so the export traces this very code.
         full = lengths >= L
         batch = dict(batch)
@@ -212,8 +215,7 @@ class Model(nn.Module):
             batch[c] = torch.where(full[:, None], F.pad(batch[c][:, 1:], (0, 1)), batch[c])
         lengths = lengths - full.long()
         replace = torch.arange(L, device=lengths.device)[None] == lengths[:, None]
-        hidden = self.encode(batch, lengths, replace)
-        return hidden[rows, lengths]
+        return self.encode(batch, lengths, replace, query=lengths)
 
     def _strip_last(self, batch, lengths):
         """The eval protocol's input: every sequence without its last item, and that item as the target."""

@@ -43,12 +43,17 @@ class NativeBlock(nn.Module):
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_ff, d_model))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
+                query: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D]; with `query` ([B] positions) only those rows are computed: [B, 1, D]."""
         B, L, D = x.shape
         q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        if query is not None:
+            rows = torch.arange(B, device=x.device)
+            x, q = x[rows, query][:, None], q[rows, :, query][:, :, None]
         a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                            dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, L, D)))
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, x.shape[1], D)))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
@@ -64,7 +69,12 @@ class NativeTransformer(nn.Module):
         self.blocks = nn.ModuleList(NativeBlock(d_model, n_head, d_ff, dropout) for _ in range(n_layer))
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+    # the last block can compute just the positions the caller reads (inference: one per row)
+    takes_query = True
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None,
+                query: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D]; with `query` ([B] positions, not with `attention`) -> [B, D] at those positions."""
         L = x.shape[1]
         x = self.drop(x + self.positions.weight[:L])
         if attention is not None:
@@ -76,9 +86,13 @@ class NativeTransformer(nn.Module):
             keys = valid.clone()
             keys[:, 0] = True   # an empty row attends to something rather than producing NaN
             mask, is_causal = keys[:, None, None, :], False
-        for block in self.blocks:
+        for block in self.blocks[:-1] if query is not None else self.blocks:
             x = block(x, mask, is_causal)
-        return self.norm(x)
+        if query is None:
+            return self.norm(x)
+        if self.causal:   # the one query row sees the keys up to its position
+            mask, is_causal = (torch.arange(L, device=x.device)[None] <= query[:, None])[:, None, None, :], False
+        return self.norm(self.blocks[-1](x, mask, is_causal, query)[:, 0])
 
 
 class GruBody(nn.Module):

@@ -66,8 +66,9 @@ class InputBlock(nn.Module):
     def _continuous_parts(self, batch: dict[str, torch.Tensor], B: int, L: int) -> torch.Tensor | None:
         if not self.continuous:
             return None
+        dtype = self.tables[0].dtype if len(self.tables) else torch.float32   # the model's (float32 unless cast)
         values = torch.stack([v if v.dim() == 2 else v[:, None].expand(B, L)
-                              for v in (batch[c].float() for c in self.continuous)], dim=-1)
+                              for v in (batch[c].to(dtype) for c in self.continuous)], dim=-1)
         return self.cont(values) if self.cont is not None else values
 
     def forward(self, batch: dict[str, torch.Tensor], B: int, L: int, backend: str = "torch") -> torch.Tensor:

@@ -59,19 +59,28 @@ class RelativeAttention(nn.Module):
         self.layer_norm = nn.LayerNorm(d_model, eps=eps)
         self.dropout = Dropout(dropout)
 
-    def forward(self, h: torch.Tensor, pos: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, pos: torch.Tensor, blocked: torch.Tensor,
+                query: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, L, D] -> [B, L, D]; with `query` ([B] positions) only those rows are computed: [B, 1, D]."""
         B, L, D = h.shape
         H = self.n_head
         qkv = h @ torch.cat([self.q, self.k, self.v], dim=1).flatten(1)
         q, k, v = qkv.view(B, L, 3, H, -1).permute(2, 0, 3, 1, 4)                 # [B, H, L, dh] each
         k_r = (pos @ self.r.flatten(1)).view(pos.shape[0], 2 * L, H, -1).transpose(1, 2)   # [B|1, H, 2L, dh]
-        content = ((q + self.r_w_bias[:, None]) * self.scale) @ k.transpose(-1, -2)     # [B, H, L, L]
-        position = ((q + self.r_r_bias[:, None]) * self.scale) @ k_r.transpose(-1, -2)  # [B, H, L, 2L]
-        # row i of `position` holds distances L-i .. -L-i+1 from 0; shift it (a view) so column j is distance i - j
-        position = position.view(B, H, 2 * L, L)[:, :, 1:].reshape(B, H, L, 2 * L - 1)[..., :L]
+        if query is not None:
+            rows = torch.arange(B, device=h.device)
+            h, q, blocked = h[rows, query][:, None], q[rows, :, query][:, :, None], blocked[rows, :, query][:, :, None]
+        content = ((q + self.r_w_bias[:, None]) * self.scale) @ k.transpose(-1, -2)     # [B, H, Q, L]
+        position = ((q + self.r_r_bias[:, None]) * self.scale) @ k_r.transpose(-1, -2)  # [B, H, Q, 2L]
+        # column c of `position` is distance L - c; column j of the result must be distance i - j (query i)
+        if query is None:   # row i holds distances L-i .. -L-i+1 from 0: a shifted view
+            position = position.view(B, H, 2 * L, L)[:, :, 1:].reshape(B, H, L, 2 * L - 1)[..., :L]
+        else:
+            columns = L - query[:, None] + torch.arange(L, device=h.device)[None]          # [B, L]
+            position = position.gather(-1, columns[:, None, None].expand(B, H, 1, L))
         score = (content + position).masked_fill_(blocked, torch.finfo(content.dtype).min)
         prob = self.dropout(torch.softmax(score, dim=-1))
-        out = (prob @ v).transpose(1, 2).reshape(B, L, D) @ self.o.flatten(1).T
+        out = (prob @ v).transpose(1, 2).reshape(B, q.shape[2], D) @ self.o.flatten(1).T
         return self.layer_norm(self.dropout(out) + h)
 
 
@@ -98,8 +107,8 @@ class Layer(nn.Module):
         self.rel_attn = RelativeAttention(c.d_model, c.n_head, c.dropout, c.layer_norm_eps, c.initializer_range)
         self.ff = FeedForward(c.d_model, c.d_inner, c.ff_activation, c.dropout, c.layer_norm_eps, c.initializer_range)
 
-    def forward(self, h, pos, blocked):
-        return self.ff(self.rel_attn(h, pos, blocked))
+    def forward(self, h, pos, blocked, query=None):
+        return self.ff(self.rel_attn(h, pos, blocked, query))
 
 
 class Stack(nn.Module):
@@ -118,14 +127,18 @@ class Stack(nn.Module):
 
 
 class XLNetBody(nn.Module):
-    """[B, L, d] -> [B, L, d]; `attention[b, i, j]` True lets i see j (causal by default when `causal`)."""
+    """[B, L, d] -> [B, L, d]; `attention[b, i, j]` True lets i see j (causal by default when `causal`).
+    With `query` ([B] positions) -> [B, d] at those positions, the last layer computing only them."""
+
+    takes_query = True
 
     def __init__(self, config: dict[str, Any], causal: bool):
         super().__init__()
         self.model = Stack(config)
         self.causal = causal
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, attention: torch.Tensor | None = None,
+                query: torch.Tensor | None = None) -> torch.Tensor:
         B, L, _ = x.shape
         m = self.model
         steps = torch.arange(L, device=x.device)
@@ -138,6 +151,6 @@ class XLNetBody(nn.Module):
         # XLNet drops out a separate copy of the positions for every sequence
         pos = m.dropout(pos.expand(B, -1, -1)) if m.training and m.dropout.p > 0 else pos[None]
         h = m.dropout(x)
-        for layer in m.layer:
-            h = layer(h, pos, blocked)
-        return m.dropout(h)
+        for i, layer in enumerate(m.layer):
+            h = layer(h, pos, blocked, query if i == len(m.layer) - 1 else None)
+        return m.dropout(h if query is None else h[:, 0])
