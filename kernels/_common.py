@@ -61,6 +61,33 @@ def use_triton(backend: str, *tensors) -> bool:
     return HAS_TRITON and (on_cuda or interpreting())
 
 
+_INDEX_DTYPES = (torch.int32, torch.int64)
+
+
+def check_indices(*checks) -> None:
+    """Each check is (what, ids, size, allowed): ids must be int32/int64 (TypeError) and lie in [0, size)
+    except values equal to `allowed` (IndexError naming the bad range). A kernel would otherwise read or
+    write outside its tables. One device sync for all checks."""
+    bounds = []
+    for what, ids, size, allowed in checks:
+        if ids.dtype not in _INDEX_DTYPES:
+            raise TypeError(f"{what} must be int32 or int64, got {ids.dtype}")
+        if ids.numel():
+            kept = ids if allowed is None else ids.masked_fill(ids == allowed, 0)
+            bounds.append((what, size, torch.stack(torch.aminmax(kept))))
+    if not bounds:
+        return
+    values = torch.stack([b for _, _, b in bounds]).tolist()
+    for (what, size, _), (lo, hi) in zip(bounds, values):
+        if lo < 0 or hi >= size:
+            raise IndexError(f"{what} must lie in [0, {size}), got values from {lo} to {hi}")
+
+
+def check_same_dtype(hidden: torch.Tensor, weight: torch.Tensor) -> None:
+    if hidden.dtype != weight.dtype:
+        raise TypeError(f"hidden and weight must have one dtype, got {hidden.dtype} and {weight.dtype}")
+
+
 def new_empty(shape, dtype, device) -> torch.Tensor:
     """``torch.empty`` for buffers a kernel must fully overwrite (poisoned when POISON is set)."""
     out = torch.empty(shape, dtype=dtype, device=device)

@@ -19,7 +19,8 @@ from typing import Sequence
 
 import torch
 
-from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, tile_2d, tl, triton, use_triton
+from ._common import (check_indices, gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, tile_2d, tl,
+                      triton, use_triton)
 
 __all__ = ["gather_concat", "gather_concat_reference"]
 
@@ -190,31 +191,38 @@ def gather_concat_reference(weights: Sequence[torch.Tensor], ids: Sequence[torch
     """Pure-torch gather_concat (the truth in tests and the CPU production path)."""
     outs = []
     for w, i in zip(weights, ids):
-        o = torch.nn.functional.embedding(i.long(), w)
+        rows = i.long() if padding_idx is None else i.long().masked_fill(i == padding_idx, 0)
+        o = torch.nn.functional.embedding(rows, w)
         if padding_idx is not None:
             o = o.masked_fill((i == padding_idx).unsqueeze(-1), 0)
         outs.append(o)
     return torch.cat(outs, dim=-1)
 
 
-def _check(weights, ids):
+def check_gather_args(weights, ids, padding_idx, validate):
+    """Shared by gather_concat and gather_sum: one id tensor of one shape per 2-d table, ids in range."""
     if len(weights) == 0 or len(weights) != len(ids):
         raise ValueError(f"need one id tensor per table, got {len(weights)} tables and {len(ids)} id tensors")
     for w in weights:
         if w.dim() != 2:
             raise ValueError(f"tables must be 2-d [rows, dim], got shape {tuple(w.shape)}")
+    if len({tuple(i.shape) for i in ids}) > 1:
+        raise ValueError(f"all id tensors must have the same shape, got {[tuple(i.shape) for i in ids]}")
+    if validate:
+        check_indices(*((f"ids of table {t}", i, w.shape[0], padding_idx) for t, (w, i) in enumerate(zip(weights, ids))))
 
 
 def gather_concat(weights: Sequence[torch.Tensor], ids: Sequence[torch.Tensor], padding_idx: int | None = None,
-                  backend: str = "auto") -> torch.Tensor:
+                  backend: str = "auto", validate: bool = True) -> torch.Tensor:
     """Concatenate ``weights[t][ids[t]]`` over tables t: ``[..., sum(dims)]``; grads flow to every table.
 
-    ``ids`` are int tensors of one common shape ``[...]``. Ids equal to ``padding_idx`` give zero rows
-    and no gradient. backend: "auto" (Triton on CUDA or TRITON_INTERPRET=1, torch otherwise),
-    "triton" or "torch".
+    ``ids`` are int tensors of one common shape ``[...]``, each in [0, rows of its table) or equal to
+    ``padding_idx``, which gives a zero row and no gradient. backend: "auto" (Triton on CUDA or
+    TRITON_INTERPRET=1, torch otherwise), "triton" or "torch". ``validate=False`` skips the id check (one
+    device sync) for callers that checked their ids already.
     """
     weights, ids = list(weights), list(ids)
-    _check(weights, ids)
+    check_gather_args(weights, ids, padding_idx, validate)
     if not use_triton(backend, *weights, *ids) or not kernel_dtype_ok(*weights) or \
             len({w.dtype for w in weights}) > 1:
         return gather_concat_reference(weights, ids, padding_idx)

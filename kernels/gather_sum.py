@@ -17,7 +17,7 @@ import torch
 
 from ._common import gather_rows, kernel_dtype_ok, new_empty, next_pow2, row_major, tile_2d, tile_ptrs, tl, \
     triton, use_triton
-from .gather_concat import flat_ids_of, gather_backward
+from .gather_concat import check_gather_args, flat_ids_of, gather_backward
 
 __all__ = ["gather_sum", "gather_sum_reference"]
 
@@ -88,7 +88,8 @@ def gather_sum_reference(weights: Sequence[torch.Tensor], ids: Sequence[torch.Te
     """Pure-torch gather_sum (the truth in tests and the CPU production path)."""
     out = None
     for w, i in zip(weights, ids):
-        o = torch.nn.functional.embedding(i.long(), w)
+        rows = i.long() if padding_idx is None else i.long().masked_fill(i == padding_idx, 0)
+        o = torch.nn.functional.embedding(rows, w)
         if padding_idx is not None:
             o = o.masked_fill((i == padding_idx).unsqueeze(-1), 0)
         out = o if out is None else out + o
@@ -96,15 +97,14 @@ def gather_sum_reference(weights: Sequence[torch.Tensor], ids: Sequence[torch.Te
 
 
 def gather_sum(weights: Sequence[torch.Tensor], ids: Sequence[torch.Tensor], padding_idx: int | None = None,
-               backend: str = "auto") -> torch.Tensor:
+               backend: str = "auto", validate: bool = True) -> torch.Tensor:
     """Sum ``weights[t][ids[t]]`` over tables t (all of one dim): ``[..., d]``; grads flow to every table.
 
-    Ids equal to ``padding_idx`` contribute zeros and no gradient. backend as in gather_concat.
+    Ids equal to ``padding_idx`` contribute zeros and no gradient. backend and validate as in gather_concat.
     """
     weights, ids = list(weights), list(ids)
-    if len(weights) == 0 or len(weights) != len(ids):
-        raise ValueError(f"need one id tensor per table, got {len(weights)} tables and {len(ids)} id tensors")
-    if any(w.dim() != 2 for w in weights) or len({w.shape[1] for w in weights}) != 1:
+    check_gather_args(weights, ids, padding_idx, validate)
+    if len({w.shape[1] for w in weights}) != 1:
         raise ValueError(f"gather_sum needs 2-d tables of one dim, got {[tuple(w.shape) for w in weights]}")
     if not use_triton(backend, *weights, *ids) or not kernel_dtype_ok(*weights) or \
             len({w.dtype for w in weights}) > 1:

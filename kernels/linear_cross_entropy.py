@@ -7,7 +7,9 @@ The [N, C] logits never exist in memory.
 - Forward (``_linear_cross_entropy_fwd_kernel``): grid (row blocks, catalog splits). A program
   keeps its BLOCK_N hidden rows on chip and streams BLOCK_C catalog rows at a time: one tl.dot
   (fp32 accumulation), then an online log-sum-exp in base 2. Each program writes one partial
-  LSE per row; the splits ([splits, N] floats) are merged with torch.logsumexp. The target logit
+  (row max, log2 of the sum below it) per row; the splits are merged in torch. The pair is kept
+  apart, not folded into one LSE, because the backward's exp2((s - max) - log2 sum) is then as
+  exact as a softmax of the logits (an LSE of a large logit would round away its low bits). The target logit
   (an N-row gather) and, for label smoothing, the logit sum h . sum_j w_j are computed in torch.
 - Backward recomputes logits tile by tile, in two passes that each own their output:
   ``_linear_cross_entropy_bwd_dh_kernel`` (grid over row blocks x catalog splits, fp32 d(hidden)
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._common import (dot_precision, hidden_tile, interpreting, kernel_dtype_ok, load_tile, new_empty, next_pow2,
+from ._common import (check_indices, check_same_dtype, dot_precision, hidden_tile, interpreting, kernel_dtype_ok, load_tile, new_empty, next_pow2,
                       num_sms, row_major, scores_tile, span, split_range, tile_ptrs, tl, triton, use_triton)
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_cpu", "linear_cross_entropy_reference"]
@@ -50,7 +52,7 @@ def _logits2(s, cols, cmask, tgt, bias_ptr, colid_ptr, scale2, HAS_BIAS: tl.cons
 
 
 @triton.jit
-def _linear_cross_entropy_fwd_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_ptr, lse_ptr,
+def _linear_cross_entropy_fwd_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_ptr, part_ptr,
                                      N, C, D, stride_h, stride_w, cols_per_split, scale2,
                                      HAS_BIAS: tl.constexpr, HIT_MASK: tl.constexpr,
                                      BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -70,23 +72,26 @@ def _linear_cross_entropy_fwd_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_ptr,
         m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
         l = l * tl.exp2(m - m_safe) + tl.sum(tl.exp2(s - m_safe[:, None]), axis=1)
         m = m_new
-    lse = tl.where(l > 0, (m + tl.log2(tl.maximum(l, 1e-30))) * 0.6931471805599453, float("-inf"))
-    tl.store(lse_ptr + pid_s * N + rows, lse, mask=rmask)
+    # part [2, splits, N]: the row max and log2 of the sum (both base 2; -inf for a row with no columns)
+    tl.store(part_ptr + pid_s * N + rows, m, mask=rmask)
+    tl.store(part_ptr + (tl.num_programs(1) + pid_s) * N + rows, tl.where(l > 0, tl.log2(l), float("-inf")),
+             mask=rmask)
 
 
 @triton.jit
-def _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask):
-    """Per-row backward inputs: (target id, LSE in base 2, grad scale g)."""
+def _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask, N):
+    """Per-row backward inputs: (target id, row max and log2 sum (base 2, lse_ptr is [2, N]), grad scale g)."""
     tgt = tl.load(tgt_ptr + rows, mask=rmask, other=-1)
-    lse2 = tl.load(lse_ptr + rows, mask=rmask, other=0.0) * 1.4426950408889634
+    m2 = tl.load(lse_ptr + rows, mask=rmask, other=0.0)
+    log2l = tl.load(lse_ptr + N + rows, mask=rmask, other=0.0)
     g = tl.load(g_ptr + rows, mask=rmask, other=0.0)
-    return tgt, lse2, g
+    return tgt, m2, log2l, g
 
 
 @triton.jit
-def _dlogits(s, lse2, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG: tl.constexpr):
+def _dlogits(s, m2, log2l, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG: tl.constexpr):
     """d loss / d (h.w) for a [rows, cols] tile; g already holds grad_i / T (0 for ignored rows)."""
-    p = tl.exp2(s - lse2[:, None])
+    p = tl.exp2((s - m2[:, None]) - log2l[:, None])
     if TARGET_IN_CATALOG:
         p = p - tl.where(cols[None, :] == tgt[:, None], one_minus_eps, 0.0) \
             - tl.where(cmask[None, :], eps_over_c, 0.0)
@@ -102,7 +107,7 @@ def _linear_cross_entropy_bwd_dh_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_p
                                         BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_D: tl.constexpr,
                                         PRECISION: tl.constexpr):
     pid_s, rows, rmask, dofs, dmask, h = hidden_tile(h_ptr, N, D, stride_h, BLOCK_N, BLOCK_D)
-    tgt, lse2, g = _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask)
+    tgt, m2, log2l, g = _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask, N)
     acc = tl.zeros([BLOCK_N, BLOCK_D], tl.float32)
     c_start, c_end = split_range(pid_s, cols_per_split, C)
     for c0 in range(c_start, c_end, BLOCK_C):
@@ -110,7 +115,7 @@ def _linear_cross_entropy_bwd_dh_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_p
         w = load_tile(w_ptr, cols, cmask, stride_w, dofs, dmask)
         s = _logits2(tl.dot(h, tl.trans(w), input_precision=PRECISION), cols, cmask, tgt, bias_ptr, colid_ptr,
                      scale2, HAS_BIAS, HIT_MASK)
-        ds = _dlogits(s, lse2, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG)
+        ds = _dlogits(s, m2, log2l, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG)
         acc += tl.dot(ds.to(w.dtype), w, input_precision=PRECISION)
     dptr, omask = tile_ptrs(dh_ptr, rows, rmask, stride_dh, dofs, dmask)
     if ATOMIC:
@@ -135,10 +140,10 @@ def _linear_cross_entropy_bwd_dw_kernel(h_ptr, w_ptr, bias_ptr, colid_ptr, tgt_p
     for n0 in range(0, N, BLOCK_N):
         rows, rmask = span(n0, BLOCK_N, N)
         h = load_tile(h_ptr, rows, rmask, stride_h, dofs, dmask)
-        tgt, lse2, g = _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask)
+        tgt, m2, log2l, g = _row_terms(tgt_ptr, lse_ptr, g_ptr, rows, rmask, N)
         s = _logits2(tl.dot(h, wt, input_precision=PRECISION), cols, cmask, tgt, bias_ptr, colid_ptr, scale2,
                      HAS_BIAS, HIT_MASK)
-        ds = _dlogits(s, lse2, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG)
+        ds = _dlogits(s, m2, log2l, g, cols, cmask, tgt, one_minus_eps, eps_over_c, TARGET_IN_CATALOG)
         acc += tl.dot(tl.trans(ds.to(h.dtype)), h, input_precision=PRECISION)
     dptr, omask = tile_ptrs(dw_ptr, cols, cmask, stride_dw, dofs, dmask)
     tl.store(dptr, acc.to(dw_ptr.dtype.element_ty), mask=omask)
@@ -170,7 +175,9 @@ def _splits(n_blocks: int, C: int, block_c: int, device) -> int:
 
 
 def lse_forward(h, w, scale, bias=None, colids=None, tgt=None):
-    """Per-row natural-log LSE of (h @ w.T) * scale - bias, hits (colids == tgt) masked. fp32 [N]."""
+    """The per-row log-sum-exp of (h @ w.T) * scale - bias, hits (colids == tgt) masked, as base-2 parts:
+    fp32 [2, N] = (row max, log2 of the sum of 2^(s - max)); `natural_lse` folds them. A row with no columns
+    gets max 0 and log2 sum -inf."""
     N, D = h.shape
     C = w.shape[0]
     BN, BC, BD, warps, stages = _config(D, h.dtype, "fwd")
@@ -178,21 +185,31 @@ def lse_forward(h, w, scale, bias=None, colids=None, tgt=None):
     splits = _splits(n_blocks, C, BC, h.device)
     cols_per_split = triton.cdiv(triton.cdiv(C, splits), BC) * BC
     splits = triton.cdiv(C, cols_per_split)
-    part = new_empty((splits, N), torch.float32, h.device)
+    part = new_empty((2, splits, N), torch.float32, h.device)
     dummy = part
     _linear_cross_entropy_fwd_kernel[(n_blocks, splits)](
         h, w, bias if bias is not None else dummy, colids if colids is not None else dummy,
         tgt if tgt is not None else dummy, part, N, C, D, h.stride(0), w.stride(0), cols_per_split,
         float(scale) * _LOG2E, HAS_BIAS=bias is not None, HIT_MASK=colids is not None,
         BLOCK_N=BN, BLOCK_C=BC, BLOCK_D=BD, PRECISION=dot_precision(h.dtype), num_warps=warps, num_stages=stages)
-    return part[0] if splits == 1 else torch.logsumexp(part, dim=0)
+    m = part[0].amax(0)
+    m = torch.where(m == float("-inf"), 0.0, m)
+    log2l = part[1, 0] if splits == 1 else torch.log2(torch.exp2(part[0] - m + part[1]).sum(0))
+    return torch.stack([m, log2l])
+
+
+def natural_lse(parts: torch.Tensor) -> torch.Tensor:
+    """[2, N] base-2 parts (row max, log2 sum) -> the natural-log LSE [N]."""
+    return (parts[0] + parts[1]) * _LN2
 
 
 def lse_backward(h, w, lse, g, tgt, scale, bias=None, colids=None, target_in_catalog=False,
                  one_minus_eps=1.0, eps_over_c=0.0, need_dh=True, need_dw=True, dw_dtype=None):
     """d(hidden) (fp32) and d(weight) (dw_dtype, default weight.dtype) for dlogits = g*(p - target terms).
 
+    ``lse``: the softmax normaliser as [2, N] base-2 parts (see lse_forward), finite for every row.
     ``g`` [N] fp32 already includes the 1/T factor (scale) and zeros for ignored rows."""
+    lse = lse.contiguous()
     N, D = h.shape
     C = w.shape[0]
     scale2 = float(scale) * _LOG2E
@@ -244,7 +261,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         scale = 1.0 / temperature
         valid = target != ignore_index
         tgt = torch.where(valid, target, 0).to(torch.int64).contiguous()
-        lse = lse_forward(h, w, scale)
+        parts = lse_forward(h, w, scale)
+        lse = natural_lse(parts)
         z_t = (h.float() * w[tgt].float()).sum(-1) * scale
         loss = lse - z_t
         eps = float(label_smoothing)
@@ -253,7 +271,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss = (1 - eps) * loss + eps * (lse - z_sum / C)
         loss = torch.where(valid, loss, 0.0)
         n_valid = valid.sum()
-        ctx.save_for_backward(h, w, tgt, lse, valid, n_valid)
+        ctx.save_for_backward(h, w, tgt, parts, valid, n_valid)
         ctx.cfg = (reduction, eps, scale)
         if reduction == "none":
             out = loss
@@ -265,11 +283,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        h, w, tgt, lse, valid, n_valid = ctx.saved_tensors
+        h, w, tgt, parts, valid, n_valid = ctx.saved_tensors
         reduction, eps, scale = ctx.cfg
         C = w.shape[0]
         g = _row_grad_scale(grad_out, valid, reduction, n_valid, scale)
-        dh, dw = lse_backward(h, w, lse, g, tgt, scale, target_in_catalog=True, one_minus_eps=1.0 - eps,
+        dh, dw = lse_backward(h, w, parts, g, tgt, scale, target_in_catalog=True, one_minus_eps=1.0 - eps,
                               eps_over_c=eps / C, need_dh=ctx.needs_input_grad[0], need_dw=ctx.needs_input_grad[1])
         if dh is not None:
             dh = dh.to(h.dtype)
@@ -290,7 +308,7 @@ def linear_cross_entropy_reference(hidden, weight, target, ignore_index=-100, re
 
     def chunk_loss(h, w, t):
         logits = (h @ w.T).to(torch.promote_types(h.dtype, torch.float32)) / temperature
-        return F.cross_entropy(logits, t, ignore_index=ignore_index, reduction="none",
+        return F.cross_entropy(logits, t.long(), ignore_index=ignore_index, reduction="none",
                                label_smoothing=label_smoothing)
 
     if N <= rows:
@@ -312,6 +330,22 @@ def linear_cross_entropy_reference(hidden, weight, target, ignore_index=-100, re
     else:
         out = losses.sum() / valid.sum().clamp(min=1)
     return out.to(hidden.dtype)
+
+
+def _check_args(hidden, weight, target, ignore_index, reduction, label_smoothing, temperature, validate):
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"need hidden [N, d] and weight [C, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
+    if target.shape != hidden.shape[:1]:
+        raise ValueError(f"target must be [N]={hidden.shape[0]}, got {tuple(target.shape)}")
+    if not (0.0 <= label_smoothing <= 1.0) or not temperature > 0:
+        raise ValueError("need 0 <= label_smoothing <= 1 and temperature > 0")
+    check_same_dtype(hidden, weight)
+    if validate:
+        check_indices(("target", target, weight.shape[0], ignore_index))
+    elif target.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"target must be int32 or int64, got {target.dtype}")
 
 
 # ----------------------------------------------------------------------------------- CPU path
@@ -369,15 +403,15 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
 
 def linear_cross_entropy_cpu(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                              ignore_index: int = -100, reduction: str = "mean", label_smoothing: float = 0.0,
-                             temperature: float = 1.0, chunk_elems: int = 1 << 19) -> torch.Tensor:
+                             temperature: float = 1.0, chunk_elems: int = 1 << 19,
+                             validate: bool = True) -> torch.Tensor:
     """``linear_cross_entropy`` in plain torch, built for CPU training (also correct elsewhere): logits in
     cache-sized row chunks, gradients formed in the forward pass (no logits kept, none recomputed).
     reduction "none" goes to the reference, whose per-row gradients are only known in the backward."""
+    _check_args(hidden, weight, target, ignore_index, reduction, label_smoothing, temperature, validate)
     if reduction == "none":
         return linear_cross_entropy_reference(hidden, weight, target, ignore_index, reduction, label_smoothing,
                                               temperature)
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     rows = max(32, chunk_elems // max(weight.shape[0], 1))
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, target, ignore_index, reduction,
                                             float(label_smoothing), float(temperature), rows, torch.is_grad_enabled())
@@ -385,22 +419,15 @@ def linear_cross_entropy_cpu(hidden: torch.Tensor, weight: torch.Tensor, target:
 
 def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, ignore_index: int = -100,
                          reduction: str = "mean", label_smoothing: float = 0.0, temperature: float = 1.0,
-                         backend: str = "auto") -> torch.Tensor:
+                         backend: str = "auto", validate: bool = True) -> torch.Tensor:
     """Cross-entropy of softmax((hidden @ weight.T) / temperature) over all C classes, without [N, C] logits.
 
-    hidden [N, d], weight [C, d], target [N] (class ids; ``ignore_index`` rows are excluded).
-    reduction: "mean" (over non-ignored rows; 0 if none), "sum" or "none" ([N], 0 at ignored rows).
+    hidden [N, d], weight [C, d] of one dtype, target [N] (int class ids in [0, C); ``ignore_index`` rows are
+    excluded). reduction: "mean" (over non-ignored rows; 0 if none), "sum" or "none" ([N], 0 at ignored rows).
     label_smoothing as in torch.nn.functional.cross_entropy. fp32/bf16/fp16 inputs, fp32 accumulation.
-    The loss has hidden's dtype.
+    The loss has hidden's dtype. ``validate=False`` skips the target range check (one device sync).
     """
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
-        raise ValueError(f"need hidden [N, d] and weight [C, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
-    if target.shape != hidden.shape[:1]:
-        raise ValueError(f"target must be [N]={hidden.shape[0]}, got {tuple(target.shape)}")
-    if not (0.0 <= label_smoothing <= 1.0) or not temperature > 0:
-        raise ValueError("need 0 <= label_smoothing <= 1 and temperature > 0")
+    _check_args(hidden, weight, target, ignore_index, reduction, label_smoothing, temperature, validate)
     if not use_triton(backend, hidden, weight, target) or not kernel_dtype_ok(hidden, weight) \
             or hidden.dtype != weight.dtype or hidden.shape[0] == 0:
         return linear_cross_entropy_reference(hidden, weight, target, ignore_index, reduction, label_smoothing,

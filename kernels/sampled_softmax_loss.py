@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 
-from ._common import kernel_dtype_ok, row_major, use_triton
+from ._common import check_indices, check_same_dtype, kernel_dtype_ok, row_major, use_triton
 from .linear_cross_entropy import (_linear_cross_entropy_bwd_dh_kernel, _linear_cross_entropy_bwd_dw_kernel,
-                                   _linear_cross_entropy_fwd_kernel, lse_backward, lse_forward)
+                                   _linear_cross_entropy_fwd_kernel, _LOG2E, lse_backward, lse_forward, natural_lse)
 
 __all__ = ["sampled_softmax_loss", "sampled_softmax_loss_reference"]
 
@@ -50,21 +50,26 @@ class _SampledSoftmax(torch.autograd.Function):
         neg = negatives.to(torch.int64).contiguous()
         wn = weight[neg].contiguous()                      # [S, d]
         bias = logq_negatives.float().contiguous() if logq_negatives is not None else None
-        lse_neg = lse_forward(h, wn, scale, bias=bias, colids=neg if remove_hits else None,
-                              tgt=tgt if remove_hits else None)
+        m_neg, log2l_neg = lse_forward(h, wn, scale, bias=bias, colids=neg if remove_hits else None,
+                                       tgt=tgt if remove_hits else None)
         w_t = weight[tgt]
         z0 = (h.float() * w_t.float()).sum(-1) * scale
         if logq_target is not None:
             z0 = z0 - logq_target.float()
-        lse = torch.logaddexp(lse_neg, z0)
+        # add the positive to the negatives' base-2 parts (row max, log2 sum)
+        z0_2 = z0 * _LOG2E
+        m = torch.maximum(m_neg, z0_2)
+        neg2 = m_neg - m + log2l_neg                        # log2 of the negatives' sum, relative to m
+        parts = torch.stack([m, torch.logaddexp2(neg2, z0_2 - m)])
+        lse = natural_lse(parts)
         loss = lse - z0
-        ctx.save_for_backward(h, wn, w_t, tgt, neg, bias, lse, z0)
+        ctx.save_for_backward(h, wn, w_t, tgt, neg, bias, parts, neg2)
         ctx.cfg = (remove_hits, scale, reduction, weight.shape, weight.dtype)
         return _reduce(loss, reduction).to(hidden.dtype)
 
     @staticmethod
     def backward(ctx, grad_out):
-        h, wn, w_t, tgt, neg, bias, lse, z0 = ctx.saved_tensors
+        h, wn, w_t, tgt, neg, bias, parts, neg2 = ctx.saved_tensors
         remove_hits, scale, reduction, wshape, wdtype = ctx.cfg
         N = h.shape[0]
         if reduction == "mean":
@@ -73,10 +78,11 @@ class _SampledSoftmax(torch.autograd.Function):
             g = grad_out.float().expand(N)
         g = g.contiguous()
         need_dh, need_dw = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        dh_neg, dwn = lse_backward(h, wn, lse, (g * scale).contiguous(), tgt, scale, bias=bias,
+        dh_neg, dwn = lse_backward(h, wn, parts, (g * scale).contiguous(), tgt, scale, bias=bias,
                                    colids=neg if remove_hits else None, need_dh=need_dh, need_dw=need_dw,
                                    dw_dtype=torch.float32)
-        dz0 = g * (torch.exp(z0 - lse) - 1.0) * scale       # d loss / d (h . w_t)
+        # d loss / d (h . w_t) = p(positive) - 1 = -p(negatives), which does not cancel when p(positive) ~ 1
+        dz0 = -g * torch.exp2(neg2 - parts[1]) * scale
         dh = dw = None
         if need_dh:
             dh = (dh_neg + dz0[:, None] * w_t.float()).to(h.dtype)
@@ -127,22 +133,31 @@ def sampled_softmax_loss_reference(hidden, weight, target, negatives, logq_targe
 def sampled_softmax_loss(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,
                          logq_target: torch.Tensor | None = None, logq_negatives: torch.Tensor | None = None,
                          remove_accidental_hits: bool = True, temperature: float = 1.0, reduction: str = "mean",
-                         backend: str = "auto") -> torch.Tensor:
+                         backend: str = "auto", validate: bool = True) -> torch.Tensor:
     """Sampled softmax cross-entropy with shared negatives; the [N, S] logits are never materialised.
 
     logits_i = [h_i.w[target_i], h_i.w[negatives]] / temperature, minus logq_target / logq_negatives
     (logQ correction) when given; with ``remove_accidental_hits`` a negative equal to the row's target
     gets -inf. Cross-entropy with the positive at index 0; reduction "mean" | "sum" | "none".
     Gradients flow to hidden and to the weight rows that were used. logq tensors get no gradient.
+    Target and negative ids must lie in [0, C); ``validate=False`` skips that check (one device sync).
     """
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"need hidden [N, d] and weight [C, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
     if target.shape != hidden.shape[:1] or negatives.dim() != 1:
-        raise ValueError("need target [N] and negatives [S]")
+        raise ValueError(f"need target [N] and negatives [S], got {tuple(target.shape)} and {tuple(negatives.shape)} "
+                         f"for N = {hidden.shape[0]}")
+    for name, logq, n in (("logq_target", logq_target, hidden.shape[0]), ("logq_negatives", logq_negatives,
+                                                                          negatives.shape[0])):
+        if logq is not None and tuple(logq.shape) != (n,):
+            raise ValueError(f"{name} must be [{n}], got {tuple(logq.shape)}")
     if not temperature > 0:
         raise ValueError("temperature must be > 0")
+    check_same_dtype(hidden, weight)
+    if validate:
+        check_indices(("target", target, weight.shape[0], None), ("negatives", negatives, weight.shape[0], None))
     tensors = [t for t in (hidden, weight, target, negatives, logq_target, logq_negatives) if t is not None]
     if not use_triton(backend, *tensors) or not kernel_dtype_ok(hidden, weight) or hidden.dtype != weight.dtype \
             or hidden.shape[0] == 0 or negatives.numel() == 0:

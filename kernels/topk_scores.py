@@ -6,7 +6,9 @@
 Semantics: ``exclude`` lists item ids per row that are never returned (duplicates fine; callers
 pad with 0, which excludes item 0 = the padding item, on purpose). When fewer than k items are
 available (k > C, or too many excluded) the tail is padded with score -inf and id -1; any slot
-whose score is -inf carries id -1. Ties: any consistent order. No gradient (inference only).
+whose score is -inf carries id -1. Ties: any consistent order. The selection has no gradient; the
+returned scores do (``_TopkScores``): d score[n, j] is weight[ids[n, j]] for hidden[n] and hidden[n] for
+that weight row, none for padded slots.
 
 Triton path (exact, two recompute passes over the catalog, each one tl.dot per tile):
 1. ``_topk_scores_chunkmax_kernel``: the catalog is cut into n_chunks >= K' chunks of GROUP
@@ -24,9 +26,11 @@ Memory: O(N * (n_chunks + CAP)), independent of C. Tiny catalogs (C < 16 K') ski
 """
 from __future__ import annotations
 
+import operator
+
 import torch
 
-from ._common import (dot_precision, hidden_tile, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms,
+from ._common import (check_same_dtype, dot_precision, hidden_tile, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms,
                       row_major, scores_tile, span, split_range, tl, triton, use_triton)
 
 __all__ = ["topk_scores", "topk_scores_reference"]
@@ -185,6 +189,46 @@ def topk_scores_reference(hidden: torch.Tensor, weight: torch.Tensor, k: int, ex
     return _finish(best_v, best_i, k)
 
 
+class _TopkScores(torch.autograd.Function):
+    """Runs a selection (Triton or the reference) without a graph and makes its scores differentiable."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, k, exclude, select):
+        scores, ids = select(hidden, weight, k, exclude)
+        ctx.save_for_backward(hidden, weight, ids)
+        ctx.mark_non_differentiable(ids)
+        return scores, ids
+
+    @staticmethod
+    def backward(ctx, grad_scores, _grad_ids):
+        hidden, weight, ids = ctx.saved_tensors
+        g = torch.where(ids >= 0, grad_scores.float(), 0.0)          # padded slots (id -1) have no item
+        rows = ids.clamp(min=0)
+        dh = dw = None
+        if ctx.needs_input_grad[0]:
+            dh = torch.einsum("nk,nkd->nd", g, weight[rows].float()).to(hidden.dtype)
+        if ctx.needs_input_grad[1]:
+            contrib = (g[..., None] * hidden.float()[:, None]).flatten(0, 1)
+            dw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+            dw = dw.index_add_(0, rows.flatten(), contrib).to(weight.dtype)
+        return dh, dw, None, None, None
+
+
+def _select_triton(hidden, weight, k, exclude):
+    with torch.no_grad():
+        return _topk_triton(hidden, weight, k, exclude)
+
+
+def _as_int(k) -> int:
+    """ints, numpy ints and integer one-element tensors; not bools or floats (3.7 must not become 3)."""
+    try:
+        if not isinstance(k, bool):
+            return operator.index(k)
+    except TypeError:
+        pass
+    raise TypeError(f"k must be an int, got {k!r}")
+
+
 def topk_scores(hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: torch.Tensor | None = None,
                 backend: str = "auto"):
     """Top-k items by ``hidden @ weight.T`` per row -> (scores [N, k] float32, ids [N, k] int64).
@@ -195,14 +239,16 @@ def topk_scores(hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: tor
     """
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"need hidden [N, d] and weight [C, d], got {tuple(hidden.shape)} and {tuple(weight.shape)}")
-    k = int(k)
+    k = _as_int(k)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    check_same_dtype(hidden, weight)
     if exclude is not None and (exclude.dim() != 2 or exclude.shape[0] != hidden.shape[0]):
         raise ValueError(f"exclude must be [N, m], got {tuple(exclude.shape)}")
+    if exclude is not None and exclude.dtype not in (torch.int32, torch.int64):
+        raise TypeError(f"exclude must hold int32 or int64 ids, got {exclude.dtype}")
     tensors = [t for t in (hidden, weight, exclude) if t is not None]
     if not use_triton(backend, *tensors) or not kernel_dtype_ok(hidden, weight) or hidden.dtype != weight.dtype \
             or hidden.shape[0] == 0 or weight.shape[0] == 0:
-        return topk_scores_reference(hidden, weight, k, exclude)
-    with torch.no_grad():
-        return _topk_triton(hidden, weight, k, exclude)
+        return _TopkScores.apply(hidden, weight, k, exclude, topk_scores_reference)
+    return _TopkScores.apply(hidden, weight, k, exclude, _select_triton)

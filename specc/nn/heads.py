@@ -37,7 +37,8 @@ class NextItemHead(nn.Module):
             if not self.logq_correction:
                 logq_neg = logq_target = None
             return sampled_softmax_loss(h, weight, target, negatives, logq_target, logq_neg,
-                                        remove_accidental_hits=True, temperature=self.temperature, backend=backend)
+                                        remove_accidental_hits=True, temperature=self.temperature, backend=backend,
+                                        validate=False)   # targets are checked items, negatives sampled ids
         return self._binary_loss(h, weight, target, generator)
 
     def full_catalog_loss(self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
@@ -48,9 +49,9 @@ class NextItemHead(nn.Module):
         h, weight = _one_dtype(self.queries(hidden), weight)
         if use_triton(backend, h, weight):
             return linear_cross_entropy(h, weight, target, label_smoothing=label_smoothing,
-                                        temperature=self.temperature, backend=backend)
+                                        temperature=self.temperature, backend=backend, validate=False)
         return linear_cross_entropy_cpu(h, weight, target, label_smoothing=label_smoothing,
-                                        temperature=self.temperature)
+                                        temperature=self.temperature, validate=False)
 
     def _binary_loss(self, h, weight, target, generator):
         """BCE (SASRec) and gBCE (gSASRec, Petrov & Macdonald 2023) with per-position uniform negatives."""

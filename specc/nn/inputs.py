@@ -61,7 +61,7 @@ class InputBlock(nn.Module):
         weights = [self.tables[t] for _, t in features]
         ids = [batch[c] for c, _ in features]
         fn = gather_concat if combine == "concat" else gather_sum
-        return fn(weights, ids, padding_idx=0, backend=backend)
+        return fn(weights, ids, padding_idx=0, backend=backend, validate=False)   # Model.prepare checked the ids
 
     def _continuous_parts(self, batch: dict[str, torch.Tensor], B: int, L: int) -> torch.Tensor | None:
         if not self.continuous:
