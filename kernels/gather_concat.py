@@ -206,7 +206,7 @@ def check_gather_args(weights, ids, padding_idx, validate):
     for w in weights:
         if w.dim() != 2:
             raise ValueError(f"tables must be 2-d [rows, dim], got shape {tuple(w.shape)}")
-    if len({tuple(i.shape) for i in ids}) > 1:
+    if any(i.shape != ids[0].shape for i in ids):
         raise ValueError(f"all id tensors must have the same shape, got {[tuple(i.shape) for i in ids]}")
     if validate:
         check_indices(*((f"ids of table {t}", i, w.shape[0], padding_idx) for t, (w, i) in enumerate(zip(weights, ids))))

@@ -288,7 +288,7 @@ class Checker:
             if col.is_categorical:
                 t = table_of[col.name]
                 width = tables[t].dim if t in tables else 0
-                feature_plans.append(FeaturePlan(col.name, "categorical", col.is_list, t, width))
+                feature_plans.append(FeaturePlan(col.name, "categorical", col.is_list, t, width, col.cardinality))
             else:
                 feature_plans.append(FeaturePlan(col.name, "continuous", col.is_list, None,
                                                  cont_plan.dim if cont_plan else 0))
@@ -400,7 +400,7 @@ class Checker:
             self.error("$.body.n_head", "shape_mismatch",
                        f"d_model {body.d_model} is not divisible by n_head {body.n_head}",
                        "pick n_head dividing d_model, e.g. " + ", ".join(
-                           str(h) for h in (2, 4, 8, 16) if body.d_model % h == 0) or "1")
+                           str(h) for h in range(1, min(body.d_model, 32) + 1) if body.d_model % h == 0))
             return None
         d_ff = body.d_ff or 4 * body.d_model
         config: dict[str, Any] = {}
@@ -421,6 +421,11 @@ class Checker:
             except ValueError as exc:
                 self.error("$.body.architecture", "unsupported_architecture", str(exc),
                            "use one of the listed architectures, or change body.config")
+                return None
+            except Exception as exc:   # noqa: BLE001 - a config value the model class cannot build with
+                self.error("$.body.config", "invalid_body_config",
+                           f"{type(exc).__name__}: {str(exc).strip()[:300]} (building {body.architecture})",
+                           "check the body.config values against the Hugging Face config class")
                 return None
         elif body.config:
             self.error("$.body.config", "unknown_key", "the native body takes no config overrides",

@@ -175,7 +175,7 @@ class InferenceModel(nn.Module):
         h = m.next_hidden(batch, lengths)
         seq = batch[self.sequence_column]
         # id 0 (padding) is always excluded; with exclude_seen, every id of the sequence as well
-        exclude = seq if self.exclude_seen else torch.zeros_like(seq[:, :1])
+        exclude = F.pad(seq, (0, 1)) if self.exclude_seen else torch.zeros_like(seq[:, :1])
         q = m.next_item.queries(h) / m.next_item.temperature
         return topk_scores_reference(q, m._item_weight(), self.k, exclude, block=self.block)
 

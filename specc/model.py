@@ -28,8 +28,7 @@ class Model(nn.Module):
         self.sequence_column = i.sequence_column
         self.list_columns = [f.column for f in i.features if f.sequential]
         self.scalar_columns = [f.column for f in i.features if not f.sequential]
-        self.id_ranges = {f.column: next(t.rows for t in i.tables if t.name == f.table)
-                          for f in i.features if f.role == "categorical"}
+        self.id_ranges = {f.column: f.cardinality for f in i.features if f.role == "categorical"}
         task = plan.next_item
         self.item_table = None if task is None or task.table is None else \
             [t.name for t in i.tables].index(task.table)
@@ -81,11 +80,9 @@ class Model(nn.Module):
             raise DataError([f"the batch lacks column(s) {', '.join(missing)}"], "batch")
         out = {}
         for c in needed:
-            if c in self.list_columns or f"{c}__values" in batch:
-                out[c] = _padded(batch, c)
-            else:   # scalars come as [B] or, from Merlin's loader and Triton clients, [B, 1]
-                v = batch[c]
-                out[c] = v.reshape(v.shape[0]) if v.dim() == 2 and v.shape[1] == 1 else v
+            out[c] = _padded(batch, c) if c in self.list_columns else _scalar(batch, c)
+        _check_aligned(batch, out, self.sequence_column, [c for c in needed if c in self.list_columns],
+                       [c for c in needed if c not in self.list_columns])
         for c in self.id_ranges:
             if out[c].is_floating_point() or out[c].is_complex() or out[c].dtype == torch.bool:
                 raise DataError([f"column {c!r} holds {out[c].dtype} values; categorical ids must be integers"],
@@ -101,10 +98,15 @@ class Model(nn.Module):
             out[c] = keep_most_recent(out[c], lengths, self.max_length)
         lengths = lengths.clamp(max=self.max_length)
         checked = [c for c in self.id_ranges if out[c].numel()]
-        if checked:   # one device sync for all columns
-            bounds = torch.stack([torch.stack([out[c].min(), out[c].max()]) for c in checked]).tolist()
+        floats = [c for c in needed if out[c].is_floating_point() and out[c].numel()]
+        if checked or floats:   # one device sync for all columns
+            stats = [torch.stack([out[c].min(), out[c].max()]) for c in checked]
+            stats += [torch.stack([torch.isfinite(out[c]).all().long()] * 2) for c in floats]
+            values = torch.stack(stats).tolist()
             bad = [f"column {c!r} has ids outside [0, {self.id_ranges[c]}) (min {lo}, max {hi})"
-                   for c, (lo, hi) in zip(checked, bounds) if lo < 0 or hi >= self.id_ranges[c]]
+                   for c, (lo, hi) in zip(checked, values) if lo < 0 or hi >= self.id_ranges[c]]
+            bad += [f"column {c!r} has NaN or infinite values" for c, (ok, _) in zip(floats, values[len(checked):])
+                    if not ok]
             if bad:
                 raise DataError(bad, "batch")
         return out, lengths
@@ -167,7 +169,10 @@ class Model(nn.Module):
         return self.task_plans[name].weight
 
     def _item_weight(self) -> torch.Tensor:
-        return self.inputs.tables[self.item_table] if self.item_table is not None else self.next_item.table
+        """The catalog's rows: a tied table shared with a larger column has rows beyond the catalog."""
+        if self.item_table is None:
+            return self.next_item.table
+        return self.inputs.tables[self.item_table][:self.plan.next_item.n_items]
 
     def _scalar_target(self, batch, name, lengths) -> torch.Tensor:
         t = self.task_plans[name]
@@ -280,7 +285,8 @@ class Model(nn.Module):
     def _topk(self, batch, lengths, k, exclude_seen):
         h = self.next_hidden(batch, lengths)
         seen = batch[self.sequence_column]
-        exclude = seen if exclude_seen else torch.zeros(seen.shape[0], 1, dtype=seen.dtype, device=seen.device)
+        # id 0 (padding) is always excluded (a full row of seen items holds no 0)
+        exclude = F.pad(seen, (0, 1)) if exclude_seen else torch.zeros_like(seen[:, :1])
         return self.next_item.topk(h, self._item_weight(), k, exclude, self._backend(h))
 
 
@@ -300,6 +306,40 @@ def _eval_mode(model: nn.Module):
         yield
     finally:
         model.train(was_training)
+
+
+def _scalar(batch: dict[str, torch.Tensor], column: str) -> torch.Tensor:
+    """A scalar column as [B]: given as [B], [B, 1] (Merlin's loader, Triton clients) or ragged with one value
+    per row."""
+    if column not in batch:
+        values, offsets = batch[f"{column}__values"], batch[f"{column}__offsets"]
+        if values.dim() != 1 or offsets.shape != (values.shape[0] + 1,) or \
+                not torch.equal(offsets.long(), torch.arange(values.shape[0] + 1, device=offsets.device)):
+            raise DataError([f"{column!r} is a scalar column: its ragged form needs exactly one value per row"],
+                            "batch")
+        return values
+    v = batch[column]
+    if v.dim() == 2 and v.shape[1] == 1:
+        return v.reshape(v.shape[0])
+    if v.dim() != 1:
+        raise DataError([f"{column!r} is a scalar column: expected [batch] or [batch, 1], got {list(v.shape)}"],
+                        "batch")
+    return v
+
+
+def _check_aligned(batch, out, sequence: str, lists: list[str], scalars: list[str]) -> None:
+    """Every column describes the same rows, and list columns the same positions as the item column."""
+    B, L = out[sequence].shape
+    bad = [f"list column {c!r} has shape {list(out[c].shape)}, the item column {sequence!r} {[B, L]}"
+           for c in lists if out[c].shape != (B, L)]
+    bad += [f"column {c!r} has {out[c].shape[0]} rows, the item column {sequence!r} {B}"
+            for c in scalars if out[c].shape[0] != B]
+    offsets = {c: batch[f"{c}__offsets"] for c in lists if f"{c}__offsets" in batch}
+    if sequence in offsets:
+        bad += [f"ragged column {c!r} has other offsets than the item column {sequence!r}: each row needs one "
+                "value per item" for c, o in offsets.items() if not torch.equal(o.long(), offsets[sequence].long())]
+    if bad:
+        raise DataError(bad, "batch")
 
 
 def _padded(batch: dict[str, torch.Tensor], column: str) -> torch.Tensor:

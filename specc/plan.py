@@ -23,6 +23,7 @@ class FeaturePlan:
     sequential: bool        # a list column; scalars are broadcast along the sequence
     table: str | None       # embedding table of a categorical feature
     width: int              # width of its part in the aggregation (continuous "linear" shares one part)
+    cardinality: int | None = None   # categorical: its ids lie in [0, cardinality) (a shared table may be larger)
 
 
 @dataclass(frozen=True)

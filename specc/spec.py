@@ -19,6 +19,9 @@ from specc.errors import Issue, SpecError, did_you_mean, json_path
 SPEC_VERSION = 1
 
 PositiveInt = Annotated[int, Field(ge=1)]
+# bounds far above any real model that keep every shape and parameter count a machine integer
+Width = Annotated[int, Field(ge=1, le=1 << 20)]
+Depth = Annotated[int, Field(ge=1, le=4096)]
 MAX_SEQUENCE_LENGTH = 65536
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -38,21 +41,21 @@ class InferDims(Closed):
 
 
 class Embeddings(Closed):
-    default_dim: PositiveInt = 64
-    dims: dict[str, PositiveInt] = {}
+    default_dim: Width = 64
+    dims: dict[str, Width] = {}
     infer: InferDims | None = None
     shared: dict[str, Annotated[list[str], Field(min_length=1)]] = {}
 
 
 class LinearContinuous(Closed):
     kind: Literal["linear"]
-    dim: PositiveInt = 16
+    dim: Width = 16
 
 
 class SoftEmbeddingContinuous(Closed):
     kind: Literal["soft_embedding"]
-    cardinality: PositiveInt = 10
-    dim: PositiveInt = 16
+    cardinality: Width = 10
+    dim: Width = 16
 
 
 class IdentityContinuous(Closed):
@@ -81,7 +84,7 @@ Activation = Literal["relu", "gelu", "none"]
 
 class MlpProjection(Closed):
     kind: Literal["mlp"]
-    dims: Annotated[list[PositiveInt], Field(min_length=1)]
+    dims: Annotated[list[Width], Field(min_length=1)]
     activation: Activation = "relu"
     dropout: Dropout = 0.0
 
@@ -138,10 +141,10 @@ ARCHITECTURES = ("native", "gpt2", "xlnet", "bert", "roberta", "albert", "electr
 class TransformerBody(Closed):
     kind: Literal["transformer"]
     architecture: str
-    d_model: PositiveInt
-    n_head: PositiveInt
-    n_layer: PositiveInt
-    d_ff: PositiveInt | None = None
+    d_model: Width
+    n_head: Depth
+    n_layer: Depth
+    d_ff: Width | None = None
     dropout: Dropout = 0.1
     config: dict[str, Any] = {}
 
@@ -158,14 +161,14 @@ class TransformerBody(Closed):
 
 class GruBody(Closed):
     kind: Literal["gru"]
-    d_model: PositiveInt
-    n_layer: PositiveInt = 1
+    d_model: Width
+    n_layer: Depth = 1
     dropout: Dropout = 0.0
 
 
 class MlpBody(Closed):
     kind: Literal["mlp"]
-    dims: Annotated[list[PositiveInt], Field(min_length=1)]
+    dims: Annotated[list[Width], Field(min_length=1)]
     activation: Activation = "relu"
     dropout: Dropout = 0.0
 

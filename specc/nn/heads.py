@@ -64,7 +64,7 @@ class NextItemHead(nn.Module):
             alpha = S / (self.n_items - 1)
             beta = alpha * (self.t * (1 - 1 / alpha) + 1 / alpha)
         neg_loss = F.softplus(neg).masked_fill(negatives == target[:, None], 0.0).sum(-1)
-        return (-beta * F.logsigmoid(pos) + neg_loss).mean()
+        return (-beta * F.logsigmoid(pos) + neg_loss).sum() / max(N, 1)   # 0 for a batch without targets
 
     def topk(self, hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: torch.Tensor | None, backend: str):
         from specc.kernels import topk_scores
