@@ -77,6 +77,17 @@ def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Gener
     except Exception as exc:   # noqa: BLE001 - safetensors raises its own error types for damaged files
         raise RunError(f"{run_dir}/train_state.safetensors cannot be read ({type(exc).__name__}: {exc}); "
                        "the run cannot be resumed") from None
+    try:
+        return _restore(meta, tensors, optimizer, scheduler, generator)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        raise RunError(f"{run_dir}: damaged training state ({type(exc).__name__}: {str(exc)[:200]}); the run "
+                       "cannot be resumed") from None
+
+
+def _restore(meta: dict, tensors: dict, optimizer, scheduler, generator) -> tuple[int, int, int]:
+    position = meta["epoch"], meta["batch"], meta["step"]
+    if not all(type(v) is int and v >= 0 for v in position):
+        raise ValueError(f"epoch, batch and step must be counts, got {position}")
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
@@ -89,7 +100,7 @@ def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Gener
     scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.model"])
-    return meta["epoch"], meta["batch"], meta["step"]
+    return position
 
 
 def load(run_dir, device: str | None = None, kernels: str = "auto"):
@@ -108,26 +119,55 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
         saved_plan = json.loads((run_dir / "plan.json").read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunError(f"{run_dir}: corrupt run files ({exc})") from None
+    if not isinstance(spec, dict) or not isinstance(saved_plan, dict):
+        raise RunError(f"{run_dir}: corrupt run files (spec.json and plan.json must hold JSON objects)")
     # the plan is compared with the saved one below; its body already ran when the run was trained
     plan = compile_plan(spec, run_schema(run_dir), kernels, trial_run=False)
     if _comparable(plan.to_dict()) != _comparable(saved_plan):
         raise RunError(f"{run_dir}: the spec no longer compiles to the saved plan (was it edited, or trained with "
                        "another specc version?)")
     model = build_from_plan(plan)
-    try:
-        missing_keys, unexpected = load_model(model, str(run_dir / "model.safetensors"), strict=False)
-    except Exception as exc:   # safetensors raises several types for damaged files
-        raise RunError(f"{run_dir}/model.safetensors: cannot load weights ({exc})") from None
-    if missing_keys or unexpected:
-        raise RunError(f"{run_dir}/model.safetensors does not match the plan (missing {sorted(missing_keys)[:3]}, "
-                       f"unexpected {sorted(unexpected)[:3]})")
-    broken = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
-    if broken:
-        raise RunError(f"{run_dir}/model.safetensors holds NaN or infinite weights ({', '.join(broken[:3])}"
-                       f"{' ...' if len(broken) > 3 else ''}); its scores would be meaningless")
+    load_weights(run_dir, model)
     if device:
         model.to(device)
     return model.eval()
+
+
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
+                       torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL"}
+
+
+def _check_dtypes(path: Path, model) -> None:
+    """Weights of another dtype than the model's would be cast silently on load."""
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            stored = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    except Exception as exc:   # noqa: BLE001 - safetensors raises several types for damaged files
+        raise RunError(f"{path}: cannot load weights ({exc})") from None
+    wrong = [f"{k} is {stored[k]}, the model's {_SAFETENSORS_DTYPES.get(t.dtype, t.dtype)}"
+             for k, t in model.state_dict().items() if k in stored and stored[k] != _SAFETENSORS_DTYPES.get(t.dtype)]
+    if wrong:
+        raise RunError(f"{path} does not match the plan: {'; '.join(wrong[:3])}")
+
+
+def load_weights(run_dir: Path, model) -> None:
+    """RUN_DIR/model.safetensors into `model`: every tensor present, of the model's shape and dtype, finite."""
+    path = run_dir / "model.safetensors"
+    if not path.is_file():
+        raise RunError(f"{run_dir}: not a complete run directory (missing model.safetensors)")
+    _check_dtypes(path, model)
+    try:
+        missing_keys, unexpected = load_model(model, str(path), strict=False)
+    except Exception as exc:   # safetensors raises several types for damaged files
+        raise RunError(f"{path}: cannot load weights ({exc})") from None
+    if missing_keys or unexpected:
+        raise RunError(f"{path} does not match the plan (missing {sorted(missing_keys)[:3]}, "
+                       f"unexpected {sorted(unexpected)[:3]})")
+    broken = [name for name, p in model.state_dict().items() if p.is_floating_point() and not torch.isfinite(p).all()]
+    if broken:
+        raise RunError(f"{path} holds NaN or infinite weights ({', '.join(broken[:3])}"
+                       f"{' ...' if len(broken) > 3 else ''}); its scores would be meaningless")
 
 
 def run_schema(run_dir) -> Schema:
@@ -142,8 +182,11 @@ def run_schema(run_dir) -> Schema:
 
 def check_same_plan(run_dir: Path, plan) -> None:
     """Resuming must continue the same model: the spec has to compile to the plan the run was trained with."""
-    saved = json.loads((run_dir / "plan.json").read_text())
-    if _comparable(plan.to_dict()) != _comparable(saved):
+    try:
+        saved = json.loads((run_dir / "plan.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{run_dir}/plan.json cannot be read ({exc})") from None
+    if not isinstance(saved, dict) or _comparable(plan.to_dict()) != _comparable(saved):
         raise RunError(f"{run_dir} was trained from another spec or schema; resume it with its own spec "
                        f"({run_dir / 'spec.json'})")
 

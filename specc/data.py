@@ -129,6 +129,10 @@ def _plan_columns(schema: Schema, columns: Sequence[str], arrow_schema, problems
             continue
         wants_ids = col.is_categorical or col.cardinality is not None or (
             col.dtype in ("int", "bool") and not col.is_continuous)
+        if col.is_categorical and kind == "bool" and "binary_classification" not in col.tags:
+            problems.append(f"column {name!r} holds booleans but the schema says it is categorical: categorical "
+                            "columns must hold integer ids in [0, cardinality)")
+            continue
         if col.is_categorical and kind == "float":
             problems.append(f"column {name!r} holds floats ({arrow_schema.field(name).type}) but the schema says it "
                             "is categorical: categorical columns must hold integer ids in [0, cardinality)")
@@ -248,11 +252,15 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
         if twice:
             problems += [f"{f!r} has {s.names.count(c)} columns named {c!r}; rename or drop all but one" for c in twice]
         if arrow_schema is None:
-            arrow_schema = s
+            arrow_schema, first = s, f
         else:
             missing = [c for c in columns if c in arrow_schema.names and c not in s.names]
             if missing:
                 problems.append(f"{f!r} lacks column(s) {', '.join(map(repr, missing))} that other files have")
+            # every file must store a column alike: the types are planned from the first file's footer
+            problems += [f"{f!r} stores column {c!r} as {s.field(c).type}, {first!r} as {arrow_schema.field(c).type}"
+                         for c in columns if c in arrow_schema.names and c in s.names
+                         and _arrow_kind(s.field(c).type) != _arrow_kind(arrow_schema.field(c).type)]
     if problems or arrow_schema is None:
         raise DataError(problems or [f"no readable parquet file under {source!r}"], source=source)
 

@@ -297,6 +297,11 @@ def synthesize(schema: Schema | None, out_dir, *, n_train: int = 8000, n_valid: 
     paths = {k: os.path.join(out_dir, f) for k, f in
              [("train", "train.parquet"), ("valid", "valid.parquet"), ("schema", "schema.pbtxt"),
               ("optimum", "optimum.json")]}
+    # rewriting an earlier `data synth` output is fine; replacing someone's own data is not
+    theirs = [os.path.basename(p) for k, p in paths.items() if k != "optimum" and os.path.exists(p)]
+    if theirs and not os.path.exists(paths["optimum"]):
+        raise UserError(f"--out {out_dir} already holds {', '.join(theirs)} that specc data synth did not write; "
+                        "choose an empty folder")
     pq.write_table(_columns_for(schema, chain, train_seq, train_len, maps, rng, 0), paths["train"])
     pq.write_table(_columns_for(schema, chain, valid_seq, valid_len, maps, rng, n_train), paths["valid"])
     save_schema(schema, paths["schema"])

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import torch
 
-from specc.checkpoint import (RunError, check_same_plan, load, load_train_state, run_schema, save_model_files,
-                              save_train_state)
+from specc.checkpoint import (RunError, check_same_plan, load, load_train_state, load_weights, run_schema,
+                              save_model_files, save_train_state, saved_settings)
 from specc.cpu import keep_freed_memory
 from specc.errors import SpecError, UserError
 
@@ -118,8 +118,11 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         keep_freed_memory()
     asked = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
              "data": str(Path(data).resolve())}
+    extended_from = None
     if resume:   # continue with the run's own settings; a different one would not continue the same run
+        saved_epochs = saved_settings(run_dir).get("epochs")
         asked = _resume_settings(run_dir, asked)
+        extended_from = saved_epochs if asked["epochs"] and saved_epochs and asked["epochs"] > saved_epochs else None
     epochs, batch_size, lr, precision = asked["epochs"], asked["batch_size"], asked["lr"], asked["precision"]
     tr = spec.training.model_copy(update={"precision": precision}) if precision else spec.training
     epochs = epochs or tr.epochs
@@ -143,6 +146,10 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     if has_next_item and plan.next_item.loss.sampler == "popularity":
         model.next_item.item_counts.copy_(train_set.item_counts(plan.next_item.n_items).to(device))
 
+    if extended_from and (tr.schedule != "constant" or tr.warmup > 0):
+        log(f"note: extending a {extended_from}-epoch run to {epochs} epochs re-plans its learning-rate schedule "
+            f"({tr.schedule}, warm-up {tr.warmup:g}) over {epochs} epochs, so it will not equal a run trained for "
+            f"{epochs} epochs from the start")
     steps_per_epoch = math.ceil(train_set.n_rows / batch_size)
     optimizer = _optimizer(model, opt_spec)
     scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup, tr.schedule)
@@ -150,8 +157,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     if resume:
         check_same_plan(run_dir, plan)
         start_epoch, skip, step = load_train_state(run_dir, optimizer, scheduler, generator)
-        from safetensors.torch import load_model
-        load_model(model, str(run_dir / "model.safetensors"))
+        load_weights(run_dir, model)
         if start_epoch >= epochs:
             log(f"{run_dir} is already trained for {start_epoch} epoch(s); pass --epochs above that to continue")
             saved = run_dir / "metrics.json"
@@ -249,7 +255,6 @@ def resolve_device(device: str | None) -> str:
 
 def _resume_settings(run_dir: Path, asked: dict) -> dict:
     """The settings a resumed run continues with: the saved ones; a flag that differs is an error (epochs may grow)."""
-    from specc.checkpoint import saved_settings
     saved = saved_settings(run_dir)
     out = dict(asked)
     for key, value in saved.items():

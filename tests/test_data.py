@@ -413,3 +413,30 @@ def test_a_schema_file_beside_the_data_does_not_hide_columns(tmp_path):
     ds = open_dataset(f, SCHEMA, ["item", "cat", "age", "click"], item_column="item", max_length=3, engine="merlin")
     assert ds.engine == "merlin"
     assert _all(ds)["age"].shape == (2,) and _all(ds)["click"].tolist() == [0, 1]
+
+
+def _with_column(path, name, array):
+    table = pq.read_table(path)
+    pq.write_table(table.set_column(table.schema.get_field_index(name), name, array), path)
+    return path
+
+
+def test_every_file_of_a_folder_must_store_a_column_alike(tmp_path):
+    _write(tmp_path / "d" / "part0.parquet", [[1, 2], [3, 4, 5]])
+    part1 = _write(tmp_path / "d" / "part1.parquet", [[1, 2]])
+    _with_column(part1, "item", pa.array([[1.7, 2.0]], pa.list_(pa.float64())))
+    _with_column(part1, "weekday", pa.array([[1]], pa.list_(pa.int64())))
+    with pytest.raises(DataError) as e:
+        open_dataset(tmp_path / "d", SCHEMA, ["item", "weekday"], item_column="item", max_length=3)
+    text = _problems(e)
+    assert "part1.parquet' stores column 'item' as list<element: double>" in text
+    assert "part1.parquet' stores column 'weekday' as list<element: int64>" in text
+    _write(tmp_path / "ok" / "part0.parquet", [[1, 2]])
+    _with_column(_write(tmp_path / "ok" / "part1.parquet", [[3, 4]]), "item", pa.array([[3, 4]], pa.list_(pa.int32())))
+    assert len(open_dataset(tmp_path / "ok", SCHEMA, ["item"], item_column="item", max_length=3)) == 2   # int32/64
+
+
+def test_booleans_are_not_categorical_ids(tmp_path):
+    f = _with_column(_write(tmp_path / "d.parquet", [[1, 2]]), "cat", pa.array([[True, False]], pa.list_(pa.bool_())))
+    with pytest.raises(DataError, match="'cat' holds booleans"):
+        open_dataset(f, SCHEMA, ["item", "cat"], item_column="item", max_length=3)

@@ -292,3 +292,44 @@ def test_eval_every_evaluates_every_nth_and_the_last_epoch(data, tmp_path):
     lines = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert ["ndcg@10" in line for line in lines] == [False, True, True]
     assert result["ndcg@10"] == lines[-1]["ndcg@10"]
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("plan_list", "must hold JSON objects"),
+    ("weights_fp16", r"inputs.tables.0 is F16, the model's F32"),
+    ("state_keys", r"damaged training state \(KeyError"),
+    ("state_epoch", "epoch, batch and step must be counts"),
+])
+def test_damaged_run_files_are_refused_clearly(run, data, tmp_path, damage, message):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    copy = tmp_path / damage
+    shutil.copytree(run[0], copy)
+    if damage == "plan_list":
+        (copy / "plan.json").write_text("[]")
+    elif damage == "weights_fp16":
+        save_file({k: v.half() for k, v in load_file(str(copy / "model.safetensors")).items()},
+                  str(copy / "model.safetensors"))
+    else:
+        state = json.loads((copy / "train_state.json").read_text())
+        if damage == "state_keys":
+            del state["scalars"]
+        else:
+            state["epoch"] = "one"
+        (copy / "train_state.json").write_text(json.dumps(state))
+    with pytest.raises(specc.UserError, match=message):
+        if damage.startswith("state"):
+            train(SPEC, data / "train.parquet", copy, epochs=3, resume=True, progress=False, log=quiet)
+        else:
+            specc.load(copy)
+
+
+def test_synth_does_not_replace_someone_else_s_data(tmp_path):
+    synthesize(default_schema(), tmp_path / "ours", n_train=20, n_valid=5)
+    synthesize(default_schema(), tmp_path / "ours", n_train=20, n_valid=5)    # its own output: rewritten
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "train.parquet").write_bytes(b"precious")
+    with pytest.raises(specc.UserError, match="train.parquet that specc data synth did not write"):
+        synthesize(default_schema(), tmp_path / "theirs", n_train=20, n_valid=5)
+    assert (tmp_path / "theirs" / "train.parquet").read_bytes() == b"precious"
