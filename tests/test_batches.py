@@ -81,3 +81,15 @@ def test_ragged_list_columns_must_share_the_item_column_s_offsets():
              "prices__values": torch.rand(4), "prices__offsets": torch.tensor([0, 2, 4]), "session": torch.tensor([1, 2])}
     with pytest.raises(DataError, match="other offsets"):
         model.recommend(batch, k=4)
+
+
+def test_the_full_catalog_loss_gives_the_padding_id_no_mass(seed):
+    model = _model().train()
+    hidden = torch.randn(6, 16)
+    weight = model._item_weight()
+    target = torch.randint(1, 12, (6,))
+    loss = model.next_item.full_catalog_loss(hidden, weight, target, "torch")
+    logits = model.next_item.queries(hidden) @ weight.T
+    torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits[:, 1:], target - 1))
+    loss.backward()
+    assert model.inputs.tables[0].grad[0].abs().max() == 0   # row 0 gets no gradient

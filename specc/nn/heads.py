@@ -43,10 +43,12 @@ class NextItemHead(nn.Module):
 
     def full_catalog_loss(self, hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
                           backend: str, label_smoothing: float = 0.0) -> torch.Tensor:
-        """Softmax cross-entropy over the whole catalog (also the eval loss, whatever the training loss)."""
+        """Softmax cross-entropy over the whole catalog (also the eval loss, whatever the training loss). The
+        padding id 0 is no class: it is never a target, nor recommended, so it takes no probability mass."""
         from specc.kernels import linear_cross_entropy, linear_cross_entropy_cpu
         from specc.kernels._common import use_triton
         h, weight = _one_dtype(self.queries(hidden), weight)
+        weight, target = weight[1:], target - 1
         if use_triton(backend, h, weight):
             return linear_cross_entropy(h, weight, target, label_smoothing=label_smoothing,
                                         temperature=self.temperature, backend=backend, validate=False)
