@@ -102,12 +102,16 @@ def _drop_excluded(vals: torch.Tensor, ids: torch.Tensor, exclude: torch.Tensor 
     return vals.masked_fill(ex.gather(1, pos) == ids, float("-inf"))
 
 
-def _finish(vals: torch.Tensor, ids: torch.Tensor, k: int):
-    """Top-k of candidate (vals, ids) [N, M] -> padded ([N, k] fp32, [N, k] int64), -inf slots get id -1."""
+def _finish(vals: torch.Tensor, ids: torch.Tensor, k: int, presorted: bool = False):
+    """Top-k of candidate (vals, ids) [N, M] -> padded ([N, k] fp32, [N, k] int64), -inf slots get id -1.
+    `presorted`: the candidates are already the top min(k, M), in descending order."""
     N, M = vals.shape
     kk = min(k, M)
-    v, i = torch.topk(vals, kk, dim=1)
-    out_ids = ids.gather(1, i).to(torch.int64)
+    if presorted:
+        v, out_ids = vals[:, :kk], ids[:, :kk].to(torch.int64)
+    else:
+        v, i = torch.topk(vals, kk, dim=1)
+        out_ids = ids.gather(1, i).to(torch.int64)
     out_ids = out_ids.masked_fill(v == float("-inf"), -1)
     if kk < k:
         v = torch.cat([v, v.new_full((N, k - kk), float("-inf"))], dim=1)
@@ -181,12 +185,15 @@ def topk_scores_reference(hidden: torch.Tensor, weight: torch.Tensor, k: int, ex
                 inside = (rel >= 0) & (rel < c1 - c0)
                 rows = torch.arange(N, device=hidden.device)[:, None].expand_as(rel)
                 s[rows[inside], rel[inside]] = float("-inf")
-            block_v, block_pos = torch.topk(s, min(k, c1 - c0), dim=1)   # then merge [N, <= 2k] candidates
-            v = torch.cat([best_v, block_v], dim=1)
+            block_v, block_pos = torch.topk(s, min(k, c1 - c0), dim=1)
+            if c0 == 0:
+                best_v, best_i = block_v, block_pos
+                continue
+            v = torch.cat([best_v, block_v], dim=1)                      # merge [N, <= 2k] candidates
             i = torch.cat([best_i, block_pos + c0], dim=1)
             best_v, pos = torch.topk(v, min(k, v.shape[1]), dim=1)
             best_i = i.gather(1, pos)
-    return _finish(best_v, best_i, k)
+    return _finish(best_v, best_i, k, presorted=True)
 
 
 class _TopkScores(torch.autograd.Function):
