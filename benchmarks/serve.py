@@ -1,4 +1,4 @@
-"""Serving latency: `specc serve` (Triton via PyTriton, HTTP on loopback) vs calling the model in-process.
+"""Serving latency: `specc serve` (Triton Inference Server, HTTP on loopback) vs calling the model in-process.
 
     /work/venv/bin/python benchmarks/serve.py [--run RUN_DIR] [--spec specs/sasrec.json] [--requests 300]
                                               [--append benchmarks/RESULTS.md]
@@ -70,8 +70,8 @@ def _cpu_seconds(root: int) -> dict[str, float]:
     out: dict[str, float] = {}
     for pid in tree:
         if pid in stats:
-            name = {"triton_python_b": "Triton Python-backend stub"}.get(stats[pid][0], stats[pid][0])
-            name = "specc serve (model, PyTriton proxy)" if pid == root else name
+            name = {"triton_python_b": "Triton Python-backend stubs (the model)"}.get(stats[pid][0], stats[pid][0])
+            name = "specc serve (launcher)" if pid == root else name
             out[name] = out.get(name, 0.0) + stats[pid][2]
     return out
 

@@ -98,8 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     x.add_argument("--max-batch-size", type=_positive_int, default=64, help="max_batch_size in config.pbtxt")
     x.set_defaults(run=_export)
 
-    v = sub.add_parser("serve", help="serve a trained run through Triton Inference Server (PyTriton): "
-                       "KServe v2 over HTTP and gRPC, dynamic batching, metrics")
+    v = sub.add_parser("serve", help="serve a trained run through Triton Inference Server (the tritonserver of "
+                       "nvidia-pytriton): KServe v2 over HTTP and gRPC, dynamic batching, metrics")
     v.add_argument("run_dir")
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=_port, default=8000, help="HTTP port (gRPC: port + 1, metrics: port + 2)")
@@ -229,15 +229,7 @@ def _export(args) -> int:
 
 
 def _serve(args) -> int:
-    from specc.serve import reexec_if_needed, serve
-    cli_args = [args.run_dir, "--host", args.host, "--port", str(args.port),
-                "--max-batch-size", str(args.max_batch_size), "--k", str(args.k)]
-    cli_args += ["--grpc-port", str(args.grpc_port)] if args.grpc_port else []
-    cli_args += ["--metrics-port", str(args.metrics_port)] if args.metrics_port else []
-    cli_args += ["--exclude-seen"] if args.exclude_seen else []
-    cli_args += ["--max-queue-delay-us", str(args.max_queue_delay_us)]
-    cli_args += ["--threads", str(args.threads)] if args.threads else []
-    reexec_if_needed(cli_args)
+    from specc.serve import serve
     serve(args.run_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
           max_batch_size=args.max_batch_size, k=args.k, exclude_seen=args.exclude_seen,
           max_queue_delay_us=args.max_queue_delay_us, threads=args.threads)

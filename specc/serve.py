@@ -1,4 +1,4 @@
-"""`specc serve RUN_DIR`: a trained run behind Triton Inference Server, through PyTriton.
+"""`specc serve RUN_DIR`: a trained run behind Triton Inference Server.
 
 Two models, both KServe-v2 over HTTP (--port) and gRPC (--grpc-port, default port + 1), Prometheus metrics
 on --metrics-port (default port + 2), health at /v2/health/ready and /v2/models/<name>/ready:
@@ -15,36 +15,33 @@ an oversized batch — all caught by Triton itself — ids outside the catalog, 
 non-finite values, inconsistent ragged offsets) is answered with HTTP 400 / gRPC INVALID_ARGUMENT and a
 one-line message, and only that request fails: requests batched with it are answered normally.
 
-Process notes: Triton's Python-backend stub loads libpython dynamically; the interpreter's own LIBDIR
-must come first on LD_LIBRARY_PATH or the stub picks a system libpython of another patch version. `serve`
-re-executes itself with it set. SIGTERM (and SIGINT) stop the server and its stub cleanly.
+How it runs: `serve` traces the two inference graphs, writes them into a Triton model repository as
+Python-backend models (`specc/triton_model.py`) and starts the tritonserver that nvidia-pytriton ships (the
+`serve` extra). The graphs run inside Triton's Python-backend stub, so a request crosses one process boundary
+(tritonserver <-> stub, shared memory). PyTriton's own `Triton.bind` adds a second one, to a proxy in the
+calling process over ZeroMQ with base64-encoded tensors, which on 2 cores cost more than the model itself
+(batch 32: ~2.7 ms of CPU per request outside the graph; see benchmarks/RESULTS.md). Triton's Python-backend
+stub loads libpython dynamically; the interpreter's own LIBDIR comes first on its LD_LIBRARY_PATH, or it
+picks a system libpython of another patch version. SIGTERM (and SIGINT) stop tritonserver and its stubs.
 """
 from __future__ import annotations
 
-import logging
+import json
 import os
+import shutil
 import signal
+import subprocess
 import sys
 import sysconfig
+import tempfile
+import time
+import urllib.request
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from specc.errors import UserError
-
-ERROR_KEY = "__specc_error__"
-_REEXEC_FLAG = "SPECC_SERVE_LIBPYTHON"
-# PyTriton copies its proxy model.py into Triton's model repository; this makes a response that carries
-# ERROR_KEY a per-request INVALID_ARG error (HTTP 400) instead of data. Checked against nvidia-pytriton 0.7.
-_ANCHOR = ("def _wrap_response(response: Response, requested_outputs_names, model_outputs_dict):\n"
-           "    if response.data is not None:\n")
-_PATCH = _ANCHOR + (
-    f"        if {ERROR_KEY!r} in response.data:\n"
-    "            return pb_utils.InferenceResponse(error=pb_utils.TritonError(\n"
-    f"                bytes(response.data[{ERROR_KEY!r}]).decode('utf-8', 'replace'),\n"
-    "                pb_utils.TritonError.INVALID_ARG))\n")
-
-log = logging.getLogger("specc.serve")
 
 
 class ServeError(UserError):
@@ -55,95 +52,55 @@ class BadRequest(Exception):
     """A request that the model cannot answer; its message goes back to the client."""
 
 
-# ---------------------------------------------------------------------- launching
+@dataclass(frozen=True)
+class Signature:
+    """What a served model takes and returns; written beside its graph for the backend stub."""
+    name: str
+    ragged: bool
+    inputs: list        # [{"name", "dtype", "dims"}], as TensorSpec.to_dict
+    outputs: list
+    sequence_column: str
+    list_columns: list
+    scalar_columns: list
+    id_ranges: dict     # categorical column -> its ids lie in [0, rows)
+    max_batch_size: int
+    threads: int = 1
+    output_names: list = field(default_factory=list)
 
-def libpython_env(env: dict | None = None) -> dict:
-    """`env` with this interpreter's LIBDIR first on LD_LIBRARY_PATH (for Triton's Python-backend stub)."""
-    env = dict(os.environ if env is None else env)
-    libdir = sysconfig.get_config_var("LIBDIR")
-    parts = [p for p in env.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
-    if libdir and (not parts or parts[0] != libdir):
-        env["LD_LIBRARY_PATH"] = os.pathsep.join([libdir] + [p for p in parts if p != libdir])
-    return env
-
-
-def _needs_reexec() -> bool:
-    libdir = sysconfig.get_config_var("LIBDIR")
-    first = os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep)[0]
-    return bool(libdir) and first != libdir and os.environ.get(_REEXEC_FLAG) != "1"
-
-
-def reexec_if_needed(cli_args: list[str]) -> None:
-    """Replace this process by `python -m specc.cli serve ...` with the right LD_LIBRARY_PATH (same PID)."""
-    if not _needs_reexec():
-        return
-    env = libpython_env()
-    env[_REEXEC_FLAG] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "specc.cli", "serve", *cli_args], env)
-
-
-def _patch_pytriton_errors() -> bool:
-    """Make PyTriton's generated proxy model answer ERROR_KEY responses with a per-request 400."""
-    from pytriton.models import model as pt_model
-    original = pt_model.Model.generate_model
-    if getattr(original, "_specc_patched", False):
-        return True
-    source = (Path(pt_model.__file__).parent.parent / "proxy" / "model.py").read_text()
-    if _ANCHOR not in source:
-        log.warning("nvidia-pytriton's proxy model changed; bad requests get HTTP 500 instead of 400")
-        return False
-
-    original_files = pt_model.Model.get_proxy_model_files
-
-    def generate_model(self, model_repository):   # a local model store
-        original(self, model_repository)
-        path = Path(model_repository) / self.model_name / str(self.model_version) / "model.py"
-        path.write_text(path.read_text().replace(_ANCHOR, _PATCH, 1))
-
-    def get_proxy_model_files(self):               # files sent with the load request (PyTriton's default)
-        files = original_files(self)
-        key = f"file:{self.model_version}/model.py"
-        if key in files:
-            files[key] = files[key].decode("utf-8").replace(_ANCHOR, _PATCH, 1).encode("utf-8")
-        return files
-
-    generate_model._specc_patched = True
-    pt_model.Model.generate_model = generate_model
-    pt_model.Model.get_proxy_model_files = get_proxy_model_files
-    return True
+    @classmethod
+    def of(cls, name: str, module, max_batch_size: int, threads: int) -> Signature:
+        return cls(name, module.ragged, [s.to_dict() for s in module.input_specs()],
+                   [s.to_dict() for s in module.output_specs()], module.sequence_column, list(module.list_columns),
+                   list(module.scalar_columns), dict(module.id_ranges), max_batch_size, threads,
+                   list(module.output_names))
 
 
 # ---------------------------------------------------------------------- requests
 
 class Handler:
-    """Validates requests and runs the model for one input form (padded or ragged)."""
+    """Validates requests and runs the graph for one input form (padded or ragged)."""
 
-    def __init__(self, module, max_batch_size: int, per_request_errors: bool = True, graph=None):
-        self.module = module
-        self.graph = graph if graph is not None else module   # what runs: the traced graph, or the module
-        self.max_batch_size = max_batch_size
-        self.per_request_errors = per_request_errors
-        self.specs = {s.name: s for s in module.input_specs()}
+    def __init__(self, signature: Signature, graph):
+        self.signature = signature
+        self.graph = graph
+        self.specs = {s["name"]: s for s in signature.inputs}
 
     # --- validation
-    def validate(self, request) -> dict:
-        """numpy request -> torch inputs for the module, or BadRequest."""
-        m = self.module
-        names = set(request.keys()) if hasattr(request, "keys") else set(request)
-        missing = sorted(set(self.specs) - names)
-        extra = sorted(names - set(self.specs))
+    def validate(self, request: dict) -> dict:
+        """numpy request -> torch inputs for the graph, or BadRequest."""
+        m = self.signature
+        missing = sorted(set(self.specs) - set(request))
+        extra = sorted(set(request) - set(self.specs))
         if missing or extra:
-            raise BadRequest("; ".join(
-                ([f"missing input(s) {', '.join(missing)}"] if missing else [])
-                + ([f"unexpected input(s) {', '.join(extra)}"] if extra else [])) + f" (expected {', '.join(self.specs)})")
+            problems = ([f"missing input(s) {', '.join(missing)}"] if missing else []) + \
+                ([f"unexpected input(s) {', '.join(extra)}"] if extra else [])
+            raise BadRequest("; ".join(problems) + f" (expected {', '.join(self.specs)})")
         arrays = {}
         for name, spec in self.specs.items():
             a = np.asarray(request[name])
-            if a.dtype != np.dtype(spec.dtype):
-                raise BadRequest(f"input {name!r} must be {spec.dtype}, got {a.dtype}")
-            if spec.dtype.startswith("float") and a.size and not np.isfinite(a).all():
+            if a.dtype != np.dtype(spec["dtype"]):
+                raise BadRequest(f"input {name!r} must be {spec['dtype']}, got {a.dtype}")
+            if spec["dtype"].startswith("float") and a.size and not np.isfinite(a).all():
                 raise BadRequest(f"input {name!r} has non-finite values")
             arrays[name] = a
         if m.ragged:
@@ -153,8 +110,8 @@ class Handler:
             raise BadRequest(f"input {m.sequence_column!r} must be [batch, length] with batch, length >= 1, "
                              f"got shape {list(seq.shape)}")
         B, L = seq.shape
-        if B > self.max_batch_size:
-            raise BadRequest(f"batch of {B} rows exceeds the maximum batch size {self.max_batch_size}")
+        if B > m.max_batch_size:
+            raise BadRequest(f"batch of {B} rows exceeds the maximum batch size {m.max_batch_size}")
         for c in m.list_columns:
             if arrays[c].shape != (B, L):
                 raise BadRequest(f"input {c!r} has shape {list(arrays[c].shape)}, expected {[B, L]} "
@@ -167,7 +124,7 @@ class Handler:
         return _as_tensors(arrays)
 
     def _validate_ragged(self, arrays: dict) -> dict:
-        m = self.module
+        m = self.signature
         B = None
         for c in m.list_columns:
             values, offsets = arrays[f"{c}__values"], arrays[f"{c}__offsets"]
@@ -181,8 +138,8 @@ class Handler:
                 raise BadRequest(f"{c}__offsets describes {offsets.shape[0] - 1} rows, other columns {B}")
             B = offsets.shape[0] - 1
         assert B is not None
-        if B > self.max_batch_size:
-            raise BadRequest(f"batch of {B} rows exceeds the maximum batch size {self.max_batch_size}")
+        if B > m.max_batch_size:
+            raise BadRequest(f"batch of {B} rows exceeds the maximum batch size {m.max_batch_size}")
         for c in m.scalar_columns:
             if arrays[c].shape != (B,):
                 raise BadRequest(f"input {c!r} has shape {list(arrays[c].shape)}, expected {[B]}")
@@ -208,7 +165,7 @@ class Handler:
                              "then zeros")
 
     def _check_ids(self, arrays: dict) -> None:
-        for c, rows in self.module.id_ranges.items():
+        for c, rows in self.signature.id_ranges.items():
             a = arrays[c]
             if a.size and (a.min() < 0 or a.max() >= rows):
                 raise BadRequest(f"column {c!r} has ids outside the catalog [0, {rows}) "
@@ -219,29 +176,27 @@ class Handler:
         import torch
         with torch.inference_mode():
             outputs = self.graph(inputs)
-        return {name: t.numpy() for name, t in zip(self.module.output_names, outputs)}
+        return {name: t.numpy() for name, t in zip(self.signature.output_names, outputs)}
 
-    def __call__(self, requests):
-        """PyTriton callable: a list of requests (those Triton batched together) -> a list of responses."""
+    def __call__(self, requests: list[dict]) -> list:
+        """The requests Triton batched together -> per request, its outputs or the BadRequest it raised."""
         results: list = [None] * len(requests)
         good = []
         for i, request in enumerate(requests):
             try:
                 good.append((i, self.validate(request)))
             except BadRequest as exc:
-                if not self.per_request_errors:
-                    raise
-                results[i] = {ERROR_KEY: np.frombuffer(str(exc).encode("utf-8"), dtype=np.uint8).copy()}
-        if self.module.ragged:
+                results[i] = exc
+        if self.signature.ragged:
             for i, inputs in good:
                 results[i] = self.run(inputs)
             return results
         if good:
-            merged = _merge([inputs for _, inputs in good], self.module.list_columns)
+            merged = _merge([inputs for _, inputs in good], self.signature.list_columns)
             out = self.run(merged)
             start = 0
             for i, inputs in good:
-                n = inputs[self.module.sequence_column].shape[0]
+                n = inputs[self.signature.sequence_column].shape[0]
                 results[i] = {k: v[start:start + n] for k, v in out.items()}
                 start += n
         return results
@@ -263,8 +218,7 @@ def _merge(batches: list[dict], list_columns: list[str]) -> dict:
 
 
 def _as_tensors(arrays: dict) -> dict:
-    """Zero-copy where numpy allows it; requests decoded from a message arrive read-only, and torch wants
-    writable memory, so those (kilobytes) are copied."""
+    """Zero-copy where numpy allows it; read-only or strided requests (kilobytes) are copied for torch."""
     import torch
     return {n: torch.from_numpy(a if a.flags.writeable and a.flags.c_contiguous else np.array(a))
             for n, a in arrays.items()}
@@ -275,49 +229,98 @@ def _rows(idx: np.ndarray) -> str:
     return shown + (f" (and {idx.size - 10} more)" if idx.size > 10 else "")
 
 
-# ---------------------------------------------------------------------- server
+# ---------------------------------------------------------------------- the model repository
 
-def build_handlers(run_dir, k: int = 20, exclude_seen: bool = False, max_batch_size: int = 64,
-                   per_request_errors: bool = True):
-    """The padded and ragged handlers. They run the traced graphs that `specc export` writes: one call into
-    TorchScript releases the GIL for the whole forward, where eager PyTorch re-takes it after every op and
-    queues behind PyTriton's own threads (measured on 2 cores, batch 32: ~2 ms less per request)."""
+_MODEL_PY = "from specc.triton_model import TritonPythonModel  # noqa: F401  (written by specc serve)\n"
+
+
+def write_repository(run_dir, repo: Path, k: int = 20, exclude_seen: bool = False, max_batch_size: int = 64,
+                     max_queue_delay_us: int = 0, threads: int = 1) -> list[str]:
+    """Trace the run's padded and ragged graphs into a Triton repository of Python-backend models; their names."""
     import specc
-    import torch
     from specc.export import InferenceModel, model_name, trace
-    torch.set_grad_enabled(False)
     model = specc.load(run_dir, device="cpu")
+    name = model_name(model)
     padded = InferenceModel(model, k=k, exclude_seen=exclude_seen)
     ragged = InferenceModel(model, k=k, exclude_seen=exclude_seen, ragged=True)
-    name = model_name(model)
-    return name, *(Handler(m, max_batch_size, per_request_errors, graph=trace(m)) for m in (padded, ragged))
+    for mname, module, batch in ((name, padded, max_batch_size), (f"{name}_ragged", ragged, 0)):
+        version = repo / mname / "1"
+        version.mkdir(parents=True)
+        signature = Signature.of(mname, module, max_batch_size, threads)
+        trace(module).save(str(version / "graph.pt"))
+        (version / "signature.json").write_text(json.dumps(asdict(signature), indent=2))
+        (version / "model.py").write_text(_MODEL_PY)
+        (repo / mname / "config.pbtxt").write_text(_config(signature, batch, max_queue_delay_us))
+    return [name, f"{name}_ragged"]
+
+
+def _config(signature: Signature, max_batch_size: int, max_queue_delay_us: int) -> str:
+    """Triton model config: the Python backend, one CPU instance; with max_batch_size 0 dims are full shapes."""
+    def tensors(kind: str, specs: list) -> list[str]:
+        out = [f"{kind} ["]
+        for i, s in enumerate(specs):
+            dims = s["dims"] if max_batch_size or kind == "input" else [-1] + s["dims"]
+            dtype = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}[s["dtype"]]
+            out.append(f'  {{ name: "{s["name"]}" data_type: {dtype} dims: [ {", ".join(map(str, dims))} ] }}'
+                       + ("," if i < len(specs) - 1 else ""))
+        return out + ["]"]
+    lines = [f'name: "{signature.name}"', 'backend: "python"', f"max_batch_size: {max_batch_size}",
+             *tensors("input", signature.inputs), *tensors("output", signature.outputs),
+             "instance_group [ { kind: KIND_CPU count: 1 } ]"]
+    if max_batch_size:
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}")
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------- the server
+
+def _tritonserver(workspace: Path) -> Path:
+    """nvidia-pytriton's tritonserver, with the Python-backend stub built for this interpreter's version."""
+    try:
+        from pytriton.utils.distribution import get_root_module_path, get_stub_path
+    except ImportError:
+        raise ServeError("specc serve needs the serve extra: pip install 'specc[serve]' "
+                         "(nvidia-pytriton and tritonclient)") from None
+    server = workspace / "tritonserver"
+    shutil.copytree(get_root_module_path() / "tritonserver", server,
+                    ignore=shutil.ignore_patterns("python_backend_stubs", "triton_python_backend_stub"))
+    shutil.copy(get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"),
+                server / "backends" / "python" / "triton_python_backend_stub")
+    return server
+
+
+def server_env(env: dict | None = None) -> dict:
+    """The environment of tritonserver and its stubs: this interpreter's LIBDIR first on LD_LIBRARY_PATH (the
+    stub loads libpython by name), Triton's own libraries, this environment's Python, and specc importable."""
+    from pytriton.utils.distribution import get_libs_path
+    env = dict(os.environ if env is None else env)
+    env.pop("TRITON_INTERPRET", None)
+    libdir = sysconfig.get_config_var("LIBDIR")
+    libs = [p for p in (libdir, str(get_libs_path()), *env.get("LD_LIBRARY_PATH", "").split(os.pathsep)) if p]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys(libs))
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    package_root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _die_with_parent() -> None:
+    """In the child: receive SIGTERM if `specc serve` dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
+    import ctypes
+    import ctypes.util
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = None,
           metrics_port: int | None = None, max_batch_size: int = 64, k: int = 20, exclude_seen: bool = False,
-          max_queue_delay_us: int = 0, threads: int | None = None, log_fn=print) -> None:
+          max_queue_delay_us: int = 0, threads: int | None = None, log_fn=print, ready_timeout: float = 300) -> None:
     """Serve a run directory until SIGTERM/SIGINT (blocks).
 
-    `threads`: torch threads for the model, by default half the cores: on a small machine the model must not
-    compete with tritonserver's own threads (measured on 2 cores: model call 4.7 ms with 2 threads inside the
-    server, against 2.2 ms in a quiet process)."""
-    import torch
-
-    from specc.cpu import keep_freed_memory
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
-    keep_freed_memory()   # requests allocate the same tensors again and again: no unmap/page-fault cycle
-    # Tensors go between tritonserver's Python stub and this process inline (base64 in the ZeroMQ message)
-    # instead of through PyTriton's shared-memory store, whose every put and release is a round trip to a
-    # multiprocessing manager: recommendation requests are kilobytes, and on 2 cores that store cost ~1.1 ms of
-    # a batch-1 request (p50 4.9 -> 3.8 ms, mean of four interleaved A/B runs). Exporting
-    # PYTRITON_NO_TENSORSTORE= (empty) brings the store back for large tensors.
-    os.environ.setdefault("PYTRITON_NO_TENSORSTORE", "1")
-    try:
-        from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
-        from pytriton.triton import Triton, TritonConfig
-    except ImportError:
-        raise ServeError("specc serve needs the serve extra: pip install 'specc[serve]' "
-                         "(nvidia-pytriton and tritonclient)") from None
+    `threads`: torch threads per model, by default half the cores: on a small machine the model must not
+    compete with tritonserver's own threads for the cores (torch's idle workers spin)."""
     grpc_port = port + 1 if grpc_port is None else grpc_port
     metrics_port = port + 2 if metrics_port is None else metrics_port
     for p in (port, grpc_port, metrics_port):
@@ -325,36 +328,80 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
             raise ServeError(f"port {p} is out of range (HTTP {port}, gRPC {grpc_port}, metrics {metrics_port}): "
                              "pick a lower --port or set --grpc-port and --metrics-port")
         _check_port_free(host, p)
-    per_request = _patch_pytriton_errors()
-    name, padded, ragged = build_handlers(run_dir, k, exclude_seen, max_batch_size, per_request)
+    threads = threads or max(1, (os.cpu_count() or 2) // 2)
+    stop = {"signal": None}
 
-    def tensors(specs, full_shape: bool = False):
-        return [Tensor(name=s.name, dtype=np.dtype(s.dtype).type, shape=((-1,) + s.dims) if full_shape else s.dims)
-                for s in specs]
+    def request_stop(signum, frame):
+        stop["signal"] = signum
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    workspace = Path(tempfile.mkdtemp(prefix="specc-serve-"))
+    proc = None
+    try:
+        server = _tritonserver(workspace)
+        names = write_repository(run_dir, workspace / "models", k, exclude_seen, max_batch_size, max_queue_delay_us,
+                                 threads)
+        log_path = workspace / "tritonserver.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [str(server / "bin" / "tritonserver"), "--model-repository", str(workspace / "models"),
+                 "--backend-directory", str(server / "backends"), "--http-address", host, "--http-port", str(port),
+                 "--grpc-address", host, "--grpc-port", str(grpc_port), "--metrics-address", host,
+                 "--metrics-port", str(metrics_port), "--allow-metrics", "true", "--strict-readiness", "true",
+                 "--exit-timeout-secs", "5", "--log-verbose", "0"],
+                env=server_env(), stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        _wait_ready(proc, host, port, names, log_path, stop, ready_timeout)
+        if stop["signal"] is None:
+            log_fn(f"serving {names[0]} (k={k}) and {names[1]}: HTTP http://{host}:{port}, gRPC {host}:{grpc_port}, "
+                   f"metrics http://{host}:{metrics_port}/metrics; pid {os.getpid()}")
+            sys.stdout.flush()
+        while stop["signal"] is None and proc.poll() is None:
+            time.sleep(0.2)
+        if stop["signal"] is None:
+            raise ServeError(f"tritonserver exited (code {proc.returncode}):\n{_tail(log_path)}")
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(workspace, ignore_errors=True)
 
-    config = TritonConfig(http_address=host, http_port=port, grpc_address=host, grpc_port=grpc_port,
-                          metrics_address=host, metrics_port=metrics_port, allow_metrics=True, exit_timeout_secs=5,
-                          log_verbose=0)
 
-    def stop(signum, frame):
-        raise SystemExit(0)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    with Triton(config=config) as triton:
-        triton.bind(model_name=name, infer_func=padded,
-                    inputs=tensors(padded.module.input_specs()),
-                    outputs=tensors(padded.module.output_specs()),
-                    config=ModelConfig(max_batch_size=max_batch_size,
-                                       batcher=DynamicBatcher(max_queue_delay_microseconds=max_queue_delay_us)),
-                    strict=False)
-        triton.bind(model_name=f"{name}_ragged", infer_func=ragged,
-                    inputs=tensors(ragged.module.input_specs()),
-                    outputs=tensors(ragged.module.output_specs(), full_shape=True),
-                    config=ModelConfig(batching=False), strict=False)
-        log_fn(f"serving {name} (k={padded.module.k}) and {name}_ragged: HTTP http://{host}:{port}, "
-               f"gRPC {host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics; pid {os.getpid()}")
-        sys.stdout.flush()
-        triton.serve()
+def _wait_ready(proc, host: str, port: int, names: list[str], log_path: Path, stop: dict, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    urls = [f"http://{host}:{port}/v2/health/ready"] + [f"http://{host}:{port}/v2/models/{n}/ready" for n in names]
+    while stop["signal"] is None:
+        if proc.poll() is not None:
+            raise ServeError(f"tritonserver stopped while starting (code {proc.returncode}):\n{_tail(log_path)}")
+        if all(_http_ok(u) for u in urls):
+            return
+        if time.monotonic() > deadline:
+            raise ServeError(f"tritonserver was not ready after {timeout:.0f} s:\n{_tail(log_path)}")
+        time.sleep(0.2)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def _stop(proc) -> None:
+    """SIGTERM tritonserver (it stops its stubs), then SIGKILL what is left of it after 30 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _check_port_free(host: str, port: int) -> None:
