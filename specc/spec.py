@@ -380,10 +380,13 @@ def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> 
 def _read_text(source) -> tuple[str, str | None]:
     if isinstance(source, (bytes, bytearray)):
         source = source.decode("utf-8", errors="replace")
+    if not isinstance(source, (str, os.PathLike)):
+        raise SpecError([Issue("$", "invalid_type", f"a spec is a path, a JSON string or a dict, got "
+                               f"{type(source).__name__}")])
     text = str(source)
-    looks_like_json = text.lstrip().startswith(("{", "["))
+    looks_like_json = text.lstrip("\ufeff \t\r\n").startswith(("{", "["))
     if looks_like_json and not isinstance(source, os.PathLike):
-        return text, None
+        return text.lstrip("\ufeff"), None
     path = Path(text)
     try:
         raw = path.read_bytes()

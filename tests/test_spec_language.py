@@ -147,3 +147,15 @@ def test_did_you_mean_is_in_the_hint_and_paths_point_at_the_value():
     assert opt.code == "unknown_kind" and "'adam'" in opt.hint and "'adamw'" in opt.hint
     precision = issues["$.training.precision"]
     assert precision.code == "invalid_choice" and "'bf16'" in precision.hint and "'bf61'" in precision.message
+
+
+@pytest.mark.parametrize("source", [None, 5, 2.5])
+def test_a_spec_of_another_type_is_a_spec_error(source):
+    with pytest.raises(specc.SpecError, match="a spec is a path, a JSON string or a dict"):
+        specc.load_spec(source)
+
+
+def test_a_json_string_may_start_with_a_byte_order_mark():
+    with pytest.raises(specc.SpecError) as e:
+        specc.load_spec('\ufeff{"specc": 1}')
+    assert all(issue.code != "invalid_json" and issue.code != "file_not_found" for issue in e.value.issues)
