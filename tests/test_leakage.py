@@ -14,7 +14,8 @@ SCHEMA = specc.Schema.from_columns([
 
 TRANSFORMERS = ["native", "gpt2", "xlnet", "bert", "roberta", "albert", "electra", "llama", "hf:qwen2", "hf:mistral",
                 "hf:xlnet", "hf:xlm", "hf:bert-generation",   # these two have causal switches of their own
-                "hf:gptj"]   # its rotary_dim (64 by default) is fitted to the 8-wide heads
+                "hf:gptj",   # its rotary_dim (64 by default) is fitted to the 8-wide heads
+                "hf:gpt_neo"]   # its attention_types (one kind per layer) are fitted to n_layer
 CAUSAL_BODIES = [{"kind": "transformer", "architecture": a, "d_model": 16, "n_head": 2, "n_layer": 2}
                  for a in TRANSFORMERS] + [{"kind": "gru", "d_model": 16}, {"kind": "mlp", "dims": [16]}]
 BODY_IDS = TRANSFORMERS + ["gru", "mlp"]

@@ -88,6 +88,8 @@ def resolve_config(architecture: str, *, d_model: int, n_head: int, n_layer: int
     head_width = d_model // max(n_head, 1)
     if (getattr(defaults, "rotary_dim", None) or 0) > head_width:   # GPT-J, CodeGen: rotate at most the whole head
         config["rotary_dim"] = head_width
+    if hasattr(defaults, "attention_types"):   # GPT-Neo: one attention kind per layer, alternating as by default
+        config["attention_types"] = [[["global", "local"], n_layer // 2]] + ([[["global"], 1]] if n_layer % 2 else [])
     if mt == "xlnet":
         config.update(attn_type="bi", mem_len=None)   # causality comes from perm_mask (see HFTransformer)
     elif causal and mt in _CAUSAL_SWITCH:
@@ -141,7 +143,8 @@ def check_runs(config: dict[str, Any], causal: bool, d_model: int, max_length: i
         if isinstance(config.get(key), int) and config[key] < max_length:
             raise ValueError(f"{config['model_type']} has {key}={config[key]}, fewer positions than "
                              f"max_sequence_length {max_length}")
-    layers = {k: 1 for k in ("num_hidden_layers", "n_layer") if k in config}
+    # one layer is enough to see whether it runs (and leaks); GPT-Neo lists a kind per layer, so it keeps them all
+    layers = {k: 1 for k in ("num_hidden_layers", "n_layer") if k in config and "attention_types" not in config}
     L = min(max_length, 1024)   # longer sequences only cost time here; the positions were checked above
     try:
         body = HFTransformer({**config, **layers}, causal).eval()
