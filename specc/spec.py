@@ -305,11 +305,12 @@ class ModelSpec(Closed):
 
     @model_validator(mode="after")
     def _unique_task_names(self):
-        names = [t.name for t in self.tasks if t.name]
-        dupes = sorted({n for n in names if names.count(n) > 1})
+        names = [t.name for t in self.tasks]
+        dupes = sorted({n for n in names if n and names.count(n) > 1})
         if dupes:
+            second = [i for i, n in enumerate(names) if n == dupes[0]][1]
             raise PydanticCustomError("duplicate_task_name", "task names must be unique; repeated: {names}",
-                                      {"names": ", ".join(dupes)})
+                                      {"names": ", ".join(dupes), "at": ("tasks", second, "name")})
         return self
 
     def to_json_dict(self) -> dict:
@@ -443,8 +444,9 @@ def _issues_from_validation(exc: ValidationError, data: Any) -> list[tuple[Issue
     seen = set()
     for err in exc.errors(include_url=False):
         ctx = err.get("ctx") or {}
+        at = ctx.get("at", ())
         loc, model_path = _json_loc(err["loc"] + (("kind",) if err["type"].startswith("union_tag") else ())
-                                    + ((ctx["at"],) if "at" in ctx else ()), data)
+                                    + (tuple(at) if isinstance(at, (tuple, list)) else (at,)), data)
         code = _code(err["type"], loc)
         message, hint = _describe(err, loc, model_path)
         key = (json_path(loc), code, message)
