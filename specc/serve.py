@@ -145,6 +145,10 @@ class Handler:
                 raise BadRequest(f"input {c!r} has shape {list(arrays[c].shape)}, expected {[B]}")
         offsets = arrays[f"{m.sequence_column}__offsets"]
         values = arrays[f"{m.sequence_column}__values"]
+        for c in m.list_columns:   # each list column holds one value per item of the sequence column
+            if not np.array_equal(arrays[f"{c}__offsets"], offsets):
+                raise BadRequest(f"{c}__offsets differ from {m.sequence_column}__offsets: every list column needs "
+                                 "one value per item")
         lengths = np.diff(offsets)
         empty = np.flatnonzero(lengths == 0)
         if empty.size:
@@ -323,6 +327,8 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
     compete with tritonserver's own threads for the cores (torch's idle workers spin)."""
     grpc_port = port + 1 if grpc_port is None else grpc_port
     metrics_port = port + 2 if metrics_port is None else metrics_port
+    if len({port, grpc_port, metrics_port}) < 3:
+        raise ServeError(f"HTTP, gRPC and metrics need three different ports (got {port}, {grpc_port}, {metrics_port})")
     for p in (port, grpc_port, metrics_port):
         if not 0 < p < 65536:
             raise ServeError(f"port {p} is out of range (HTTP {port}, gRPC {grpc_port}, metrics {metrics_port}): "
@@ -335,6 +341,7 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
         stop["signal"] = signum
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    _remove_stale_shm_regions()
     workspace = Path(tempfile.mkdtemp(prefix="specc-serve-"))
     proc = None
     try:
@@ -348,7 +355,8 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
                  "--backend-directory", str(server / "backends"), "--http-address", host, "--http-port", str(port),
                  "--grpc-address", host, "--grpc-port", str(grpc_port), "--metrics-address", host,
                  "--metrics-port", str(metrics_port), "--allow-metrics", "true", "--strict-readiness", "true",
-                 "--exit-timeout-secs", "5", "--log-verbose", "0"],
+                 "--exit-timeout-secs", "5", "--log-verbose", "0",
+                 "--backend-config", f"python,shm-region-prefix-name={_shm_prefix(os.getpid())}"],
                 env=server_env(), stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         _wait_ready(proc, host, port, names, log_path, stop, ready_timeout)
         if stop["signal"] is None:
@@ -359,10 +367,29 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
             time.sleep(0.2)
         if stop["signal"] is None:
             raise ServeError(f"tritonserver exited (code {proc.returncode}):\n{_tail(log_path)}")
+        log_fn(f"stopping ({signal.Signals(stop['signal']).name})")
     finally:
         if proc is not None:
             _stop(proc)
         shutil.rmtree(workspace, ignore_errors=True)
+        _remove_stale_shm_regions()
+
+
+_SHM = Path("/dev/shm")
+
+
+def _shm_prefix(pid: int) -> str:
+    return f"specc-serve-{pid}-"
+
+
+def _remove_stale_shm_regions() -> None:
+    """Shared-memory regions of the Python backend that a killed server left behind (its pid is gone)."""
+    if not _SHM.is_dir():
+        return
+    for region in _SHM.glob(_shm_prefix("*") + "*"):
+        pid = region.name.split("-")[2]
+        if (pid.isdigit() and not Path(f"/proc/{pid}").exists()) or pid == str(os.getpid()):
+            region.unlink(missing_ok=True)
 
 
 def _wait_ready(proc, host: str, port: int, names: list[str], log_path: Path, stop: dict, timeout: float) -> None:

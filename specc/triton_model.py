@@ -7,16 +7,33 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
-import torch
 import triton_python_backend_utils as pb_utils
 
 from specc.cpu import keep_freed_memory
 from specc.serve import BadRequest, Handler, Signature
 
 
+def _exit_with_tritonserver() -> None:
+    """Triton's stub notices a dead tritonserver only once its model is loaded; this one also does while torch
+    imports and the graph loads, so a server killed during start-up leaves no stub behind."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+    threading.Thread(target=watch, name="specc-parent-watch", daemon=True).start()
+
+
+_exit_with_tritonserver()
+
+
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
+        import torch   # after the watch above starts: importing it is most of a stub's start-up
         folder = os.path.join(args["model_repository"], args["model_version"])
         with open(os.path.join(folder, "signature.json")) as f:
             signature = Signature(**json.load(f))

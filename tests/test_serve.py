@@ -159,6 +159,15 @@ def test_ragged_model(server, run_dir):
         inputs.append(i)
     result = server["client"].infer("multitask_ragged", inputs)
     np.testing.assert_array_equal(result.as_numpy("item_ids"), model.recommend(batch, k=K)[1].numpy())
+    # another list column whose rows do not line up with the items' is refused, not scored misaligned
+    other = next(c for c in model.list_columns if c != model.sequence_column)
+    shifted = np.concatenate([[0, 1], lengths.cumsum(0).numpy()[1:]]).astype(np.int64)
+    for i in inputs:
+        if i.name() == f"{other}__offsets":
+            i.set_data_from_numpy(shifted)
+    with pytest.raises(InferenceServerException) as info:
+        server["client"].infer("multitask_ragged", inputs)
+    assert "400" in str(info.value.status()) and "offsets differ" in info.value.message()
 
 
 def _expect_400(client, inputs, match):
