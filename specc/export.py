@@ -231,15 +231,17 @@ def _onnx_export(module: InferenceModel, path: Path) -> None:
 
 
 def triton_config(name: str, inputs: List[TensorSpec], outputs: List[TensorSpec], max_batch_size: int,
-                  platform: str = "pytorch_libtorch", output_suffix: bool = True) -> str:
+                  platform: str = "pytorch_libtorch", output_suffix: bool = True, max_queue_delay_us: int = 0) -> str:
     """A Triton model config (protobuf text). With max_batch_size 0 the dims are the full shapes.
 
-    The PyTorch backend maps a single Dict[str, Tensor] forward argument to the inputs by name, and the
-    outputs of the returned tuple by the `<name>__<index>` convention."""
+    platform "python" names Triton's Python backend (what `specc serve` runs). The PyTorch backend maps a
+    single Dict[str, Tensor] forward argument to the inputs by name, and the outputs of the returned tuple by
+    the `<name>__<index>` convention (output_suffix)."""
     def dims(spec: TensorSpec, kind: str) -> str:
         d = (-1,) + spec.dims if kind == "output" and max_batch_size == 0 else spec.dims
         return ", ".join(str(x) for x in d)
-    lines = [f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size}"]
+    engine = 'backend: "python"' if platform == "python" else f'platform: "{platform}"'
+    lines = [f'name: "{name}"', engine, f"max_batch_size: {max_batch_size}"]
     for kind, specs in (("input", inputs), ("output", outputs)):
         lines.append(f"{kind} [")
         for i, s in enumerate(specs):
@@ -248,8 +250,8 @@ def triton_config(name: str, inputs: List[TensorSpec], outputs: List[TensorSpec]
                       f"    dims: [ {dims(s, kind)} ]", "  }" + ("," if i < len(specs) - 1 else "")]
         lines.append("]")
     if max_batch_size > 0:
-        lines.append("dynamic_batching { }")
-    lines.append('instance_group [ { kind: KIND_CPU } ]')
+        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}")
+    lines.append("instance_group [ { kind: KIND_CPU count: 1 } ]")
     return "\n".join(lines) + "\n"
 
 

@@ -242,7 +242,7 @@ def write_repository(run_dir, repo: Path, k: int = 20, exclude_seen: bool = Fals
                      max_queue_delay_us: int = 0, threads: int = 1) -> list[str]:
     """Trace the run's padded and ragged graphs into a Triton repository of Python-backend models; their names."""
     import specc
-    from specc.export import InferenceModel, model_name, trace
+    from specc.export import InferenceModel, model_name, trace, triton_config
     model = specc.load(run_dir, device="cpu")
     name = model_name(model)
     padded = InferenceModel(model, k=k, exclude_seen=exclude_seen)
@@ -254,26 +254,9 @@ def write_repository(run_dir, repo: Path, k: int = 20, exclude_seen: bool = Fals
         trace(module).save(str(version / "graph.pt"))
         (version / "signature.json").write_text(json.dumps(asdict(signature), indent=2))
         (version / "model.py").write_text(_MODEL_PY)
-        (repo / mname / "config.pbtxt").write_text(_config(signature, batch, max_queue_delay_us))
+        (repo / mname / "config.pbtxt").write_text(triton_config(mname, module.input_specs(), module.output_specs(),
+                                                                 batch, "python", False, max_queue_delay_us))
     return [name, f"{name}_ragged"]
-
-
-def _config(signature: Signature, max_batch_size: int, max_queue_delay_us: int) -> str:
-    """Triton model config: the Python backend, one CPU instance; with max_batch_size 0 dims are full shapes."""
-    def tensors(kind: str, specs: list) -> list[str]:
-        out = [f"{kind} ["]
-        for i, s in enumerate(specs):
-            dims = s["dims"] if max_batch_size or kind == "input" else [-1] + s["dims"]
-            dtype = {"int64": "TYPE_INT64", "float32": "TYPE_FP32"}[s["dtype"]]
-            out.append(f'  {{ name: "{s["name"]}" data_type: {dtype} dims: [ {", ".join(map(str, dims))} ] }}'
-                       + ("," if i < len(specs) - 1 else ""))
-        return out + ["]"]
-    lines = [f'name: "{signature.name}"', 'backend: "python"', f"max_batch_size: {max_batch_size}",
-             *tensors("input", signature.inputs), *tensors("output", signature.outputs),
-             "instance_group [ { kind: KIND_CPU count: 1 } ]"]
-    if max_batch_size:
-        lines.append(f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}")
-    return "\n".join(lines) + "\n"
 
 
 # ---------------------------------------------------------------------- the server
