@@ -251,7 +251,14 @@ def write_repository(run_dir, repo: Path, k: int = 20, exclude_seen: bool = Fals
         version = repo / mname / "1"
         version.mkdir(parents=True)
         signature = Signature.of(mname, module, max_batch_size, threads)
-        trace(module).save(str(version / "graph.pt"))
+        try:
+            graph = trace(module)
+        except Exception as exc:   # noqa: BLE001 - a third-party body may hold calls a graph cannot record
+            body = model.plan.body
+            raise ServeError(f"the {body.architecture or body.kind} body cannot be traced for serving "
+                             f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]}); the run still works "
+                             "from Python (specc.load) and the CLI") from None
+        graph.save(str(version / "graph.pt"))
         (version / "signature.json").write_text(json.dumps(asdict(signature), indent=2))
         (version / "model.py").write_text(_MODEL_PY)
         (repo / mname / "config.pbtxt").write_text(triton_config(mname, module.input_specs(), module.output_specs(),
@@ -276,11 +283,11 @@ def _tritonserver(workspace: Path) -> Path:
     return server
 
 
-def server_env(env: dict | None = None) -> dict:
+def _server_env() -> dict:
     """The environment of tritonserver and its stubs: this interpreter's LIBDIR first on LD_LIBRARY_PATH (the
     stub loads libpython by name), Triton's own libraries, this environment's Python, and specc importable."""
     from pytriton.utils.distribution import get_libs_path
-    env = dict(os.environ if env is None else env)
+    env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
     libdir = sysconfig.get_config_var("LIBDIR")
     libs = [p for p in (libdir, str(get_libs_path()), *env.get("LD_LIBRARY_PATH", "").split(os.pathsep)) if p]
@@ -340,7 +347,7 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
                  "--metrics-port", str(metrics_port), "--allow-metrics", "true", "--strict-readiness", "true",
                  "--exit-timeout-secs", "5", "--log-verbose", "0",
                  "--backend-config", f"python,shm-region-prefix-name={_shm_prefix(os.getpid())}"],
-                env=server_env(), stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+                env=_server_env(), stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         _wait_ready(proc, host, port, names, log_path, stop, ready_timeout)
         if stop["signal"] is None:
             log_fn(f"serving {names[0]} (k={k}) and {names[1]}: HTTP http://{host}:{port}, gRPC {host}:{grpc_port}, "

@@ -194,3 +194,14 @@ def test_a_body_that_cannot_be_recorded_is_an_export_error(runs, tmp_path, monke
     for fmt in ("torchscript", "onnx"):
         with pytest.raises(ExportError, match="cannot be exported as .*GeLUFunction"):
             export(runs["sasrec"], tmp_path / fmt, format=fmt, log=lambda m: None)
+
+
+def test_a_body_that_cannot_be_recorded_cannot_be_served_either(runs, tmp_path, monkeypatch):
+    import specc.export as ex
+    from specc.serve import ServeError, write_repository
+
+    def python_call_in_graph(module):
+        raise RuntimeError("Could not export Python function call 'GeLUFunction'")
+    monkeypatch.setattr(ex, "trace", python_call_in_graph)
+    with pytest.raises(ServeError, match="cannot be traced for serving .*GeLUFunction"):
+        write_repository(runs["sasrec"], tmp_path / "repo")
