@@ -64,15 +64,15 @@ def use_triton(backend: str, *tensors) -> bool:
 _INDEX_DTYPES = (torch.int32, torch.int64)
 
 
-def check_indices(*checks) -> None:
-    """Each check is (what, ids, size, allowed): ids must be int32/int64 (TypeError) and lie in [0, size)
-    except values equal to `allowed` (IndexError naming the bad range). A kernel would otherwise read or
-    write outside its tables. One device sync for all checks."""
+def check_indices(*checks, ranges: bool = True) -> None:
+    """Each check is (what, ids, size, allowed): ids must be int32/int64 (TypeError) and, with `ranges`, lie in
+    [0, size) except values equal to `allowed` (IndexError naming the bad range). A kernel would otherwise read
+    or write outside its tables. One device sync for all range checks."""
     bounds = []
     for what, ids, size, allowed in checks:
         if ids.dtype not in _INDEX_DTYPES:
             raise TypeError(f"{what} must be int32 or int64, got {ids.dtype}")
-        if ids.numel():
+        if ranges and ids.numel():
             kept = ids if allowed is None else ids.masked_fill(ids == allowed, 0)
             bounds.append((what, size, torch.stack(torch.aminmax(kept))))
     if not bounds:

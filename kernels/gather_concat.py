@@ -208,8 +208,8 @@ def check_gather_args(weights, ids, padding_idx, validate):
             raise ValueError(f"tables must be 2-d [rows, dim], got shape {tuple(w.shape)}")
     if any(i.shape != ids[0].shape for i in ids):
         raise ValueError(f"all id tensors must have the same shape, got {[tuple(i.shape) for i in ids]}")
-    if validate:
-        check_indices(*((f"ids of table {t}", i, w.shape[0], padding_idx) for t, (w, i) in enumerate(zip(weights, ids))))
+    check_indices(*((f"ids of table {t}", i, w.shape[0], padding_idx) for t, (w, i) in enumerate(zip(weights, ids))),
+                  ranges=validate)
 
 
 def gather_concat(weights: Sequence[torch.Tensor], ids: Sequence[torch.Tensor], padding_idx: int | None = None,

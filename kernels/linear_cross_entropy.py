@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ._common import (check_indices, check_same_dtype, dot_precision, hidden_tile, interpreting, kernel_dtype_ok, load_tile, new_empty, next_pow2,
-                      num_sms, row_major, scores_tile, span, split_range, tile_ptrs, tl, triton, use_triton)
+from ._common import (check_indices, check_same_dtype, dot_precision, hidden_tile, interpreting, kernel_dtype_ok,
+                      load_tile, new_empty, next_pow2, num_sms, row_major, scores_tile, span, split_range, tile_ptrs,
+                      tl, triton, use_triton)
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_cpu", "linear_cross_entropy_reference"]
 
@@ -342,10 +343,7 @@ def _check_args(hidden, weight, target, ignore_index, reduction, label_smoothing
     if not (0.0 <= label_smoothing <= 1.0) or not temperature > 0:
         raise ValueError("need 0 <= label_smoothing <= 1 and temperature > 0")
     check_same_dtype(hidden, weight)
-    if validate:
-        check_indices(("target", target, weight.shape[0], ignore_index))
-    elif target.dtype not in (torch.int32, torch.int64):
-        raise TypeError(f"target must be int32 or int64, got {target.dtype}")
+    check_indices(("target", target, weight.shape[0], ignore_index), ranges=validate)
 
 
 # ----------------------------------------------------------------------------------- CPU path
@@ -398,7 +396,7 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         dh, dw = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
         return (None if dh is None else (dh * grad_out.to(dh.dtype)).to(h_dtype),
-                None if dw is None else (dw * grad_out.to(dw.dtype)).to(w_dtype), None, None, None, None, None, None, None)
+                None if dw is None else (dw * grad_out.to(dw.dtype)).to(w_dtype), *[None] * 7)
 
 
 def linear_cross_entropy_cpu(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
@@ -428,8 +426,7 @@ def linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: tor
     The loss has hidden's dtype. ``validate=False`` skips the target range check (one device sync).
     """
     _check_args(hidden, weight, target, ignore_index, reduction, label_smoothing, temperature, validate)
-    if not use_triton(backend, hidden, weight, target) or not kernel_dtype_ok(hidden, weight) \
-            or hidden.dtype != weight.dtype or hidden.shape[0] == 0:
+    if not use_triton(backend, hidden, weight, target) or not kernel_dtype_ok(hidden, weight) or hidden.shape[0] == 0:
         return linear_cross_entropy_reference(hidden, weight, target, ignore_index, reduction, label_smoothing,
                                               temperature)
     return _LinearCrossEntropy.apply(hidden, weight, target, ignore_index, reduction, float(label_smoothing),

@@ -156,11 +156,11 @@ def sampled_softmax_loss(hidden: torch.Tensor, weight: torch.Tensor, target: tor
     if not temperature > 0:
         raise ValueError("temperature must be > 0")
     check_same_dtype(hidden, weight)
-    if validate:
-        check_indices(("target", target, weight.shape[0], None), ("negatives", negatives, weight.shape[0], None))
+    check_indices(("target", target, weight.shape[0], None), ("negatives", negatives, weight.shape[0], None),
+                  ranges=validate)
     tensors = [t for t in (hidden, weight, target, negatives, logq_target, logq_negatives) if t is not None]
-    if not use_triton(backend, *tensors) or not kernel_dtype_ok(hidden, weight) or hidden.dtype != weight.dtype \
-            or hidden.shape[0] == 0 or negatives.numel() == 0:
+    if not use_triton(backend, *tensors) or not kernel_dtype_ok(hidden, weight) or hidden.shape[0] == 0 \
+            or negatives.numel() == 0:
         return sampled_softmax_loss_reference(hidden, weight, target, negatives, logq_target, logq_negatives,
                                               remove_accidental_hits, temperature, reduction)
     return _SampledSoftmax.apply(hidden, weight, target, negatives, logq_target, logq_negatives,

@@ -30,8 +30,8 @@ import operator
 
 import torch
 
-from ._common import (check_same_dtype, dot_precision, hidden_tile, interpreting, kernel_dtype_ok, new_empty, next_pow2, num_sms,
-                      row_major, scores_tile, span, split_range, tl, triton, use_triton)
+from ._common import (check_same_dtype, dot_precision, hidden_tile, interpreting, kernel_dtype_ok, new_empty,
+                      next_pow2, num_sms, row_major, scores_tile, span, split_range, tl, triton, use_triton)
 
 __all__ = ["topk_scores", "topk_scores_reference"]
 
@@ -255,7 +255,7 @@ def topk_scores(hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: tor
     if exclude is not None and exclude.dtype not in (torch.int32, torch.int64):
         raise TypeError(f"exclude must hold int32 or int64 ids, got {exclude.dtype}")
     tensors = [t for t in (hidden, weight, exclude) if t is not None]
-    if not use_triton(backend, *tensors) or not kernel_dtype_ok(hidden, weight) or hidden.dtype != weight.dtype \
-            or hidden.shape[0] == 0 or weight.shape[0] == 0:
+    if not use_triton(backend, *tensors) or not kernel_dtype_ok(hidden, weight) or hidden.shape[0] == 0 \
+            or weight.shape[0] == 0:
         return _TopkScores.apply(hidden, weight, k, exclude, topk_scores_reference)
     return _TopkScores.apply(hidden, weight, k, exclude, _select_triton)

@@ -36,7 +36,7 @@ import sysconfig
 import tempfile
 import time
 import urllib.request
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +65,16 @@ class Signature:
     id_ranges: dict     # categorical column -> its ids lie in [0, rows)
     max_batch_size: int
     threads: int = 1
-    output_names: list = field(default_factory=list)
 
     @classmethod
     def of(cls, name: str, module, max_batch_size: int, threads: int) -> Signature:
         return cls(name, module.ragged, [s.to_dict() for s in module.input_specs()],
                    [s.to_dict() for s in module.output_specs()], module.sequence_column, list(module.list_columns),
-                   list(module.scalar_columns), dict(module.id_ranges), max_batch_size, threads,
-                   list(module.output_names))
+                   list(module.scalar_columns), dict(module.id_ranges), max_batch_size, threads)
+
+    @property
+    def output_names(self) -> list[str]:   # in the order the graph returns its outputs
+        return [s["name"] for s in self.outputs]
 
 
 # ---------------------------------------------------------------------- requests

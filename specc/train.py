@@ -120,9 +120,10 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
              "data": str(Path(data).resolve())}
     extended_from = None
     if resume:   # continue with the run's own settings; a different one would not continue the same run
-        saved_epochs = saved_settings(run_dir).get("epochs")
-        asked = _resume_settings(run_dir, asked)
-        extended_from = saved_epochs if asked["epochs"] and saved_epochs and asked["epochs"] > saved_epochs else None
+        saved = saved_settings(run_dir)
+        asked = _resume_settings(run_dir, saved, asked)
+        if asked["epochs"] and saved.get("epochs") and asked["epochs"] > saved["epochs"]:
+            extended_from = saved["epochs"]
     epochs, batch_size, lr, precision = asked["epochs"], asked["batch_size"], asked["lr"], asked["precision"]
     tr = spec.training.model_copy(update={"precision": precision}) if precision else spec.training
     epochs = epochs or tr.epochs
@@ -253,9 +254,8 @@ def resolve_device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _resume_settings(run_dir: Path, asked: dict) -> dict:
+def _resume_settings(run_dir: Path, saved: dict, asked: dict) -> dict:
     """The settings a resumed run continues with: the saved ones; a flag that differs is an error (epochs may grow)."""
-    saved = saved_settings(run_dir)
     out = dict(asked)
     for key, value in saved.items():
         if asked.get(key) is None:

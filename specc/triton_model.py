@@ -41,12 +41,11 @@ class TritonPythonModel:
         torch.set_grad_enabled(False)
         keep_freed_memory()   # requests allocate the same tensors again and again: no unmap/page-fault cycle
         self.handler = Handler(signature, torch.jit.load(os.path.join(folder, "graph.pt")))
-        self.input_names = [s["name"] for s in signature.inputs]
 
     def execute(self, requests: list) -> list:
         arrays = []
         for request in requests:
-            tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.input_names}
+            tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in self.handler.specs}
             arrays.append({name: t.as_numpy() for name, t in tensors.items() if t is not None})
         return [_response(result) for result in self.handler(arrays)]
 
