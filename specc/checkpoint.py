@@ -1,139 +1,104 @@
-"""Run directories: weights in safetensors, the spec, the plan and the schema as JSON. Never pickle.
+"""Run directories: what is in them, and loading the trained model of one. Weights in safetensors, the rest JSON.
+Never pickle. Writing them is `specc/run_dir.py`'s job; docs/guarantees.md says what a reader can rely on.
 
 RUN_DIR/
-  model.safetensors   model weights
   spec.json           the spec as trained (with its effective schema path dropped)
   plan.json           the compiled plan; loading recompiles the spec and checks it matches
   columns.json        the schema view the model was compiled against (no merlin needed to load)
-  train_state.safetensors + train_state.json   optimizer, scheduler and RNG state for --resume
-  metrics.json, log.jsonl
+  checkpoints/step-N/ one checkpoint: model.safetensors (the weights, with their step), train_state.safetensors
+                      and train_state.json (optimizer, schedule and RNG state, position, settings) for --resume
+  checkpoint.json     the published checkpoint: its folder, step and the SHA-256 of each of its files; written
+                      last, so it always names a whole checkpoint
+  metrics.json, log.jsonl, .lock (the writer's pid and host)
 """
 from __future__ import annotations
 
-import json
+import hashlib
+import os
+import stat
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_model
 
 from specc.errors import UserError
-from specc.files import atomic_write_text
+from specc.files import UnreadableFile, read_json
 from specc.schema import Schema
+
+POINTER = "checkpoint.json"
+CHECKPOINTS = "checkpoints"
+WEIGHTS = "model.safetensors"
 
 
 class RunError(UserError):
     """A run directory that is missing, incomplete or does not match its plan."""
 
 
-def save_model_files(run_dir: Path, model, spec_dict: dict, schema: Schema) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_dir / "spec.json", json.dumps(spec_dict, indent=2))
-    atomic_write_text(run_dir / "plan.json", model.plan.to_json())
-    atomic_write_text(run_dir / "columns.json", json.dumps({"source": schema.source, "columns": schema.to_columns()},
-                                                       indent=2))
-    tmp = run_dir / "model.safetensors.tmp"
-    save_model(model, str(tmp), metadata={"format": "specc-1"})
-    tmp.replace(run_dir / "model.safetensors")
-
-
-def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator, position: dict,
-                     settings: dict) -> None:
-    """Everything --resume needs to continue exactly where an uninterrupted run would be: the position (the epoch
-    in progress, 0-based, the batches of it already trained, the optimizer step, the running loss sums), the
-    optimizer, schedule and RNG state, and the settings it ran with (epochs, batch_size, lr, precision, data)."""
-    opt = optimizer.state_dict()
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.model": generator.get_state()}
-    scalars = {}
-    for idx, state in opt["state"].items():
-        for name, value in state.items():
-            if torch.is_tensor(value):
-                tensors[f"opt.{idx}.{name}"] = value.detach().cpu().contiguous()
-            else:
-                scalars[f"{idx}.{name}"] = value
-    save_file(tensors, str(run_dir / "train_state.safetensors"))
-    atomic_write_text(run_dir / "train_state.json", json.dumps({
-        **position, "settings": settings, "param_groups": opt["param_groups"],
-        "scalars": scalars,
-        "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}}, indent=2))
-
-
-def saved_settings(run_dir: Path) -> dict:
-    return _train_meta(run_dir).get("settings") or {}
-
-
-def _train_meta(run_dir: Path) -> dict:
+def run_json(path: Path, what: str):
+    """A JSON object of a run directory (bounded read), or a RunError saying why not."""
     try:
-        meta = json.loads((run_dir / "train_state.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{run_dir}/train_state.json cannot be read ({exc}); the run cannot be resumed") from None
-    if not isinstance(meta, dict):
-        raise RunError(f"{run_dir}/train_state.json is not a training state; the run cannot be resumed")
-    return meta
+        value = read_json(path, what=what)
+    except UnreadableFile as exc:
+        raise RunError(f"{exc}; the run directory is damaged") from None
+    if not isinstance(value, dict):
+        raise RunError(f"{what} {path} must hold a JSON object; the run directory is damaged")
+    return value
 
 
-def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator) -> dict:
-    """Restores the optimizer, schedule and RNG state; returns the saved position."""
-    meta = _train_meta(run_dir)
+def published(run_dir: Path) -> dict:
+    """The published checkpoint (RUN_DIR/checkpoint.json), its folder as "path"; RunError when there is none."""
+    if not (run_dir / POINTER).exists():
+        raise RunError(f"{run_dir}: not a complete run directory (no published checkpoint: {POINTER} is missing)")
+    pointer = run_json(run_dir / POINTER, "checkpoint pointer")
+    folder, step, sums = pointer.get("checkpoint"), pointer.get("step"), pointer.get("sha256")
+    if (not isinstance(folder, str) or Path(folder).parent != Path(CHECKPOINTS) or Path(folder).name in ("", "..")
+            or type(step) is not int or step < 0 or not isinstance(sums, dict)
+            or not all(isinstance(v, str) for v in sums.values())):
+        raise RunError(f"{run_dir / POINTER} is damaged (it must name a folder under {CHECKPOINTS}/, a step and "
+                       "checksums)")
+    return {**pointer, "path": run_dir / folder}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_file(path: Path, pointer: dict) -> None:
+    """`path` (a file of the published checkpoint) is a regular file with the checksum the pointer recorded."""
     try:
-        tensors = load_file(str(run_dir / "train_state.safetensors"))
-    except Exception as exc:   # noqa: BLE001 - safetensors raises its own error types for damaged files
-        raise RunError(f"{run_dir}/train_state.safetensors cannot be read ({type(exc).__name__}: {exc}); "
-                       "the run cannot be resumed") from None
-    try:
-        return _restore(meta, tensors, optimizer, scheduler, generator)
-    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
-        raise RunError(f"{run_dir}: damaged training state ({type(exc).__name__}: {str(exc)[:200]}); the run "
-                       "cannot be resumed") from None
-
-
-_STATE_KEYS = ("settings", "param_groups", "scalars", "scheduler")
-
-
-def _restore(meta: dict, tensors: dict, optimizer, scheduler, generator) -> dict:
-    counts = meta["epoch"], meta["batch"], meta["step"]
-    if not all(type(v) is int and v >= 0 for v in counts):
-        raise ValueError(f"epoch, batch and step must be counts, got {counts}")
-    position = {k: v for k, v in meta.items() if k not in _STATE_KEYS}
-    state: dict = {}
-    for key, value in tensors.items():
-        if key.startswith("opt."):
-            _, idx, name = key.split(".", 2)
-            state.setdefault(int(idx), {})[name] = value
-    for key, value in meta["scalars"].items():
-        idx, name = key.split(".", 1)
-        state.setdefault(int(idx), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-    scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    generator.set_state(tensors["rng.model"])
-    return position
+        info = path.lstat()
+    except FileNotFoundError:
+        raise RunError(f"{path} is missing: the published checkpoint is incomplete") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise RunError(f"{path} is not a regular file; the run directory is damaged")
+    if sha256_file(path) != pointer["sha256"].get(path.name):
+        raise RunError(f"{path} does not match the checksum of the published checkpoint (step {pointer['step']}): "
+                       "it was changed or damaged after it was written")
 
 
 def load(run_dir, device: str | None = None, kernels: str = "auto"):
-    """The trained model of a run directory, in eval mode. Checks the recompiled plan matches the saved one."""
+    """The trained model of a run directory (its published checkpoint), in eval mode. Checks the recompiled plan
+    matches the saved one."""
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
     run_dir = Path(run_dir)
-    needed = ["model.safetensors", "spec.json", "plan.json", "columns.json"]
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")
-    missing = [n for n in needed if not (run_dir / n).is_file()]
+    missing = [n for n in ("spec.json", "plan.json", "columns.json") if not (run_dir / n).is_file()]
     if missing:
         raise RunError(f"{run_dir}: not a complete run directory (missing {', '.join(missing)})")
-    try:
-        spec = json.loads((run_dir / "spec.json").read_text())
-        saved_plan = json.loads((run_dir / "plan.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise RunError(f"{run_dir}: corrupt run files ({exc})") from None
-    if not isinstance(spec, dict) or not isinstance(saved_plan, dict):
-        raise RunError(f"{run_dir}: corrupt run files (spec.json and plan.json must hold JSON objects)")
+    pointer = published(run_dir)
+    spec = run_json(run_dir / "spec.json", "spec")
     # the plan is compared with the saved one below; its body already ran when the run was trained
     plan = compile_plan(spec, run_schema(run_dir), kernels, trial_run=False)
-    if _comparable(plan.to_dict()) != _comparable(saved_plan):
-        raise RunError(f"{run_dir}: the spec no longer compiles to the saved plan (was it edited, or trained with "
-                       "another specc version?)")
+    check_same_plan(run_dir, plan, "the spec no longer compiles to the saved plan (was it edited, or trained with "
+                    "another specc version?)")
     model = build_from_plan(plan)
-    load_weights(run_dir, model)
+    load_weights(pointer, model)
     if device:
         model.to(device)
     return model.eval()
@@ -143,26 +108,29 @@ _SAFETENSORS_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat1
                        torch.int64: "I64", torch.int32: "I32", torch.bool: "BOOL"}
 
 
-def _check_dtypes(path: Path, model) -> None:
-    """Weights of another dtype than the model's would be cast silently on load."""
+def _stored(path: Path) -> tuple[dict, dict]:
+    """The dtype of each stored tensor and the file's metadata."""
     from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as f:
-            stored = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+            return {k: f.get_slice(k).get_dtype() for k in f.keys()}, f.metadata() or {}
     except Exception as exc:   # noqa: BLE001 - safetensors raises several types for damaged files
         raise RunError(f"{path}: cannot load weights ({exc})") from None
+
+
+def load_weights(pointer: dict, model) -> None:
+    """The published checkpoint's weights into `model`: the file the pointer's checksum names, saved at its step,
+    every tensor present, of the model's shape and dtype, finite."""
+    path = pointer["path"] / WEIGHTS
+    verify_file(path, pointer)
+    stored, metadata = _stored(path)
+    if metadata.get("step") != str(pointer["step"]):
+        raise RunError(f"{path} was saved at step {metadata.get('step')}, the checkpoint is of step "
+                       f"{pointer['step']}; the run directory is damaged")
     wrong = [f"{k} is {stored[k]}, the model's {_SAFETENSORS_DTYPES.get(t.dtype, t.dtype)}"
              for k, t in model.state_dict().items() if k in stored and stored[k] != _SAFETENSORS_DTYPES.get(t.dtype)]
     if wrong:
         raise RunError(f"{path} does not match the plan: {'; '.join(wrong[:3])}")
-
-
-def load_weights(run_dir: Path, model) -> None:
-    """RUN_DIR/model.safetensors into `model`: every tensor present, of the model's shape and dtype, finite."""
-    path = run_dir / "model.safetensors"
-    if not path.is_file():
-        raise RunError(f"{run_dir}: not a complete run directory (missing model.safetensors)")
-    _check_dtypes(path, model)
     try:
         missing_keys, unexpected = load_model(model, str(path), strict=False)
     except Exception as exc:   # safetensors raises several types for damaged files
@@ -176,27 +144,50 @@ def load_weights(run_dir: Path, model) -> None:
                        f"{' ...' if len(broken) > 3 else ''}); its scores would be meaningless")
 
 
+_COLUMN_FIELDS = {"name": (str,), "tags": (list,), "dtype": (str,), "is_list": (bool,), "cardinality": (int, type(None)),
+                  "value_count": (list, type(None)), "int_range": (list, type(None))}
+
+
 def run_schema(run_dir) -> Schema:
     """The schema view a run was compiled against (RUN_DIR/columns.json)."""
     path = Path(run_dir) / "columns.json"
-    try:
-        columns = json.loads(path.read_text())
-        return Schema.from_columns(columns["columns"], source=columns.get("source"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-        raise RunError(f"{path}: missing or corrupt ({exc})") from None
+    saved = run_json(path, "schema view")
+    columns = saved.get("columns")
+    if not isinstance(columns, list) or not all(_valid_column(c) for c in columns):
+        raise RunError(f"{path} is damaged (each column needs a name, tags, dtype, is_list and an integer or null "
+                       "cardinality)")
+    source = saved.get("source")
+    return Schema.from_columns(columns, source=source if isinstance(source, str) else None)
 
 
-def check_same_plan(run_dir: Path, plan) -> None:
-    """Resuming must continue the same model: the spec has to compile to the plan the run was trained with."""
-    try:
-        saved = json.loads((run_dir / "plan.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise RunError(f"{run_dir}/plan.json cannot be read ({exc})") from None
-    if not isinstance(saved, dict) or _comparable(plan.to_dict()) != _comparable(saved):
-        raise RunError(f"{run_dir} was trained from another spec or schema; resume it with its own spec "
-                       f"({run_dir / 'spec.json'})")
+def _valid_column(column) -> bool:
+    if not isinstance(column, dict) or set(column) - set(_COLUMN_FIELDS) or "name" not in column:
+        return False
+    if not all(isinstance(v, _COLUMN_FIELDS[k]) and (k == "is_list" or not isinstance(v, bool))
+               for k, v in column.items()):
+        return False
+    pairs = [column.get(k) for k in ("value_count", "int_range") if column.get(k) is not None]
+    return (all(isinstance(t, str) for t in column.get("tags", []))
+            and column.get("dtype", "int") in ("int", "float", "bool", "string")
+            and (column.get("cardinality") is None or 0 < column["cardinality"] < 1 << 62)
+            and all(len(p) == 2 and all(v is None or (type(v) is int and abs(v) < 1 << 62) for v in p)
+                    for p in pairs))
+
+
+def check_same_plan(run_dir: Path, plan, problem: str | None = None) -> None:
+    """`plan` must be the plan the run was trained with (RUN_DIR/plan.json)."""
+    saved = run_json(run_dir / "plan.json", "plan")
+    if _comparable(plan.to_dict()) != _comparable(saved):
+        raise RunError(f"{run_dir}: " + (problem or f"the run was trained from another spec or schema; resume it "
+                                                    f"with its own spec ({run_dir / 'spec.json'})"))
 
 
 def _comparable(plan: dict) -> dict:
     return {k: v for k, v in plan.items() if k not in ("kernels", "schema_source")}
 
+
+def file_mode() -> int:
+    """The mode a newly created file gets under the process's umask (safetensors creates its files 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask

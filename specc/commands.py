@@ -23,7 +23,7 @@ def train_command(args) -> int:
                    resume=args.resume, exclude_seen=args.exclude_seen, eval_every=args.eval_every,
                    progress=not args.quiet and sys.stderr.isatty(), log=_note)
     print(json_text(result, indent=2))
-    return 130 if result["interrupted"] else 0
+    return 130 if result.get("interrupted") else 0
 
 
 def evaluate_command(args) -> int:

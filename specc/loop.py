@@ -64,6 +64,7 @@ class LoopSettings:
     bf16: bool = False
     device: str = "cpu"
     eval_every: int = 1
+    checkpoint_every: int | None = None   # steps; besides the checkpoint at the end of every epoch
     progress: bool = False
     log_every: int = 10
 
@@ -85,7 +86,7 @@ def train_loop(model, data, optimizer, scheduler, settings: LoopSettings, positi
         while position.epoch < settings.epochs:
             _train_epoch(model, data, optimizer, scheduler, settings, position, hooks, stop)
             if stop.requested:
-                where = hooks.save(position)
+                where = hooks.saved = hooks.save(position)
                 hooks.say(f"interrupted: saved {where} at epoch {position.epoch + 1}, batch {position.batch}; "
                           "continue with --resume")
                 return {"metrics": metrics, "interrupted": True, "loss": position.loss}
@@ -148,6 +149,9 @@ def _train_epoch(model, data, optimizer, scheduler, settings: LoopSettings, posi
             bar.update(1)
         if stop.requested:
             break
+        if settings.checkpoint_every and position.step % settings.checkpoint_every == 0 \
+                and done < settings.steps_per_epoch:
+            hooks.saved = hooks.save(position)
     if bar is not None:
         bar.close()
 

@@ -12,7 +12,7 @@ import torch
 from specc.cpu import keep_freed_memory
 from specc.errors import SpecError, UserError
 from specc.evaluation import evaluate, open_for
-from specc.loop import Hooks, LoopSettings, Position, train_loop
+from specc.loop import Hooks, LoopSettings, Position, end_epoch, train_loop
 from specc.optim import build_optimizer, build_schedule
 from specc.run_dir import RunDirectory
 
@@ -26,7 +26,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
     spec = _load_spec(spec, schema, data)
-    with RunDirectory(out, resume) as run:
+    with RunDirectory(out, resume, say=log) as run:
         schema = resolve_training_schema(spec, schema, data)
         device = resolve_device(device)
         if device == "cpu":
@@ -47,30 +47,29 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         loop = LoopSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],
                             steps_per_epoch=math.ceil(train_set.n_rows / settings["batch_size"]), seed=tr.seed,
                             lr=settings["lr"], clip_grad_norm=tr.clip_grad_norm, bf16=settings["precision"] == "bf16",
-                            device=device, eval_every=eval_every, progress=progress)
+                            device=device, eval_every=eval_every, checkpoint_every=tr.checkpoint_every,
+                            progress=progress)
         optimizer = build_optimizer(model, tr.optimizer.model_copy(update={"lr": settings["lr"]}))
         scheduler = build_schedule(optimizer, loop.steps_per_epoch * loop.epochs, tr.warmup, tr.schedule)
         position = Position()
         if resume:
-            position = Position(**run.restore(plan, model, optimizer, scheduler, generator))
-            if position.epoch >= loop.epochs:
-                log(f"{run} is already trained for {position.epoch} epoch(s); pass --epochs above that to continue")
-                return run.metrics() or {"epochs": position.epoch}
-            log(f"resuming {run} at epoch {position.epoch + 1}, batch {position.batch + 1} (step {position.step})")
-        spec_dict = {k: v for k, v in spec.to_json_dict().items() if k != "schema"}
+            position = run.restore(plan, model, optimizer, scheduler, generator, loop.steps_per_epoch)
+        run.describe({k: v for k, v in spec.to_json_dict().items() if k != "schema"}, plan, schema)
 
         def save(at: Position) -> str:
-            return run.save(model, spec_dict, schema, optimizer, scheduler, generator, at.to_dict(), settings)
+            return run.save(model, optimizer, scheduler, generator, at.to_dict(), settings)
 
         def evaluate_now() -> dict:
             return evaluate(model, eval_set, device=device, exclude_seen=exclude_seen)
         hooks = Hooks(save=save, evaluate=evaluate_now if eval_set else None, say=log,
                       loggers=[run.epoch_log(), *loggers], saved=str(run) if resume else None)
         try:
-            outcome = train_loop(model, train_set, optimizer, scheduler, loop, position, hooks)
+            outcome = _continue(run, model, train_set, optimizer, scheduler, loop, position, hooks)
         finally:
             for logger in hooks.loggers:
                 logger.close()
+        if outcome.get("already"):
+            return outcome["already"]
         result = {**outcome["metrics"], "loss": outcome["loss"], "epochs": position.epoch,
                   "train_seconds": round(position.train_seconds, 3),
                   "train_sessions_per_s": round(position.train_sessions / max(position.train_seconds, 1e-9), 1),
@@ -78,6 +77,29 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                   "interrupted": outcome["interrupted"]}
         run.write_metrics(result)
     return result
+
+
+def _continue(run: RunDirectory, model, train_set, optimizer, scheduler, loop: LoopSettings, position: Position,
+              hooks: Hooks) -> dict:
+    """Train from `position`; first finish what a resumed run left undone (the evaluation and log record of the
+    epoch its checkpoint ends, and metrics.json once every epoch is trained)."""
+    metrics = {}
+    if run.resume:
+        unlogged = run.unlogged_epoch(position)
+        if unlogged:
+            hooks.say(f"{run}: finishing epoch {position.epoch} (its evaluation had not been logged)")
+            metrics = end_epoch(position, loop, hooks)
+        if position.epoch >= loop.epochs:
+            saved = run.metrics()
+            if not unlogged and saved and saved.get("epochs") == position.epoch and saved.get("interrupted") is False:
+                hooks.say(f"{run} is already trained for {position.epoch} epoch(s); pass --epochs above that to "
+                          "continue")
+                return {"already": saved}
+            if not unlogged and hooks.evaluate is not None:   # stopped between logging and writing metrics.json
+                metrics = hooks.evaluate()
+            return {"metrics": metrics, "interrupted": False, "loss": position.finished.get("loss", float("nan"))}
+        hooks.say(f"resuming {run} at epoch {position.epoch + 1}, batch {position.batch + 1} (step {position.step})")
+    return train_loop(model, train_set, optimizer, scheduler, loop, position, hooks)
 
 
 def _load_spec(source, schema, data: str):

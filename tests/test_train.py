@@ -45,16 +45,41 @@ def cli(*args):
     return subprocess.run([sys.executable, "-m", "specc.cli", *map(str, args)], capture_output=True, text=True)
 
 
+def published(run_dir, name):
+    """A file of the run's published checkpoint."""
+    return run_dir / json.loads((run_dir / "checkpoint.json").read_text())["checkpoint"] / name
+
+
+def reseal(run_dir, name):
+    """Record a deliberately edited checkpoint file's checksum in the pointer, as a consistent tamperer would."""
+    from specc.checkpoint import sha256_file
+    pointer = json.loads((run_dir / "checkpoint.json").read_text())
+    pointer["sha256"][name] = sha256_file(published(run_dir, name))
+    (run_dir / "checkpoint.json").write_text(json.dumps(pointer))
+
+
 def test_train_writes_a_complete_run_directory(run):
     out, result = run
-    for name in ("model.safetensors", "spec.json", "plan.json", "columns.json", "metrics.json", "log.jsonl"):
+    for name in ("checkpoint.json", "spec.json", "plan.json", "columns.json", "metrics.json", "log.jsonl"):
         assert (out / name).is_file(), name
+    checkpoints = list((out / "checkpoints").iterdir())
+    assert [p.name for p in checkpoints] == ["step-000000014"]   # 400 sessions / 64 per batch x 2 epochs
+    files = [out / "spec.json", out / "metrics.json", *checkpoints[0].iterdir()]
+    assert {f.name for f in files} >= {"model.safetensors", "train_state.safetensors", "train_state.json"}
+    assert {oct(f.stat().st_mode & 0o777) for f in files} == {oct(0o666 & ~_umask())}   # safetensors' own is 0600
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("ndcg@10", "recall@20", "mrr@10", "loss", "train_seconds", "train_sessions_per_s"):
         assert key in metrics
     assert 0 < metrics["recall@20"] <= 1 and metrics["ndcg@10"] <= metrics["recall@10"] + 1e-9
     assert [json.loads(line)["epoch"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
     assert not any(p.suffix == ".pkl" or p.suffix == ".pt" for p in out.iterdir())
+
+
+def _umask():
+    import os
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_trained_model_beats_popularity(data, run):
@@ -128,7 +153,7 @@ def test_resume_after_an_interrupt_matches_an_uninterrupted_run(data, tmp_path):
             signal.raise_signal(signal.SIGINT)
     part = train(SPEC, str(data / "train.parquet"), str(tmp_path / "part"), log=interrupt_after_first_epoch, **args)
     assert part["interrupted"]
-    state = json.loads((tmp_path / "part" / "train_state.json").read_text())
+    state = json.loads(published(tmp_path / "part", "train_state.json").read_text())
     assert state["epoch"] == 1 and state["batch"] == 1
     resumed = train(SPEC, str(data / "train.parquet"), str(tmp_path / "part"), resume=True, log=quiet, **args)
     a, b = specc.load(tmp_path / "full").state_dict(), specc.load(tmp_path / "part").state_dict()
@@ -246,10 +271,14 @@ def test_loading_refuses_nan_weights(run, tmp_path):
     from safetensors.torch import load_file, save_file
     copy = tmp_path / "nan"
     shutil.copytree(run[0], copy)
-    weights = load_file(str(copy / "model.safetensors"))
+    path = published(copy, "model.safetensors")
+    weights = load_file(str(path))
     name = next(iter(weights))
     weights[name] = torch.full_like(weights[name], float("nan"))
-    save_file(weights, str(copy / "model.safetensors"))
+    save_file(weights, str(path), metadata={"format": "specc-1", "step": "14"})
+    with pytest.raises(specc.UserError, match="does not match the checksum of the published checkpoint"):
+        specc.load(copy)
+    reseal(copy, "model.safetensors")
     with pytest.raises(specc.UserError, match="NaN or infinite weights"):
         specc.load(copy)
 
@@ -295,7 +324,7 @@ def test_eval_every_evaluates_every_nth_and_the_last_epoch(data, tmp_path):
 
 
 @pytest.mark.parametrize("damage, message", [
-    ("plan_list", "must hold JSON objects"),
+    ("plan_list", "must hold a JSON object"),
     ("weights_fp16", r"inputs.tables.0 is F16, the model's F32"),
     ("state_keys", r"damaged training state \(KeyError"),
     ("state_epoch", "epoch, batch and step must be counts"),
@@ -309,15 +338,18 @@ def test_damaged_run_files_are_refused_clearly(run, data, tmp_path, damage, mess
     if damage == "plan_list":
         (copy / "plan.json").write_text("[]")
     elif damage == "weights_fp16":
-        save_file({k: v.half() for k, v in load_file(str(copy / "model.safetensors")).items()},
-                  str(copy / "model.safetensors"))
+        weights = published(copy, "model.safetensors")
+        save_file({k: v.half() for k, v in load_file(str(weights)).items()}, str(weights),
+                  metadata={"format": "specc-1", "step": "14"})
+        reseal(copy, "model.safetensors")
     else:
-        state = json.loads((copy / "train_state.json").read_text())
+        state = json.loads(published(copy, "train_state.json").read_text())
         if damage == "state_keys":
             del state["scalars"]
         else:
             state["epoch"] = "one"
-        (copy / "train_state.json").write_text(json.dumps(state))
+        published(copy, "train_state.json").write_text(json.dumps(state))
+        reseal(copy, "train_state.json")
     with pytest.raises(specc.UserError, match=message):
         if damage.startswith("state"):
             train(SPEC, data / "train.parquet", copy, epochs=3, resume=True, progress=False, log=quiet)
