@@ -13,6 +13,7 @@ from specc.plan import (RTD_LOSS_NAME, BodyPlan, ContinuousPlan, FeaturePlan, In
 from specc.schema import Column, Schema
 
 KERNEL_CHOICES = ("auto", "triton", "torch")
+MAX_PARAMETER_BYTES = 1 << 40   # 1 TiB of float32 weights: beyond what specc can allocate, even sharded
 
 
 def compile(spec, schema=None, kernels: str = "auto", *, trial_run: bool = True) -> Plan:  # noqa: A001
@@ -84,7 +85,9 @@ class Checker:
         from specc.count import count_parameters
         plan = Plan(name=spec.name, inputs=inputs, masking=masking, body=body, tasks=tuple(tasks), parameters=0,
                     kernels=self.kernels, schema_source=self.schema.source)
-        return Plan(**{**plan.__dict__, "parameters": count_parameters(plan)})
+        plan = Plan(**{**plan.__dict__, "parameters": count_parameters(plan)})
+        self.check_size(plan)
+        return plan
 
     # ------------------------------------------------------------------ features
 
@@ -456,6 +459,7 @@ class Checker:
                 if item is None or i != next_items[0]:
                     continue
                 self.check_negatives(i, task, item)
+                self.check_cutoffs(i, task, item)
                 if inputs is not None and body is not None:
                     plans.append(self.resolve_next_item(task, name, item, inputs, body))
             else:
@@ -475,6 +479,30 @@ class Checker:
             self.error(f"$.tasks[{i}].loss.negatives", "too_many_negatives",
                        f"{negatives} negatives but the catalog has only {item.cardinality - 1} items",
                        "use cross_entropy over the full catalog, or fewer negatives", item.name)
+
+    def check_cutoffs(self, i: int, task: S.NextItemTask, item: Column) -> None:
+        """A ranking cut-off beyond the catalog cannot rank anything: recommend would refuse it after training."""
+        for name, cutoffs in task.metrics.items():
+            for j, c in enumerate(cutoffs):
+                if c > item.cardinality - 1:
+                    self.error(f"$.tasks[{i}].metrics.{name}[{j}]", "cutoff_too_large",
+                               f"{name}@{c} ranks more items than the catalog's {item.cardinality - 1}",
+                               f"use a cut-off of at most {item.cardinality - 1}", item.name)
+
+    def check_size(self, plan: Plan) -> None:
+        """Parameters no machine can hold (in float32) are a spec or schema error, not an allocation failure."""
+        size = plan.parameters * 4
+        if size <= MAX_PARAMETER_BYTES:
+            return
+        table = max(plan.inputs.tables, key=lambda t: t.rows * t.dim, default=None)
+        names = list(self.spec.inputs.features or [])
+        path = f"$.inputs.features[{names.index(table.columns[0])}]" if table and table.columns[0] in names else "$"
+        biggest = f"; the largest table, {table.name!r}, has {table.rows:,} rows x {table.dim}" if table else ""
+        self.issues.append(Issue(path, "too_large", f"the model has {plan.parameters:,} parameters "
+                                 f"({size / 2 ** 40:,.1f} TiB in float32), more than specc can allocate (1 TiB)"
+                                 f"{biggest}", "check the column's cardinality (int_domain.max) in the schema, or "
+                                 "lower its embedding dim", table.columns[0] if table else None))
+        raise SpecError(self.issues)
 
     def resolve_next_item(self, task: S.NextItemTask, name: str, item: Column, inputs: InputsPlan,
                           body: BodyPlan) -> TaskPlan:

@@ -9,7 +9,7 @@ RUN_DIR/
                       and train_state.json (optimizer, schedule and RNG state, position, settings) for --resume
   checkpoint.json     the published checkpoint: its folder, step and the SHA-256 of each of its files; written
                       last, so it always names a whole checkpoint
-  metrics.json, log.jsonl, .lock (the writer's pid and host)
+  metrics.json, log.jsonl, .specc.lock (the writer's pid and host)
 """
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from specc.errors import UserError
+from specc.spec import MAX_BATCH_SIZE, MAX_EPOCHS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,8 +61,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--eval", dest="eval_data", help="validation parquet file or folder")
     t.add_argument("--out", help="run directory to write (required unless --resume names it)")
     t.add_argument("--schema", help="default: the spec's schema, else schema.pbtxt beside the data")
-    t.add_argument("--epochs", type=_positive_int)
-    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--epochs", type=_epochs)
+    t.add_argument("--batch-size", type=_batch_size)
     t.add_argument("--lr", type=_positive_float)
     t.add_argument("--precision", choices=["fp32", "bf16"], help="default: the spec's training.precision")
     t.add_argument("--device", choices=["cpu", "cuda"], default=None)
@@ -76,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     on_run = argparse.ArgumentParser(add_help=False)   # what evaluate and recommend share
     on_run.add_argument("run_dir")
     on_run.add_argument("--data", required=True)
-    on_run.add_argument("--batch-size", type=_positive_int, default=512)
+    on_run.add_argument("--batch-size", type=_batch_size, default=512)
     on_run.add_argument("--exclude-seen", action="store_true")
     on_run.add_argument("--device", choices=["cpu", "cuda"], default=None)
 
@@ -161,6 +162,19 @@ def _session_count(text: str) -> int:
     return value
 
 
+def _at_most(limit: int, what: str):
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > limit:
+            raise argparse.ArgumentTypeError(f"expected at most {limit:,} {what}, got {text!r}")
+        return value
+    return parse
+
+
+_epochs = _at_most(MAX_EPOCHS, "epochs")
+_batch_size = _at_most(MAX_BATCH_SIZE, "sessions per batch")
+
+
 def _port(text: str) -> int:
     value = _positive_int(text)
     if value > 65535:
@@ -223,6 +237,8 @@ def _recommend(args) -> int:
 
 def _export(args) -> int:
     from specc.export import export
+    from specc.lock import refuse_inside_run
+    refuse_inside_run(args.out)
     export(args.run_dir, args.out, format=args.format, k=args.k, exclude_seen=args.exclude_seen,
            max_batch_size=args.max_batch_size)
     return 0
@@ -239,6 +255,8 @@ def _serve(args) -> int:
 def _synth(args) -> int:
     from specc.schema import load_schema
     from specc.synth import default_schema, synthesize
+    from specc.lock import refuse_inside_run
+    refuse_inside_run(args.out)
     schema = load_schema(args.schema) if args.schema else default_schema()
     kwargs = {k: v for k, v in (("n_train", args.train), ("n_valid", args.valid)) if v is not None}
     report = synthesize(schema, args.out, seed=args.seed, **kwargs)

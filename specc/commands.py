@@ -10,6 +10,7 @@ from specc.checkpoint import load, run_schema
 from specc.errors import UserError
 from specc.evaluation import evaluate, open_for
 from specc.files import json_text
+from specc.lock import refuse_inside_run
 
 
 def _note(message: str) -> None:
@@ -45,6 +46,8 @@ def recommend_command(args) -> int:
         raise UserError(f"--out {args.out}: use a .parquet file, or .jsonl / .json for JSON lines")
     if args.out and Path(args.out).resolve() == Path(args.data).resolve():
         raise UserError(f"--out {args.out} is the input data; choose another file")
+    if args.out:
+        refuse_inside_run(args.out)
     device = resolve_device(args.device)
     model = load(args.run_dir, device=device)
     if model.plan.next_item is None:

@@ -1,4 +1,4 @@
-"""One writer per run directory: RUN_DIR/.lock, held with flock(2) and naming its owner (pid, host, start time).
+"""One writer per run directory: RUN_DIR/.specc.lock, held with flock(2) and naming its owner (pid, host, start time).
 
 The kernel releases a flock when its process ends, however it ends (kill -9 included), so a lock left by a dead
 process is never in the way: the next writer takes it over and says whose it was."""
@@ -14,7 +14,7 @@ from pathlib import Path
 from specc.errors import UserError
 from specc.files import UnreadableFile, parse_json, read_text
 
-LOCK_NAME = ".lock"
+LOCK_NAME = ".specc.lock"
 
 
 class RunLocked(UserError):
@@ -71,3 +71,13 @@ def describe(owner: dict | None) -> str:
     if not owner:
         return "another process"
     return f"pid {owner.get('pid')} on {owner.get('host')} (since {owner.get('since')})"
+
+
+def refuse_inside_run(path, flag: str = "--out", itself: bool = True) -> None:
+    """No command writes into a run directory but the training run that owns it (every run directory holds a
+    lock file from its creation on). `itself=False` checks only the folders above `path`."""
+    target = Path(path).resolve()
+    for folder in (target, *target.parents) if itself else target.parents:
+        if (folder / LOCK_NAME).exists() or ((folder / "plan.json").is_file() and (folder / "spec.json").is_file()):
+            raise UserError(f"{flag} {path} is inside the run directory {folder}; only training writes there. "
+                            "Choose a path outside it")

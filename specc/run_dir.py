@@ -18,7 +18,7 @@ from safetensors.torch import save_model
 from specc.checkpoint import (CHECKPOINTS, POINTER, WEIGHTS, RunError, check_same_plan, file_mode, load_weights,
                               published, run_json, sha256_file, verify_file)
 from specc.files import RUN_FILE_LIMIT, UnreadableFile, atomic_write_text, fsync_file, fsync_folder, json_text, read_text
-from specc.lock import LOCK_NAME, RunLock, describe
+from specc.lock import LOCK_NAME, RunLock, describe, refuse_inside_run
 from specc.loop import Position
 from specc.train_state import META, TENSORS, load_train_state, save_train_state, saved_settings
 
@@ -50,6 +50,7 @@ class RunDirectory:
     def __enter__(self):
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--out {self.path} is a file, not a run directory")
+        refuse_inside_run(self.path, itself=False)
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)   # fail now, not after an epoch, if it cannot be written
         had_lock = (self.path / LOCK_NAME).exists()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from specc.errors import Issue, SpecError
+from specc.files import SCHEMA_LIMIT, UnreadableFile, parse_json, read_text
 
 
 @dataclass(frozen=True)
@@ -245,10 +246,9 @@ def _looks_like_json(text: str) -> bool:
 def _read_file(path: str) -> Schema:
     _, TensorflowMetadata = _quiet_merlin()
     try:
-        with open(path, "r", encoding="utf-8") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _schema_error("schema_unreadable", f"cannot read schema file {path!r}: {exc}",
+        text = read_text(path, limit=SCHEMA_LIMIT, what="schema file")
+    except UnreadableFile as exc:
+        raise _schema_error("schema_unreadable", str(exc),
                             "a schema is a UTF-8 text file: schema.pbtxt (protobuf text) or Merlin schema.json",
                             path) from None
     if not text.strip():
@@ -258,9 +258,9 @@ def _read_file(path: str) -> Schema:
     try:
         if is_json:
             try:
-                doc = json.loads(text)
-            except json.JSONDecodeError as exc:
-                raise _schema_error("schema_unreadable", f"schema file {path!r} is not valid JSON: {exc}",
+                doc = parse_json(text, f"schema file {path!r}")
+            except UnreadableFile as exc:
+                raise _schema_error("schema_unreadable", str(exc),
                                     "a Merlin JSON schema is `{\"feature\": [{\"name\": ..., \"type\": ...}, ...]}`",
                                     path) from None
             if not isinstance(doc, dict) or not isinstance(doc.get("feature"), list):
@@ -280,6 +280,8 @@ def _read_file(path: str) -> Schema:
     except Exception as exc:  # protobuf ParseError, merlin ValueError (tag collisions), ...
         kind = "JSON" if is_json else "protobuf text (pbtxt)"
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if type(exc).__name__ == "ParseError":   # its message quotes the file's text: give the position alone
+            msg = f"not protobuf text of a schema at line {exc.GetLine()}, column {exc.GetColumn()}"
         raise _schema_error("schema_unreadable", f"cannot parse {path!r} as a Merlin schema in {kind}: {msg}",
                             "check the file against a schema.pbtxt written by NVTabular / merlin-core "
                             "(`feature { name: ... type: INT int_domain { max: ... } annotation { tag: ... } }`)",

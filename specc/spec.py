@@ -5,7 +5,6 @@ This module does not import torch: parsing a spec is cheap and works anywhere.
 from __future__ import annotations
 
 import copy
-import json
 import os
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import PydanticCustomError
 
 from specc.errors import Issue, SpecError, did_you_mean, json_path
+from specc.files import SPEC_LIMIT, UnreadableFile, parse_json, read_bytes
 
 SPEC_VERSION = 1
 
@@ -23,6 +23,7 @@ PositiveInt = Annotated[int, Field(ge=1)]
 Width = Annotated[int, Field(ge=1, le=1 << 20)]
 Depth = Annotated[int, Field(ge=1, le=4096)]
 MAX_SEQUENCE_LENGTH = 65536
+MAX_BATCH_SIZE, MAX_EPOCHS = 1 << 24, 100_000   # far above any real run; keep step counts machine integers
 Probability = Annotated[float, Field(gt=0.0, lt=1.0)]
 Dropout = Annotated[float, Field(ge=0.0, lt=1.0)]
 Cutoffs = Annotated[list[PositiveInt], Field(min_length=1)]
@@ -279,8 +280,8 @@ class Optimizer(Closed):
 
 
 class Training(Closed):
-    batch_size: PositiveInt = 256
-    epochs: PositiveInt = 3
+    batch_size: Annotated[int, Field(ge=1, le=MAX_BATCH_SIZE)] = 256
+    epochs: Annotated[int, Field(ge=1, le=MAX_EPOCHS)] = 3
     optimizer: Optimizer = Optimizer()
     seed: Annotated[int, Field(ge=0, lt=2 ** 63)] = 42
     precision: Literal["fp32", "bf16"] = "fp32"
@@ -288,7 +289,7 @@ class Training(Closed):
     schedule: Literal["linear", "constant"] = "linear"   # after warm-up: linear decay to 0, or constant
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
     # also checkpoint every N optimizer steps (besides the end of every epoch): a kill loses at most N steps
-    checkpoint_every: PositiveInt | None = None
+    checkpoint_every: Annotated[int, Field(ge=1, le=1 << 40)] | None = None
 
 
 # ---------------------------------------------------------------- the spec
@@ -390,31 +391,23 @@ def _read_text(source) -> tuple[str, str | None]:
     looks_like_json = text.lstrip("\ufeff \t\r\n").startswith(("{", "["))
     if looks_like_json and not isinstance(source, os.PathLike):
         return text.lstrip("\ufeff"), None
-    path = Path(text)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise SpecError([Issue("$", "file_not_found", f"spec file {text!r} does not exist")]) from None
-    except IsADirectoryError:
-        raise SpecError([Issue("$", "file_not_found", f"{text!r} is a folder, not a spec file")]) from None
-    except OSError as exc:
-        raise SpecError([Issue("$", "file_unreadable", f"cannot read spec file {text!r}: {exc.strerror}")]) from None
+        raw = read_bytes(text, limit=SPEC_LIMIT, what="spec file")
+    except UnreadableFile as exc:
+        code = "file_not_found" if not os.path.exists(text) or os.path.isdir(text) else "file_unreadable"
+        raise SpecError([Issue("$", code, str(exc))]) from None
     try:
         return raw.decode("utf-8-sig"), text
     except UnicodeDecodeError as exc:
-        raise SpecError([Issue("$", "invalid_encoding",
-                               f"the spec is not UTF-8 (byte {exc.start}: {raw[exc.start:exc.start + 1]!r})",
+        raise SpecError([Issue("$", "invalid_encoding", f"the spec is not UTF-8 (byte {exc.start})",
                                "save the file as UTF-8")], text) from None
 
 
 def _parse_json(text: str, origin: str | None) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SpecError([Issue("$", "invalid_json", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")],
-                        origin) from None
-    except RecursionError:
-        raise SpecError([Issue("$", "invalid_json", "JSON nested too deeply")], origin) from None
+        return parse_json(text, "the spec")
+    except UnreadableFile as exc:
+        raise SpecError([Issue("$", "invalid_json", str(exc))], origin) from None
 
 
 def _json_type(value: Any) -> str:
