@@ -365,3 +365,61 @@ def test_synth_does_not_replace_someone_else_s_data(tmp_path):
     with pytest.raises(specc.UserError, match="train.parquet that specc data synth did not write"):
         synthesize(default_schema(), tmp_path / "theirs", n_train=20, n_valid=5)
     assert (tmp_path / "theirs" / "train.parquet").read_bytes() == b"precious"
+
+
+def _copy(run, tmp_path, name):
+    import shutil
+    copy = tmp_path / name
+    shutil.copytree(run[0], copy)
+    return copy
+
+
+def test_tampered_run_files_are_clean_errors(run, tmp_path):
+    """A 100k-deep spec.json and a string cardinality were internal errors."""
+    deep = _copy(run, tmp_path, "deep")
+    (deep / "spec.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(specc.UserError, match="nested too deeply"):
+        specc.load(deep)
+    card = _copy(run, tmp_path, "card")
+    columns = json.loads((card / "columns.json").read_text())
+    columns["columns"][0]["cardinality"] = "1000"
+    (card / "columns.json").write_text(json.dumps(columns))
+    with pytest.raises(specc.UserError, match="columns.json is damaged"):
+        specc.load(card)
+    proc = cli("evaluate", card, "--data", "x.parquet")
+    assert proc.returncode == 1 and "internal" not in proc.stderr
+
+
+def test_a_training_state_that_does_not_fit_the_run_is_refused(run, data, tmp_path):
+    """A train_state.json with batch 10^9 was accepted."""
+    copy = _copy(run, tmp_path, "batch")
+    state = json.loads(published(copy, "train_state.json").read_text())
+    state["batch"] = 10 ** 9
+    published(copy, "train_state.json").write_text(json.dumps(state))
+    args = dict(epochs=3, resume=True, progress=False, log=quiet)
+    with pytest.raises(specc.UserError, match="does not match the checksum"):
+        train(SPEC, str(data / "train.parquet"), str(copy), **args)
+    reseal(copy, "train_state.json")
+    with pytest.raises(specc.UserError, match="does not fit the data's 7 batches per epoch"):
+        train(SPEC, str(data / "train.parquet"), str(copy), **args)
+    state.update(batch=0, step=13)
+    published(copy, "train_state.json").write_text(json.dumps(state))
+    reseal(copy, "train_state.json")
+    with pytest.raises(specc.UserError, match="state is of step 13, the weights of step 14"):
+        train(SPEC, str(data / "train.parquet"), str(copy), **args)
+
+
+def test_no_command_writes_into_a_run_directory_it_did_not_create(run, data):
+    """`specc recommend RUN --out RUN/spec.json` overwrote the run's spec."""
+    before = (run[0] / "spec.json").read_bytes()
+    for target in (run[0] / "spec.json", run[0] / "sub" / "recs.parquet"):
+        proc = cli("recommend", run[0], "--data", data / "valid.parquet", "--out", target)
+        assert proc.returncode == 1 and "is inside the run directory" in proc.stderr, proc.stderr
+    assert (run[0] / "spec.json").read_bytes() == before and not (run[0] / "sub").exists()
+    for args in (["export", run[0], "--out", run[0] / "export"], ["data", "synth", "--out", run[0] / "d"],
+                 ["train", run[0] / "spec.json", "--data", data / "train.parquet", "--out", run[0] / "nested"]):
+        proc = cli(*args)
+        assert proc.returncode == 1 and "is inside the run directory" in proc.stderr, (args, proc.stderr)
+    assert sorted(p.name for p in run[0].iterdir()) == [".specc.lock", "checkpoint.json", "checkpoints",
+                                                         "columns.json", "log.jsonl", "metrics.json", "plan.json",
+                                                         "spec.json"]
