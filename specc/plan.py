@@ -112,6 +112,7 @@ class TaskPlan:
     output_projection: tuple[int, int] | None = None   # (body width, item dim) Linear before tied scoring
     temperature: float = 1.0
     loss: LossPlan | None = None
+    sampled: dict | None = None             # ranking metrics over the full catalog, or sampled (negatives, seed)
     # classification / regression
     summary: str | None = None
     target_sequential: bool = False
@@ -199,6 +200,8 @@ def _render(plan: Plan) -> str:
             loss = t.loss.kind + (f" ({t.loss.negatives} negatives, {t.loss.sampler or 'uniform'})"
                                   if t.loss.negatives else "")
             metrics = ", ".join(f"{k}@{','.join(map(str, v))}" for k, v in t.metrics.items())
+            if t.sampled:
+                metrics += f" (sampled: {t.sampled['negatives']} negatives, seed {t.sampled['seed']})"
             rows.append((t.name, t.kind, t.target, f"{_fmt(t.n_items)} items, {head}", loss, metrics, t.weight))
         else:
             loss = "binary cross-entropy" if t.kind == "binary_classification" else "mse"

@@ -18,6 +18,7 @@ def resolve_tasks(ctx: Context, item: Column | None, inputs: InputsPlan | None,
             if item is None or i != next_items[0]:
                 continue
             _check_negatives(ctx, i, task, item)
+            _check_protocol(ctx, i, task, item)
             if inputs is not None and body is not None:
                 plans.append(_next_item(task, name, item, inputs, body))
         elif task.target in ctx.schema:
@@ -56,16 +57,35 @@ def _check_negatives(ctx: Context, i: int, task: S.NextItemTask, item: Column) -
                   "use cross_entropy over the full catalog, or fewer negatives", item.name)
 
 
+def _check_protocol(ctx: Context, i: int, task: S.NextItemTask, item: Column) -> None:
+    """The sampled protocol draws its negatives among the items a sequence does not hold: the catalog must have
+    that many left after the longest sequence, and a cut-off cannot exceed the candidates."""
+    protocol = task.sampled_protocol
+    if protocol is None:
+        return
+    n, window = protocol["negatives"], ctx.spec.inputs.max_sequence_length + 1
+    if n > item.cardinality - 1 - window:
+        ctx.error(f"$.tasks[{i}].metrics.negatives", "too_many_negatives",
+                  f"{n} sampled negatives, but a sequence of {window} items leaves only "
+                  f"{max(0, item.cardinality - 1 - window)} of the catalog's {item.cardinality - 1} items unseen",
+                  "use fewer negatives, or the full protocol", item.name)
+    for name, cutoffs in task.cutoffs.items():
+        if max(cutoffs) > n + 1:
+            ctx.error(f"$.tasks[{i}].metrics.{name}", "shape_mismatch",
+                      f"cut-off {max(cutoffs)} is larger than the {n + 1} candidates of the sampled protocol",
+                      f"use cut-offs up to {n + 1}")
+
+
 def _next_item(task: S.NextItemTask, name: str, item: Column, inputs: InputsPlan, body: BodyPlan) -> TaskPlan:
     loss = task.loss
     table = next(t for t in inputs.tables if item.name in t.columns)
     projection = None
     if task.weight_tying and body.output_width != table.dim:
         projection = (body.output_width, table.dim)
-    metrics = {k: tuple(sorted(set(v))) for k, v in task.metrics.items()}
+    metrics = {k: tuple(sorted(set(v))) for k, v in task.cutoffs.items()}
     loss_plan = LossPlan(loss.kind, label_smoothing=getattr(loss, "label_smoothing", 0.0),
                          negatives=getattr(loss, "negatives", 0), sampler=getattr(loss, "sampler", None),
                          logq_correction=getattr(loss, "logq_correction", False), t=getattr(loss, "t", 0.0))
     return TaskPlan(name, "next_item", task.weight, item.name, metrics, n_items=item.cardinality,
                     table=table.name if task.weight_tying else None, output_projection=projection,
-                    temperature=task.temperature, loss=loss_plan)
+                    temperature=task.temperature, loss=loss_plan, sampled=task.sampled_protocol)
