@@ -317,6 +317,15 @@ class Optimizer(Closed):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class EarlyStopping(Closed):
+    """Stop when the validation `metric` has not improved by more than `min_delta` for `patience` evaluations;
+    the run keeps the weights of its best evaluation."""
+    metric: Annotated[str, Field(min_length=1)] = "ndcg@10"
+    patience: PositiveInt = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    mode: Literal["max", "min"] | None = None   # default: min for rmse/mae, max for every other metric
+
+
 class Training(Closed):
     batch_size: PositiveInt = 256
     epochs: PositiveInt = 3
@@ -326,6 +335,7 @@ class Training(Closed):
     warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     schedule: Literal["linear", "constant"] = "linear"   # after warm-up: linear decay to 0, or constant
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
+    early_stopping: EarlyStopping | None = None
 
 
 # ---------------------------------------------------------------- the spec

@@ -2,7 +2,7 @@
 
 One unit per spec part, run in this order (later parts read what earlier ones resolved):
 tasks' targets (targets.py) -> input features (features.py) -> masking (masking.py) -> inputs (tables.py,
-inputs.py) -> body (body.py) -> tasks (tasks.py). Each reports into the shared Context (context.py).
+inputs.py) -> body (body.py) -> tasks (tasks.py) -> training (training.py). Each reports into the shared Context (context.py).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from specc.check.inputs import resolve_inputs
 from specc.check.masking import check_masking
 from specc.check.targets import item_column, task_targets
 from specc.check.tasks import resolve_tasks
+from specc.check.training import check_training
 from specc.errors import Issue, SpecError
 from specc.plan import Plan
 from specc.schema import Schema
@@ -70,6 +71,7 @@ def check(ctx: Context) -> Plan:
     inputs = resolve_inputs(ctx, features, item)
     body = resolve_body(ctx, inputs, masking)
     tasks = resolve_tasks(ctx, item, inputs, body)
+    check_training(ctx, tasks)
     if ctx.issues:
         raise SpecError(ctx.issues)
     from specc.count import count_parameters
