@@ -98,7 +98,7 @@ class _PretrainedVectors(Closed):
     when building, and they are saved with the model's weights."""
     path: Annotated[str, Field(min_length=1)]    # relative to the spec file
     dim: Width                                    # the vectors' width, as the file must hold them
-    column: str | None = None                     # the categorical feature whose ids pick the rows; default the item id
+    column: str | None = None                     # the categorical feature whose ids pick the rows (the item id)
     trainable: bool = False                       # false: frozen (a buffer); true: fine-tuned with the model
     projection: Width | None = None               # a Linear from dim to this width
     missing: Literal["error", "zero"] = "error"   # ids the file has no vector for: an error, or zero vectors

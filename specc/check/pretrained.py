@@ -43,6 +43,8 @@ def _keyed_column(ctx: Context, entry: S.PretrainedVectors, at: str, features: l
     """The categorical feature whose ids pick the vectors (the item id unless `column` names another)."""
     by_name = {c.name: c for c in features if c.is_categorical}
     if entry.column is None:
+        if any(t.kind == "next_item" for t in ctx.spec.tasks) and (item is None or item.name not in by_name):
+            return None   # targets.py has reported the item column's problem
         if item is None or item.name not in by_name:
             ctx.error(at, "missing_item_feature", "pretrained vectors are keyed by the item id, which is not a "
                       "feature of this model", 'set "column" to the categorical feature whose ids key the vectors')
