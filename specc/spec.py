@@ -118,7 +118,8 @@ class SafetensorsVectors(_PretrainedVectors):
 
 
 class ParquetVectors(_PretrainedVectors):
-    """An item table: one row per id, the id in column `ids`, the vector in the list column `vectors`."""
+    """A parquet file or folder: an item table (the id in column `ids`, its vector in the list column `vectors`),
+    or session data (an id list in `ids` and, aligned with it, a list of vectors in `vectors`)."""
     kind: Literal["parquet"]
     vectors: Annotated[str, Field(min_length=1)]
     ids: Annotated[str, Field(min_length=1)]

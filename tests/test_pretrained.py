@@ -152,6 +152,19 @@ def test_a_parquet_item_table_gives_one_vector_per_item(tmp_path):
     assert torch.equal(table, torch.from_numpy(values))
 
 
+def test_session_data_gives_each_items_vector_from_the_positions_it_appears_at(tmp_path):
+    values = vectors(dim=2)
+    sessions = [[5, 9, 5], [9, 1], [3]]
+    per_position = [[list(values[i]) for i in s] for s in sessions]
+    pq.write_table(pa.table({"item_id-list": sessions, "item_vec-list": per_position}), tmp_path / "part.0.parquet")
+    (tmp_path / "schema.pbtxt").write_text("not parquet")   # a data folder's other files are left alone
+    entry = {"kind": "parquet", "path": str(tmp_path), "dim": 2, "ids": "item_id-list", "vectors": "item_vec-list",
+             "missing": "zero"}
+    table = specc.build(spec_with(entry), SCHEMA).inputs.pretrained[0].weight
+    seen = torch.tensor([1, 3, 5, 9])
+    assert torch.equal(table[seen], torch.from_numpy(values)[seen]) and table.abs().sum(1).count_nonzero() == 4
+
+
 def _write_bad(tmp_path, case):
     """The file of one bad case; returns its path."""
     path = tmp_path / ("v.npy" if case.startswith("npy") else "v.safetensors" if case.startswith("st") else "v.parquet")
@@ -182,6 +195,10 @@ def _write_bad(tmp_path, case):
         elif case == "st_two_tensors":
             tensors["other"] = vectors(rows=4)
         save_file(tensors, str(path))
+    elif case == "pq_misaligned":
+        pq.write_table(pa.table({"id": [[1, 2], [3]], "vec": [[[0.5] * 8] * 2, [[0.5] * 8] * 2]}), path)
+    elif case == "pq_inconsistent":
+        pq.write_table(pa.table({"id": [[1, 2], [2]], "vec": [[[0.5] * 8] * 2, [[0.25] * 8]]}), path)
     else:
         lists = [[0.5] * 8] * 3 + [[0.5] * 7]
         pq.write_table(pa.table({"id": [1, 2, 3, 4], "vec": lists}), path)
@@ -205,6 +222,9 @@ BAD = [  # case, extra spec keys, expected (key, code)
     ("st_unknown_ids", {"ids": "item_ids", "missing": "zero"}, ("ids", "unknown_tensor")),
     ("pq_unknown_column", {"ids": "item", "vectors": "vec"}, ("ids", "unknown_column")),
     ("pq_ragged", {"ids": "id", "vectors": "vec", "missing": "zero"}, ("vectors", "invalid_vectors")),
+    ("pq_misaligned", {"ids": "id", "vectors": "vec", "missing": "zero"}, ("vectors", "misaligned_vectors")),
+    ("pq_inconsistent", {"ids": "id", "vectors": "vec", "missing": "zero"}, ("vectors", "inconsistent_vectors")),
+    ("pq_empty_folder", {"ids": "id", "vectors": "vec"}, ("path", "file_not_found")),
     ("npy_column_unknown", {"column": "categroy-list"}, ("column", "unknown_column")),
     ("npy_column_continuous", {"column": "price-list"}, ("column", "not_categorical")),
     ("npy_column_not_a_feature", {"column": "session_id"}, ("column", "not_categorical")),
@@ -213,7 +233,7 @@ BAD = [  # case, extra spec keys, expected (key, code)
 
 @pytest.mark.parametrize("case, extra, expected", BAD, ids=[b[0] for b in BAD])
 def test_bad_vectors_are_located_errors(tmp_path, case, extra, expected):
-    path = tmp_path / "absent.npy" if case == "npy_missing" else _write_bad(tmp_path, case)
+    path = {"npy_missing": tmp_path / "absent.npy", "pq_empty_folder": tmp_path}.get(case) or _write_bad(tmp_path, case)
     kind = {"npy": "npy", "st": "safetensors", "pq": "parquet"}[case.split("_")[0]]
     entry = {"kind": kind, "path": str(path), "dim": 8, **extra}
     key, code = expected
