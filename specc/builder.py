@@ -66,8 +66,7 @@ def _build(plan: Plan, read_vectors: bool) -> Model:
 
 
 def _pretrained(p: PretrainedPlan, base_dir: str | None, read_vectors: bool) -> PretrainedVectors:
-    from specc.check.pretrained import resolve_path
-    from specc.vectors import VectorsProblem, read_table
+    from specc.vectors import VectorsProblem, read_table, resolve_path
     vectors = torch.zeros(p.rows, p.dim)
     if read_vectors:
         try:

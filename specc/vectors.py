@@ -5,11 +5,11 @@ The checker calls this when compiling (each problem becomes a located SpecError)
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 
 
 @dataclass
@@ -18,6 +18,12 @@ class VectorsProblem(Exception):
     code: str
     message: str
     hint: str | None = None
+
+
+def resolve_path(path: str, base_dir: str | None) -> Path:
+    """A path of the spec: relative ones are relative to the spec's folder (the working directory for a dict)."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(base_dir or os.getcwd()) / p
 
 
 def read_table(kind: str, path: Path, rows: int, dim: int, vectors: str | None = None, ids: str | None = None,

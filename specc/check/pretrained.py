@@ -2,14 +2,11 @@
 dim and the column's ids (coverage of the catalog, no NaN) — Transformers4Rec's PretrainedEmbeddingFeatures."""
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from specc import spec as S
 from specc.check.context import Context
 from specc.plan import PretrainedPlan
 from specc.schema import Column
-from specc.vectors import VectorsProblem, read_table
+from specc.vectors import VectorsProblem, read_table, resolve_path
 
 
 def resolve_pretrained(ctx: Context, features: list[Column], item: Column | None) -> tuple[PretrainedPlan, ...]:
@@ -30,12 +27,6 @@ def resolve_pretrained(ctx: Context, features: list[Column], item: Column | None
                 ctx.error(f"{at}.{problem.key}", problem.code, problem.message, problem.hint, col.name)
         plans.append(plan)
     return tuple(plans)
-
-
-def resolve_path(path: str, base_dir: str | None) -> Path:
-    """A path of the spec: relative ones are relative to the spec's folder (the working directory for a dict)."""
-    p = Path(path)
-    return p if p.is_absolute() else Path(base_dir or os.getcwd()) / p
 
 
 def _keyed_column(ctx: Context, entry: S.PretrainedVectors, at: str, features: list[Column],
