@@ -93,6 +93,42 @@ class MlpProjection(Closed):
 Projection = Annotated[Union[MlpProjection], Field(discriminator="kind")]
 
 
+class _PretrainedVectors(Closed):
+    """Fixed vectors per id of a categorical feature (e.g. text or image embeddings of the items), one more part
+    of each position; their file is read when compiling (checked against `dim` and the column's ids) and again
+    when building, and they are saved with the model's weights."""
+    path: Annotated[str, Field(min_length=1)]    # relative to the spec file
+    dim: Width                                    # the vectors' width, as the file must hold them
+    column: str | None = None                     # the categorical feature whose ids pick the rows (the item id)
+    trainable: bool = False                       # false: frozen (a buffer); true: fine-tuned with the model
+    projection: Width | None = None               # a Linear from dim to this width
+    missing: Literal["error", "zero"] = "error"   # ids the file has no vector for: an error, or zero vectors
+
+
+class NpyVectors(_PretrainedVectors):
+    """A .npy array [rows, dim]: row i is the vector of id i (row 0, padding, is ignored)."""
+    kind: Literal["npy"]
+
+
+class SafetensorsVectors(_PretrainedVectors):
+    """A .safetensors file: the tensor `vectors` [n, dim] (default: the file's only tensor besides `ids`) and,
+    optionally, the tensor `ids` [n] naming each row's id (without it, row i is id i)."""
+    kind: Literal["safetensors"]
+    vectors: Annotated[str, Field(min_length=1)] | None = None
+    ids: Annotated[str, Field(min_length=1)] | None = None
+
+
+class ParquetVectors(_PretrainedVectors):
+    """A parquet file or folder: an item table (the id in column `ids`, its vector in the list column `vectors`),
+    or session data (an id list in `ids` and, aligned with it, a list of vectors in `vectors`)."""
+    kind: Literal["parquet"]
+    vectors: Annotated[str, Field(min_length=1)]
+    ids: Annotated[str, Field(min_length=1)]
+
+
+PretrainedVectors = Annotated[Union[NpyVectors, SafetensorsVectors, ParquetVectors], Field(discriminator="kind")]
+
+
 class Inputs(Closed):
     max_sequence_length: Annotated[int, Field(ge=1, le=MAX_SEQUENCE_LENGTH)]
     features: Annotated[list[str], Field(min_length=1)] | None = None
@@ -102,6 +138,7 @@ class Inputs(Closed):
     projection: Projection | None = None
     dropout: Dropout = 0.0
     layer_norm: bool = True
+    pretrained: dict[str, PretrainedVectors] = {}
 
 
 # ---------------------------------------------------------------- masking
@@ -417,8 +454,12 @@ def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> 
         if not loc or not isinstance(loc[-1], str):
             return None
         node: Any = data
-        for part in loc[:-1]:
-            node = node[part] if isinstance(node, (Mapping, list)) else None
+        for part in loc[:-1]:   # an earlier removal may have taken the parent away already
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                node = None
+                break
         if isinstance(node, dict):
             node.pop(loc[-1], None)
     try:

@@ -2,7 +2,8 @@
 
 One unit per spec part, run in this order (later parts read what earlier ones resolved):
 tasks' targets (targets.py) -> input features (features.py) -> masking (masking.py) -> inputs (tables.py,
-inputs.py) -> body (body.py) -> tasks (tasks.py) -> training (training.py). Each reports into the shared Context (context.py).
+pretrained.py, inputs.py) -> body (body.py) -> tasks (tasks.py) -> training (training.py). Each reports into the
+shared Context (context.py).
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ KERNEL_CHOICES = ("auto", "triton", "torch")
 
 def compile(spec, schema=None, kernels: str = "auto", *, trial_run: bool = True) -> Plan:  # noqa: A001
     """Check `spec` against `schema` and return its Plan; raise SpecError listing every problem.
-    `trial_run=False` skips running Hugging Face bodies once (for plans already checked, e.g. of a run directory)."""
+    `trial_run=False` skips running Hugging Face bodies once and reading pretrained vectors (for plans already
+    checked, e.g. of a run directory)."""
     if kernels not in KERNEL_CHOICES:
         raise SpecError([Issue("$", "invalid_argument", f"kernels={kernels!r}",
                                "choose one of " + ", ".join(KERNEL_CHOICES))])
@@ -76,5 +78,5 @@ def check(ctx: Context) -> Plan:
         raise SpecError(ctx.issues)
     from specc.count import count_parameters
     plan = Plan(name=ctx.spec.name, inputs=inputs, masking=masking, body=body, tasks=tuple(tasks), parameters=0,
-                kernels=ctx.kernels, schema_source=ctx.schema.source)
+                kernels=ctx.kernels, schema_source=ctx.schema.source, base_dir=ctx.spec.base_dir)
     return Plan(**{**plan.__dict__, "parameters": count_parameters(plan)})

@@ -1,8 +1,9 @@
-"""inputs: the parts each position is made of (tables.py's embeddings, continuous features), how they are
-aggregated, and the projection to the body's width."""
+"""inputs: the parts each position is made of (tables.py's embeddings, pretrained.py's vectors, continuous
+features), how they are aggregated, and the projection to the body's width."""
 from __future__ import annotations
 
 from specc.check.context import Context
+from specc.check.pretrained import resolve_pretrained
 from specc.check.tables import resolve_tables
 from specc.plan import ContinuousPlan, FeaturePlan, InputsPlan, ProjectionPlan
 from specc.schema import Column
@@ -17,6 +18,7 @@ def resolve_inputs(ctx: Context, features: list[Column], item: Column | None) ->
         ctx.error("$.inputs.features", "no_sequence", "no categorical list feature: there is no sequence to model",
                   "add the item-id list column to inputs.features")
     tables, table_of = resolve_tables(ctx, features)
+    pretrained = resolve_pretrained(ctx, features, item)
     continuous, cont_widths = _continuous(ctx, [c for c in features if not c.is_categorical])
     feature_plans = []
     for col in features:
@@ -27,18 +29,22 @@ def resolve_inputs(ctx: Context, features: list[Column], item: Column | None) ->
         else:
             feature_plans.append(FeaturePlan(col.name, "continuous", col.is_list, None,
                                              continuous.dim if continuous else 0))
-    # parts: sequential categorical, then scalar (context) categorical, each in feature order, then continuous
+    # parts: sequential categorical, then scalar (context) categorical, each in feature order, then the pretrained
+    # vectors in spec order, then continuous
     cat = [f for f in feature_plans if f.role == "categorical"]
     part_widths = tuple(f.width for f in cat if f.sequential) + tuple(f.width for f in cat if not f.sequential) \
-        + tuple(cont_widths)
+        + tuple(p.width for p in pretrained) + tuple(cont_widths)
     item_width = tables[table_of[item.name]].dim if item is not None and item.name in names else None
-    width = _aggregated_width(ctx, part_widths, [(f.column, f.width) for f in cat], cont_widths, item, item_width)
+    named = [(f.column, f.width) for f in cat] + [(p.name, p.width) for p in pretrained]
+    others = [(f.column, f.width) for f in cat if item is None or f.column != item.name] + \
+        [(p.name, p.width) for p in pretrained]
+    width = _aggregated_width(ctx, part_widths, named, others, cont_widths, item_width)
     if sequence is None or not features:
         return None
     projection = _projection(ctx, width)
     return InputsPlan(spec.max_sequence_length, sequence.name, tuple(feature_plans), tuple(tables.values()),
                       continuous, spec.aggregation.kind, part_widths, width, spec.layer_norm, spec.dropout,
-                      projection, projection.dims[-1] if projection else width)
+                      projection, projection.dims[-1] if projection else width, pretrained)
 
 
 def _continuous(ctx: Context, columns: list[Column]) -> tuple[ContinuousPlan | None, list[int]]:
@@ -54,16 +60,17 @@ def _continuous(ctx: Context, columns: list[Column]) -> tuple[ContinuousPlan | N
     return ContinuousPlan("identity", names, 1), [1] * len(columns)
 
 
-def _aggregated_width(ctx: Context, part_widths: tuple[int, ...], categorical: list[tuple[str, int]],
-                      cont_widths: list[int], item: Column | None, item_width: int | None) -> int:
-    """The aggregated width; `categorical` holds the (name, width) of the categorical parts in feature order."""
+def _aggregated_width(ctx: Context, part_widths: tuple[int, ...], named: list[tuple[str, int]],
+                      others: list[tuple[str, int]], cont_widths: list[int], item_width: int | None) -> int:
+    """The aggregated width. `named`: (name, width) of the categorical and pretrained parts; `others`: those
+    besides the item id's."""
     agg = ctx.spec.inputs.aggregation.kind
     if agg == "concat":
         return sum(part_widths)
     if agg == "sum":
         if len(set(part_widths)) > 1:
             ctx.error("$.inputs.aggregation", "shape_mismatch",
-                      "sum aggregation needs parts of one width; got " + ", ".join(f"{n}={w}" for n, w in categorical)
+                      "sum aggregation needs parts of one width; got " + ", ".join(f"{n}={w}" for n, w in named)
                       + (f", continuous={cont_widths[0]}" if cont_widths else ""),
                       "set embeddings.default_dim (and continuous.dim) so all parts match, or use concat")
         return part_widths[0] if part_widths else 0
@@ -71,7 +78,7 @@ def _aggregated_width(ctx: Context, part_widths: tuple[int, ...], categorical: l
         ctx.error("$.inputs.aggregation", "missing_item_feature",
                   "item_multiply needs the item-id column among the features")
         return part_widths[0] if part_widths else 0
-    others = [(n, w) for n, w in categorical if n != item.name] + [("continuous", w) for w in cont_widths]
+    others = others + [("continuous", w) for w in cont_widths]
     if not others:
         ctx.error("$.inputs.aggregation", "shape_mismatch",
                   "item_multiply needs at least one feature besides the item id", "use concat")
