@@ -97,7 +97,7 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     plan = compile_plan(spec, run_schema(run_dir), kernels, trial_run=False)
     check_same_plan(run_dir, plan, "the spec no longer compiles to the saved plan (was it edited, or trained with "
                     "another specc version?)")
-    model = build_from_plan(plan)
+    model = build_from_plan(plan, read_vectors=False)   # pretrained vectors are among the weights
     load_weights(pointer, model)
     if device:
         model.to(device)
