@@ -1,4 +1,4 @@
-"""One writer per run directory: RUN_DIR/.specc.lock, held with flock(2) and naming its owner (pid, host, start time).
+"""One writer per run directory: RUN_DIR/.specc.lock, held with flock(2), naming its owner (pid, host, start).
 
 The kernel releases a flock when its process ends, however it ends (kill -9 included), so a lock left by a dead
 process is never in the way: the next writer takes it over and says whose it was."""

@@ -31,12 +31,12 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         device = resolve_device(device)
         if device == "cpu":
             keep_freed_memory()
+        tr = spec.training
+        # a resumed run continues with its own settings; a new one with the flags, else the spec's
         settings = run.settings({"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
                                  "data": str(Path(data).resolve())})
-        tr = spec.training
-        settings = {"epochs": settings["epochs"] or tr.epochs, "batch_size": settings["batch_size"] or tr.batch_size,
-                    "lr": settings["lr"] or tr.optimizer.lr, "precision": settings["precision"] or tr.precision,
-                    "data": settings["data"]}
+        defaults = {"epochs": tr.epochs, "batch_size": tr.batch_size, "lr": tr.optimizer.lr, "precision": tr.precision}
+        settings = {k: settings[k] or defaults.get(k) for k in settings}
         plan = compile_plan(spec, schema)
         torch.manual_seed(tr.seed)
         model = build_from_plan(plan).to(device)

@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from specc.checkpoint import RunError, run_json
+from specc.loop import Position
 
 TENSORS, META = "train_state.safetensors", "train_state.json"
 _STATE_KEYS = ("settings", "param_groups", "scalars", "scheduler")
@@ -71,4 +72,27 @@ def _restore(meta: dict, tensors: dict, optimizer, scheduler, generator) -> dict
     scheduler.load_state_dict({**scheduler.state_dict(), **meta["scheduler"]})
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.model"])
+    return position
+
+
+def checked_position(saved: dict, step: int, steps_per_epoch: int, folder: Path) -> Position:
+    """The saved position, if it is one this run can be at: the checkpoint's step, reached by whole epochs of
+    `steps_per_epoch` batches plus the batches of the epoch in progress."""
+    try:
+        position = Position(**saved)
+    except TypeError as exc:
+        raise RunError(f"{folder / META}: damaged training state ({exc}); the run cannot be resumed") from None
+    counts = (position.epoch, position.batch, position.step, position.sessions, position.train_sessions)
+    sums = (position.loss_sum, position.seconds, position.train_seconds)
+    if (not all(type(v) is int and v >= 0 for v in counts) or not all(type(v) in (int, float) and v >= 0 for v in sums)
+            or not isinstance(position.finished, dict)):
+        raise RunError(f"{folder / META}: damaged training state (counts and sums must be non-negative numbers); "
+                       "the run cannot be resumed")
+    if position.step != step:
+        raise RunError(f"{folder}: the training state is of step {position.step}, the weights of step {step}; they "
+                       "do not belong together and the run cannot be resumed")
+    if position.batch > steps_per_epoch or position.step != position.epoch * steps_per_epoch + position.batch:
+        raise RunError(f"{folder}: the training state (epoch {position.epoch + 1}, batch {position.batch}, step "
+                       f"{position.step}) does not fit the data's {steps_per_epoch} batches per epoch: the data or "
+                       "the state changed since the checkpoint, and resuming would not continue the same run")
     return position

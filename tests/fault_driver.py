@@ -51,6 +51,7 @@ def after_steps(n: int, then):
 
 
 def inject(fault: str) -> None:
+    import specc.publish as publish
     import specc.run_dir as run_dir
     import specc.train as train
     kind, _, arg = fault.partition(":")
@@ -65,9 +66,9 @@ def inject(fault: str) -> None:
         if phase == "state":
             run_dir.save_train_state = on_call(run_dir.save_train_state, int(k))
         else:
-            write = run_dir.atomic_write_text
+            write = publish.atomic_write_text
             pointer_writes = on_call(write, int(k))
-            run_dir.atomic_write_text = lambda path, *a, **kw: (
+            publish.atomic_write_text = lambda path, *a, **kw: (
                 pointer_writes if Path(path).name == "checkpoint.json" else write)(path, *a, **kw)
     elif kind == "evaluation":
         train.evaluate = on_call(train.evaluate, int(arg))
