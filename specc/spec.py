@@ -287,6 +287,8 @@ class Training(Closed):
     warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     schedule: Literal["linear", "constant"] = "linear"   # after warm-up: linear decay to 0, or constant
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
+    # experiment trackers besides the run directory's log.jsonl (extras specc[tensorboard], specc[mlflow])
+    log_to: list[Literal["tensorboard", "mlflow"]] = []
 
 
 # ---------------------------------------------------------------- the spec
