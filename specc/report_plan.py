@@ -19,7 +19,10 @@ def part_parameters(model) -> dict:
     """Trainable parameters of each part of a built specc.Model, by the names the diagram uses."""
     count = lambda module: sum(p.numel() for p in module.parameters()) if module is not None else 0  # noqa: E731
     inputs = model.inputs
-    parts = {"continuous": count(getattr(inputs, "cont", None)), "body": count(model.body),
+    mask = getattr(model, "mask_embedding", None)
+    parts = {"continuous": count(getattr(inputs, "cont", None)),
+             "body": count(model.body) + (mask.numel() if mask is not None else 0),   # the mask token goes in
+             "discriminator": count(getattr(model, "discriminator", None)),
              "aggregation": count(getattr(inputs, "norm", None)) + count(getattr(inputs, "projection", None))}
     parts.update({f"head:{name}": count(head) for name, head in model.scalar_heads.items()})
     if model.next_item is not None:
@@ -70,6 +73,10 @@ def _boxes(plan: dict, parameters: dict) -> dict[str, list[tuple[str, str, list[
         own = parameters.get("head:" + t["name"], 0)
         cols["heads"].append((f"head:{t['name']}", t["name"],
                               head + [f"{own:,} params" if own or not t.get("table") else "weights tied"]))
+    if masking["kind"] == "rtd":
+        cols["heads"].append(("head:discriminator", "rtd discriminator",
+                              ["replaced-token detection", f"weight {masking['discriminator_weight']:g}",
+                               f"{parameters.get('discriminator', 0):,} params"]))
     return cols
 
 
@@ -82,7 +89,7 @@ def _edges(plan: dict) -> list[tuple[str, str]]:
     edges += [(f"table:{t['name']}", "aggregation") for t in i["tables"]]
     edges += [("continuous", "aggregation")] if i["continuous"] else []
     edges.append(("aggregation", "body"))
-    edges += [("body", f"head:{t['name']}") for t in plan["tasks"]]
+    edges += [("body", f"head:{t['name']}") for t in plan["tasks"]] + [("body", "head:discriminator")]
     return edges
 
 
