@@ -1,7 +1,7 @@
 """`specc report RUN_DIR [--out DIR] [--data PATH] [--k 10]`: a self-contained HTML page of a run, with pictures.
 
     DIR/report.html     the page, its PNGs embedded (base64), so it can be mailed or attached alone
-    DIR/curves.png      training loss (per step and per epoch) and validation metrics by epoch (log.jsonl)
+    DIR/curves.png      training loss and validation metrics by epoch (log.jsonl)
     DIR/throughput.png  training sessions/s and seconds per epoch
     DIR/plan.png        the compiled plan as a diagram (plan.json and the model's parameter counts)
     DIR/popularity.png  next-item runs with --data: the popularity of recommended items against the data's,
@@ -51,13 +51,12 @@ def _figures(run_dir: Path, data: str | None, k: int) -> tuple[dict, list[str]]:
     from specc import report_plots as plots
     from specc.report_plan import part_parameters, plan_figure
     epochs = [r for r in _records(run_dir / "log.jsonl") if "epoch" in r]
-    steps = _records(run_dir / "steps.jsonl")
     model = specc.load(run_dir, device="cpu")
     notes = []
     with matplotlib.rc_context(plots.STYLE):
         figures = {"plan": plan_figure(model.plan.to_dict(), part_parameters(model))}
         if epochs:
-            figures["curves"] = plots.curves(epochs, steps)
+            figures["curves"] = plots.curves(epochs)
             figures["throughput"] = plots.throughput(epochs)
         else:
             notes.append("log.jsonl has no finished epoch: no training curves")

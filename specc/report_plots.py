@@ -22,19 +22,13 @@ def metric_groups(epochs: list[dict]) -> dict[str, list[str]]:
     return {title: group for title, group in groups.items() if group}
 
 
-def curves(epochs: list[dict], steps: list[dict]) -> Figure:
-    """Training loss (per step, faint, and per epoch) and the validation metrics by epoch."""
+def curves(epochs: list[dict]) -> Figure:
+    """Training loss and the validation metrics by epoch."""
     groups = metric_groups(epochs) or {"validation metrics": []}
     fig = Figure(figsize=(4.6 * (1 + len(groups)), 3.6), layout="constrained")
     loss_ax, *metric_axes = fig.subplots(1, 1 + len(groups))
-    per_epoch = max((e["step"] for e in epochs), default=1) / max(len(epochs), 1)
-    if steps:
-        x = [s["step"] / per_epoch + 0.5 for s in steps]   # a step's loss is taken during its epoch
-        loss_ax.plot(x, [s.get("train/loss") for s in steps], color=PALETTE[0], alpha=0.3, lw=1, label="per step")
-    loss_ax.plot([e["epoch"] for e in epochs], [e["loss"] for e in epochs], "o-", color=PALETTE[0], lw=2,
-                 label="epoch mean")
-    loss_ax.set(title="training loss", xlabel="epoch", ylabel="loss")
-    loss_ax.legend()
+    loss_ax.plot([e["epoch"] for e in epochs], [e["loss"] for e in epochs], "o-", color=PALETTE[0], lw=2)
+    loss_ax.set(title="training loss (mean over the epoch)", xlabel="epoch", ylabel="loss")
     for ax, (title, names) in zip(metric_axes, groups.items()):
         for name in names:
             points = [(e["epoch"], e[name]) for e in epochs if e.get(name) is not None]
@@ -49,7 +43,7 @@ def curves(epochs: list[dict], steps: list[dict]) -> Figure:
     ticks = [e["epoch"] for e in epochs]
     for ax in (loss_ax, *metric_axes):
         ax.set_xticks(ticks if len(ticks) <= 12 else ticks[::max(1, len(ticks) // 10)])
-        ax.set_xlim(0.5 if steps and ax is loss_ax else min(ticks) - 0.5, max(ticks) + 0.5)
+        ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)
     return fig
 
 

@@ -1,20 +1,23 @@
-"""Experiment tracking: one small protocol, one short class per backend, written by rank 0 only.
+"""Experiment tracking with the standard tools: one small protocol, one short class per backend, rank 0 only.
 
     log_config(config)       once, before training: the spec and the run's settings (a nested dict)
-    log(metrics, step)       every step ({"train/loss", "train/lr"}) and every epoch ({"epoch", "loss", ...})
-    close(ok=True)           once, at the end (ok=False: the run failed)
+    log(metrics, step)       every `log_every` steps ({"train/loss", "train/lr"}) and every epoch ({"epoch",
+                             "loss", "seconds", "sessions_per_s", and the validation metrics}); see specc/loop.py
+    close(ok=True)           once, after metrics.json is written (ok=False: the run failed)
 
-Backends, chosen by `training.log_to` or `specc train --log-to`:
-  jsonl        always on: RUN_DIR/log.jsonl (a line per epoch record) and RUN_DIR/steps.jsonl (per step)
-  tensorboard  event files under RUN_DIR/tensorboard (`tensorboard --logdir RUN_DIR/tensorboard`); extra specc[tensorboard]
-  mlflow       a run in RUN_DIR/mlflow/mlflow.db (a local SQLite store, artifacts beside it), or on the server
-               --tracking-uri names, with the spec as params and the plan and run files as artifacts; extra specc[mlflow]
+The run directory's own log.jsonl is written by specc/run_dir.py. Backends, chosen by `training.log_to` or
+`specc train --log-to`:
+  tensorboard  event files under RUN_DIR/tensorboard; extra specc[tensorboard]
+  mlflow       a run in RUN_DIR/mlflow/mlflow.db (a local SQLite store, artifacts beside it), or on the server or
+               store --tracking-uri names; the spec as params, the plan and the run's files as artifacts;
+               extra specc[mlflow]
 """
 from __future__ import annotations
 
 import json
-import math
+import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -29,32 +32,8 @@ class MetricLogger(Protocol):
     def close(self, ok: bool = True) -> None: ...
 
 
-def _json_line(record: dict) -> str:
-    """JSON without NaN/Infinity, which are not JSON: an undefined metric (AUC of one class) is null."""
-    return json.dumps({k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in record.items()},
-                      allow_nan=False)
-
-
 def _numbers(metrics: dict) -> dict:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-
-
-class JsonlLogger:
-    """Epoch records (those with an "epoch" key) to RUN_DIR/log.jsonl, step records to RUN_DIR/steps.jsonl."""
-
-    def __init__(self, run_dir):
-        self.epochs = Path(run_dir) / "log.jsonl"
-        self.steps = Path(run_dir) / "steps.jsonl"
-
-    def log_config(self, config: dict) -> None:
-        pass   # the run directory holds the spec and the plan already
-
-    def log(self, metrics: dict, step: int) -> None:
-        with open(self.epochs if "epoch" in metrics else self.steps, "a") as f:
-            f.write(_json_line({**metrics, "step": step}) + "\n")
-
-    def close(self, ok: bool = True) -> None:
-        pass
 
 
 class TensorBoardLogger:
@@ -139,8 +118,16 @@ class MlflowLogger:
         self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
 
-class Loggers:
-    """Every chosen backend, each receiving every call; on ranks other than 0, none."""
+@dataclass(frozen=True)
+class Tracking:
+    """What `specc train --log-to/--tracking-uri` asked; log_to None: the spec's training.log_to."""
+    log_to: tuple[str, ...] | None = None
+    uri: str | None = None
+
+
+class Trackers:
+    """The chosen backends, as one logger for the training loop. The loop's close() at the end of training leaves
+    them open; `finish(ok)` closes them once the run directory is complete (metrics.json written)."""
 
     def __init__(self, loggers: list):
         self.loggers = loggers
@@ -153,22 +140,30 @@ class Loggers:
         for logger in self.loggers:
             logger.log(metrics, step)
 
-    def close(self, ok: bool = True) -> None:
-        for logger in self.loggers:
+    def close(self) -> None:
+        pass
+
+    def finish(self, ok: bool = True) -> None:
+        loggers, self.loggers = self.loggers, []   # once, even if a failure follows a success
+        for logger in loggers:
             logger.close(ok)
 
 
-def open_loggers(run_dir, log_to=(), experiment: str = "specc", tracking_uri: str | None = None,
-                 rank: int = 0) -> Loggers:
-    """The jsonl logger and those `log_to` names ("tensorboard", "mlflow"); nothing on ranks other than 0."""
+def open_trackers(run_dir, tracking: Tracking | None, spec_log_to=(), experiment: str = "specc",
+                  rank: int | None = None) -> Trackers:
+    """The backends `tracking` (else the spec's log_to) names; none on ranks other than 0 (torchrun's RANK)."""
+    tracking = tracking or Tracking()
+    log_to = tuple(spec_log_to if tracking.log_to is None else tracking.log_to)
     unknown = [name for name in log_to if name not in BACKENDS]
     if unknown:
         raise UserError(f"unknown log_to {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
-    if rank != 0:
-        return Loggers([])
-    loggers: list = [JsonlLogger(run_dir)]
+    if tracking.uri and "mlflow" not in log_to:
+        raise UserError("--tracking-uri is MLflow's: add --log-to mlflow (or \"log_to\": [\"mlflow\"] in the spec)")
+    if (int(os.environ.get("RANK", "0")) if rank is None else rank) != 0:
+        return Trackers([])
+    loggers: list = []
     if "tensorboard" in log_to:
         loggers.append(TensorBoardLogger(run_dir))
     if "mlflow" in log_to:
-        loggers.append(MlflowLogger(run_dir, experiment, tracking_uri))
-    return Loggers(loggers)
+        loggers.append(MlflowLogger(run_dir, experiment, tracking.uri))
+    return Trackers(loggers)
