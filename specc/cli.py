@@ -203,7 +203,7 @@ def _compile(args) -> int:
     if bool(args.spec) == bool(args.example):
         return _usage_error("compile", "give a spec file or --example NAME (one of them)")
     if args.example:
-        from specc.examples import path
+        from specc.example_specs import path
         args.spec = str(path(args.example))
     try:
         plan = compile_plan(args.spec, args.schema, args.kernels)
@@ -229,7 +229,7 @@ def _schema(args) -> int:
 
 
 def _examples(args) -> int:
-    from specc import examples
+    from specc import example_specs as examples
     if args.name:
         print(examples.path(args.name))
         return 0

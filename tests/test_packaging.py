@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import specc
-from specc import examples
+from specc import example_specs as examples
 from specc.cli import _parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -81,6 +81,13 @@ def test_every_file_under_specs_ships_in_the_wheel():
             package = ".".join(("specc.examples", *path.relative_to(ROOT / "specs").parent.parts))
             assert package in setuptools["packages"], path
             assert any(fnmatch.fnmatch(path.name, pattern) for pattern in data.get(package, [])), path
+
+
+def test_every_subpackage_is_packaged():
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    for init in (ROOT / "specc").rglob("__init__.py"):
+        package = ".".join(init.parent.relative_to(ROOT).parts)
+        assert package in setuptools["packages"], f"{package} is missing from [tool.setuptools] packages"
 
 
 def _readme_commands() -> list[str]:

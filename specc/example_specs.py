@@ -1,6 +1,7 @@
-"""The example specs and schemas that ship with specc (`specs/` of the repository, `specc/examples/` when installed).
+"""The example specs and schemas that ship with specc: `specs/` of the repository, the folder `specc/examples/` when
+installed (data files, not a module).
 
-    specc examples            every example: name, model name and path
+    specc examples            every example: its name and path
     specc examples NAME       the path of one example spec, e.g. specc train "$(specc examples sasrec)" ...
     specc compile --example NAME
 """
