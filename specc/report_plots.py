@@ -27,24 +27,30 @@ def curves(epochs: list[dict]) -> Figure:
     groups = metric_groups(epochs) or {"validation metrics": []}
     fig = Figure(figsize=(4.6 * (1 + len(groups)), 3.6), layout="constrained")
     loss_ax, *metric_axes = fig.subplots(1, 1 + len(groups))
-    loss_ax.plot([e["epoch"] for e in epochs], [e["loss"] for e in epochs], "o-", color=PALETTE[0], lw=2)
+    style = "o-" if len(epochs) <= 20 else "-"   # a dot per epoch, while they can be told apart
+    loss_ax.plot([e["epoch"] for e in epochs], [e["loss"] for e in epochs], style, color=PALETTE[0], lw=2)
     loss_ax.set(title="training loss (mean over the epoch)", xlabel="epoch", ylabel="loss")
     for ax, (title, names) in zip(metric_axes, groups.items()):
         for name in names:
             points = [(e["epoch"], e[name]) for e in epochs if e.get(name) is not None]
             if points:
-                ax.plot(*zip(*points), "o-", lw=2, label=name)
+                ax.plot(*zip(*points), style, lw=2, label=name)
         ax.set(title=title, xlabel="epoch")
         if names:
             ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1, 0.5))
         else:
             ax.text(0.5, 0.5, "no evaluation data (--eval)", ha="center", va="center", transform=ax.transAxes,
                     color="#777")
+    _epoch_axis(epochs, loss_ax, *metric_axes)
+    return fig
+
+
+def _epoch_axis(epochs: list[dict], *axes) -> None:
+    """Whole epochs on the x axis, at most about a dozen labelled."""
     ticks = [e["epoch"] for e in epochs]
-    for ax in (loss_ax, *metric_axes):
+    for ax in axes:
         ax.set_xticks(ticks if len(ticks) <= 12 else ticks[::max(1, len(ticks) // 10)])
         ax.set_xlim(min(ticks) - 0.5, max(ticks) + 0.5)
-    return fig
 
 
 def throughput(epochs: list[dict]) -> Figure:
@@ -56,8 +62,7 @@ def throughput(epochs: list[dict]) -> Figure:
     rate_ax.set(title="throughput", xlabel="epoch", ylabel="training sessions / s")
     time_ax.bar(x, [e["seconds"] for e in epochs], color=PALETTE[1], width=0.6)
     time_ax.set(title="time per epoch", xlabel="epoch", ylabel="seconds")
-    for ax in (rate_ax, time_ax):
-        ax.set_xticks(x)
+    _epoch_axis(epochs, rate_ax, time_ax)
     return fig
 
 
