@@ -8,7 +8,7 @@
 The run directory's own log.jsonl is written by specc/run_dir.py. Backends, chosen by `training.log_to` or
 `specc train --log-to`:
   tensorboard  event files under RUN_DIR/tensorboard; extra specc[tensorboard]
-  mlflow       a run in RUN_DIR/mlflow/mlflow.db (a local SQLite store, artifacts beside it), or on the server or
+  mlflow       (specc/tracking_mlflow.py) a run in RUN_DIR/mlflow/mlflow.db (a local SQLite store, artifacts beside it), or on the server or
                store --tracking-uri names; the spec as params, the plan and the run's files as artifacts;
                extra specc[mlflow]
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -32,7 +31,8 @@ class MetricLogger(Protocol):
     def close(self, ok: bool = True) -> None: ...
 
 
-def _numbers(metrics: dict) -> dict:
+def numbers(metrics: dict) -> dict:
+    """The numeric values of a record (not the booleans)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
@@ -52,70 +52,11 @@ class TensorBoardLogger:
 
     def log(self, metrics: dict, step: int) -> None:
         epoch = "epoch" in metrics
-        for name, value in _numbers(metrics).items():
+        for name, value in numbers(metrics).items():
             self.writer.add_scalar(name if "/" in name or not epoch else f"epoch/{name}", value, step)
 
     def close(self, ok: bool = True) -> None:
         self.writer.close()
-
-
-def mlflow_name(name: str) -> str:
-    """MLflow names allow letters, digits, _ - . space : and /; "ndcg@10" becomes "ndcg_at_10"."""
-    return "".join(c if c.isalnum() or c in "_-. :/" else "_" for c in name.replace("@", "_at_"))
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    """{"body": {"d_model": 64}} -> {"body.d_model": "64"}; lists as JSON."""
-    out = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, name + "."))
-        else:
-            out[name] = value if isinstance(value, str) else json.dumps(value)
-    return out
-
-
-class MlflowLogger:
-    """One MLflow run in the experiment named like the spec; at close the plan and the run's files as artifacts."""
-
-    def __init__(self, run_dir, experiment: str, tracking_uri: str | None = None):
-        try:
-            import logging
-
-            from mlflow.tracking import MlflowClient
-        except ImportError:
-            raise UserError("log_to mlflow needs the mlflow extra: pip install 'specc[mlflow]'") from None
-        self.run_dir = Path(run_dir)
-        local = self.run_dir.resolve() / "mlflow"
-        if tracking_uri is None:
-            local.mkdir(parents=True, exist_ok=True)
-        logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)   # no schema-migration chatter
-        logging.getLogger("alembic").setLevel(logging.WARNING)
-        self.client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{local / 'mlflow.db'}")
-        found = self.client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self.client.create_experiment(
-            experiment, artifact_location=None if tracking_uri else (local / "artifacts").as_uri())
-        self.run_id = self.client.create_run(experiment_id, run_name=self.run_dir.name).info.run_id
-
-    def log_config(self, config: dict) -> None:
-        from mlflow.entities import Param
-        from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
-        params = [Param(mlflow_name(k), v[:MAX_PARAM_VAL_LENGTH]) for k, v in flatten(config).items()]
-        for i in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
-            self.client.log_batch(self.run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH])
-
-    def log(self, metrics: dict, step: int) -> None:
-        from mlflow.entities import Metric
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.run_id, metrics=[Metric(mlflow_name(k), v, now, step)
-                                                    for k, v in _numbers(metrics).items()])
-
-    def close(self, ok: bool = True) -> None:
-        for path in sorted(self.run_dir.iterdir()):   # the run's own files; not the trackers' folders
-            if path.is_file():
-                self.client.log_artifact(self.run_id, str(path), "plan" if path.name == "plan.json" else "run")
-        self.client.set_terminated(self.run_id, "FINISHED" if ok else "FAILED")
 
 
 @dataclass(frozen=True)
@@ -165,5 +106,6 @@ def open_trackers(run_dir, tracking: Tracking | None, spec_log_to=(), experiment
     if "tensorboard" in log_to:
         loggers.append(TensorBoardLogger(run_dir))
     if "mlflow" in log_to:
+        from specc.tracking_mlflow import MlflowLogger
         loggers.append(MlflowLogger(run_dir, experiment, tracking.uri))
     return Trackers(loggers)

@@ -7,7 +7,8 @@ import pytest
 
 from specc.cli import main
 from specc.errors import UserError
-from specc.tracking import Tracking, flatten, mlflow_name, open_trackers
+from specc.tracking import Tracking, open_trackers
+from specc.tracking_mlflow import flatten, mlflow_name
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = {"spec": {"name": "sasrec", "body": {"kind": "transformer", "d_model": 64}, "tasks": [{"kind": "next_item"}]},
@@ -77,6 +78,29 @@ def test_a_failed_run_is_marked_failed_once(tmp_path):
     trackers.finish()   # a second finish changes nothing
     _, (run,) = _mlflow_runs(tmp_path / "mlflow" / "mlflow.db", "specc")
     assert run.info.status == "FAILED"
+
+
+def test_an_mlflow_server_that_cannot_be_reached_is_a_user_error(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(UserError, match="MLflow tracking at http://127.0.0.1:9"):
+        open_trackers(tmp_path, Tracking(log_to=("mlflow",), uri="http://127.0.0.1:9"))
+
+
+def test_an_mlflow_store_failing_later_is_reported_once_and_training_goes_on(tmp_path, capsys):
+    pytest.importorskip("mlflow")
+    from mlflow.exceptions import MlflowException
+    trackers = _trackers(tmp_path, "mlflow")
+    (logger,) = trackers.loggers
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(args)
+        raise MlflowException("the server went away")
+    logger.client.log_batch = failing
+    _log_a_run(trackers)
+    assert len(calls) == 1 and logger.failed
+    assert capsys.readouterr().err.count("MLflow stopped answering (the server went away)") == 1
 
 
 def test_other_ranks_write_nothing(tmp_path):
