@@ -8,9 +8,9 @@
 The run directory's own log.jsonl is written by specc/run_dir.py. Backends, chosen by `training.log_to` or
 `specc train --log-to`:
   tensorboard  event files under RUN_DIR/tensorboard; extra specc[tensorboard]
-  mlflow       (specc/tracking_mlflow.py) a run in RUN_DIR/mlflow/mlflow.db (a local SQLite store, artifacts beside it), or on the server or
-               store --tracking-uri names; the spec as params, the plan and the run's files as artifacts;
-               extra specc[mlflow]
+  mlflow       a run in RUN_DIR/mlflow/mlflow.db (a local SQLite store, artifacts beside it), or in the server
+               or store --tracking-uri names; the spec as params, the plan and the run's files as artifacts;
+               extra specc[mlflow] (specc/tracking_mlflow.py)
 """
 from __future__ import annotations
 
