@@ -1,6 +1,8 @@
 """specc: a declarative model-spec compiler for sequential and session-based recommendation."""
 import os as _os
 
+__version__ = "0.1.0"
+
 # In a source checkout the kernels live in the top-level kernels/ folder (see DESIGN.md); an installed
 # wheel has them at specc/kernels. Let `import specc.kernels` find either.
 _here = _os.path.dirname(__file__)
@@ -34,5 +36,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'specc' has no attribute {name!r}")
 
 
-__all__ = ["Issue", "SpecError", "DataError", "UserError", "Column", "Schema", "ModelSpec", "Plan",
+__all__ = ["__version__", "Issue", "SpecError", "DataError", "UserError", "Column", "Schema", "ModelSpec", "Plan",
            "load_spec", "load_schema", "compile", "build", "load", "Model"]

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from specc import __version__
 from specc.errors import UserError
 from specc.spec import MAX_BATCH_SIZE, MAX_EPOCHS
 
@@ -42,56 +43,68 @@ def main(argv: list[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="specc", description="Compile, train and serve sequential recommenders "
                                 "from declarative specs.")
-    p.add_argument("--version", action="version", version=f"specc {_version()}")
+    p.add_argument("--version", action="version", version=f"specc {__version__}")
     sub = p.add_subparsers(metavar="COMMAND")
 
     c = sub.add_parser("compile", help="check a spec against its schema and print the plan")
-    c.add_argument("spec", help="spec file (JSON)")
+    c.add_argument("spec", nargs="?", help="spec file (JSON)")
+    c.add_argument("--example", metavar="NAME", help="compile the shipped example spec NAME instead (see `specc "
+                   "examples`)")
     c.add_argument("--schema", help="Merlin schema (schema.pbtxt or JSON); default: the spec's \"schema\"")
     c.add_argument("--json", action="store_true", help="print the plan (or the errors) as JSON")
-    c.add_argument("--kernels", choices=["auto", "triton", "torch"], default="auto")
+    c.add_argument("--kernels", choices=["auto", "triton", "torch"], default="auto",
+                   help="Triton kernels on CUDA (auto), always (triton), or the torch references (torch)")
     c.set_defaults(run=_compile)
 
     s = sub.add_parser("schema", help="print the JSON Schema of the spec language")
     s.set_defaults(run=_schema)
 
+    ex = sub.add_parser("examples", help="list the example specs that ship with specc, or print one's path")
+    ex.add_argument("name", nargs="?", help="an example's name: print the path of its spec file")
+    ex.set_defaults(run=_examples)
+
     t = sub.add_parser("train", help="train a spec'd model on parquet data and evaluate it")
-    t.add_argument("spec")
+    t.add_argument("spec", help="spec file (JSON)")
     t.add_argument("--data", required=True, help="training parquet file or folder")
-    t.add_argument("--eval", dest="eval_data", help="validation parquet file or folder")
+    t.add_argument("--eval", dest="eval_data", help="validation parquet file or folder (default: no evaluation)")
     t.add_argument("--out", help="run directory to write (required unless --resume names it)")
     t.add_argument("--schema", help="default: the spec's schema, else schema.pbtxt beside the data")
-    t.add_argument("--epochs", type=_epochs)
-    t.add_argument("--batch-size", type=_batch_size)
-    t.add_argument("--lr", type=_positive_float)
+    t.add_argument("--epochs", type=_epochs, help="default: the spec's training.epochs")
+    t.add_argument("--batch-size", type=_batch_size, help="global batch size; default: the spec's "
+                   "training.batch_size")
+    t.add_argument("--lr", type=_positive_float, help="default: the spec's training.optimizer.lr")
     t.add_argument("--precision", choices=["fp32", "bf16"], help="default: the spec's training.precision")
-    t.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    t.add_argument("--device", choices=["cpu", "cuda"], default=None, help=_DEVICE_HELP)
+    t.add_argument("--log-to", nargs="+", choices=["tensorboard", "mlflow"], metavar="BACKEND",
+                   help="also log to tensorboard and/or mlflow (default: the spec's training.log_to; log.jsonl "
+                        "is always written)")
+    t.add_argument("--tracking-uri", help="MLflow tracking server or store (default: RUN_DIR/mlflow/mlflow.db)")
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue a run from its last checkpoint (the run in --out, or RUN_DIR)")
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
     t.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
-                   help="evaluate after every N-th epoch (default 1) and always after the last one")
+                   help="evaluate after every N-th epoch and always after the last one")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.set_defaults(run=_train)
 
     on_run = argparse.ArgumentParser(add_help=False)   # what evaluate and recommend share
-    on_run.add_argument("run_dir")
-    on_run.add_argument("--data", required=True)
+    on_run.add_argument("run_dir", help="a run directory written by specc train")
+    on_run.add_argument("--data", required=True, help="parquet file or folder")
     on_run.add_argument("--batch-size", type=_batch_size, default=512)
-    on_run.add_argument("--exclude-seen", action="store_true")
-    on_run.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    on_run.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
+    on_run.add_argument("--device", choices=["cpu", "cuda"], default=None, help=_DEVICE_HELP)
 
     e = sub.add_parser("evaluate", parents=[on_run], help="evaluate a trained run on parquet data")
     e.set_defaults(run=_evaluate)
 
     r = sub.add_parser("recommend", parents=[on_run], help="top-k next items for each row of a parquet file")
-    r.add_argument("--k", type=_positive_int, default=20)
+    r.add_argument("--k", type=_positive_int, default=20, help="number of items to return")
     r.add_argument("--out", help="output file: .parquet, or .jsonl / .json (default: JSON lines on stdout)")
     r.set_defaults(run=_recommend)
 
     x = sub.add_parser("export", help="export a trained run for inference (TorchScript, ExportedProgram or ONNX) "
                        "with a Triton model repository")
-    x.add_argument("run_dir")
+    x.add_argument("run_dir", help="a run directory written by specc train")
     x.add_argument("--out", required=True, help="output folder")
     x.add_argument("--format", choices=["torchscript", "exported_program", "onnx"], default="torchscript")
     x.add_argument("--k", type=_positive_int, default=20, help="number of items to return")
@@ -101,17 +114,17 @@ def _parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("serve", help="serve a trained run through Triton Inference Server (the tritonserver of "
                        "nvidia-pytriton): KServe v2 over HTTP and gRPC, dynamic batching, metrics")
-    v.add_argument("run_dir")
-    v.add_argument("--host", default="127.0.0.1")
-    v.add_argument("--port", type=_port, default=8000, help="HTTP port (gRPC: port + 1, metrics: port + 2)")
-    v.add_argument("--grpc-port", type=_port, default=None)
-    v.add_argument("--metrics-port", type=_port, default=None)
-    v.add_argument("--max-batch-size", type=_positive_int, default=64)
-    v.add_argument("--k", type=_positive_int, default=20)
-    v.add_argument("--exclude-seen", action="store_true")
+    v.add_argument("run_dir", help="a run directory written by specc train")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    v.add_argument("--port", type=_port, default=8000, help="HTTP port")
+    v.add_argument("--grpc-port", type=_port, default=None, help="default: --port + 1")
+    v.add_argument("--metrics-port", type=_port, default=None, help="default: --port + 2")
+    v.add_argument("--max-batch-size", type=_positive_int, default=64, help="largest batch Triton forms")
+    v.add_argument("--k", type=_positive_int, default=20, help="number of items to return")
+    v.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
     v.add_argument("--max-queue-delay-us", type=_non_negative_int, default=0,
                    help="how long Triton's dynamic batcher may hold a request to batch it with later ones "
-                        "(default 0: batch only what is already queued)")
+                        "(0: batch only what is already queued)")
     v.add_argument("--threads", type=_positive_int, default=None,
                    help="torch threads for the model (default: half the cores, at least 1; the rest are "
                         "left to tritonserver and its stubs)")
@@ -122,19 +135,35 @@ def _parser() -> argparse.ArgumentParser:
     syn = dsub.add_parser("synth", help="write synthetic sessions (Markov chain over items) and their schema")
     syn.add_argument("--schema", help="schema to synthesise for (default: the built-in e-commerce schema)")
     syn.add_argument("--out", required=True, help="output folder")
-    syn.add_argument("--train", type=_session_count, default=None, help="number of training sessions")
-    syn.add_argument("--valid", type=_session_count, default=None, help="number of validation sessions")
-    syn.add_argument("--seed", type=_non_negative_int, default=0)
+    syn.add_argument("--train", type=_session_count, default=8000, help="number of training sessions")
+    syn.add_argument("--valid", type=_session_count, default=1000, help="number of validation sessions")
+    syn.add_argument("--seed", type=_non_negative_int, default=0, help="random seed")
     syn.set_defaults(run=_synth)
+
+    rp = sub.add_parser("report", help="write an HTML page with pictures of a run: curves, throughput, the plan, "
+                        "and the popularity of what it recommends")
+    rp.add_argument("run_dir", help="a run directory written by specc train")
+    rp.add_argument("--out", help="output folder for report.html and its PNGs (default: RUN_DIR/report)")
+    rp.add_argument("--data", help="evaluation parquet to recommend on for the popularity and coverage plots "
+                    "(default: none, those plots are skipped)")
+    rp.add_argument("--k", type=_positive_int, default=10, help="recommendations per session for those plots")
+    rp.set_defaults(run=_report)
+    _show_defaults(p)
     return p
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        return version("specc")
-    except PackageNotFoundError:   # a source checkout that was not installed
-        return "(not installed)"
+_DEVICE_HELP = "default: cuda if available, else cpu"
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's help names its default: "(default: X)" is added wherever the help does not say it."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in set(action.choices.values()):
+                _show_defaults(subparser)
+        elif (action.option_strings and not any(action.default is v for v in (None, False, argparse.SUPPRESS))
+              and "default" not in (action.help or "")):
+            action.help = f"{action.help} (default: %(default)s)" if action.help else "default: %(default)s"
 
 
 def _positive(kind: type, name: str, allow_zero: bool = False):
@@ -185,6 +214,11 @@ def _port(text: str) -> int:
 def _compile(args) -> int:
     from specc.check import compile as compile_plan
     from specc.errors import SpecError
+    if bool(args.spec) == bool(args.example):
+        return _usage_error("compile", "give a spec file or --example NAME (one of them)")
+    if args.example:
+        from specc.example_specs import path
+        args.spec = str(path(args.example))
     try:
         plan = compile_plan(args.spec, args.schema, args.kernels)
     except SpecError as exc:
@@ -205,6 +239,22 @@ def _with_source(exc, path: str) -> str:
 def _schema(args) -> int:
     from specc.spec import json_schema
     print(json.dumps(json_schema(), indent=2))
+    return 0
+
+
+def _examples(args) -> int:
+    from specc import example_specs as examples
+    if args.name:
+        print(examples.path(args.name))
+        return 0
+    for name in examples.names():
+        print(f"{name:24s} {examples.path(name)}")
+    return 0
+
+
+def _report(args) -> int:
+    from specc.report import report
+    print(report(args.run_dir, out=args.out, data=args.data, k=args.k))
     return 0
 
 
@@ -258,8 +308,7 @@ def _synth(args) -> int:
     from specc.lock import refuse_inside_run
     refuse_inside_run(args.out)
     schema = load_schema(args.schema) if args.schema else default_schema()
-    kwargs = {k: v for k, v in (("n_train", args.train), ("n_valid", args.valid)) if v is not None}
-    report = synthesize(schema, args.out, seed=args.seed, **kwargs)
+    report = synthesize(schema, args.out, n_train=args.train, n_valid=args.valid, seed=args.seed)
     print(report)
     return 0
 

@@ -18,11 +18,13 @@ def _note(message: str) -> None:
 
 
 def train_command(args) -> int:
+    from specc.tracking import Tracking
     from specc.train import train
     result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema, epochs=args.epochs,
                    batch_size=args.batch_size, lr=args.lr, precision=args.precision, device=args.device,
                    resume=args.resume, exclude_seen=args.exclude_seen, eval_every=args.eval_every,
-                   progress=not args.quiet and sys.stderr.isatty(), log=_note)
+                   progress=not args.quiet and sys.stderr.isatty(), log=_note,
+                   tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri))
     print(json_text(result, indent=2))
     return 130 if result.get("interrupted") else 0
 

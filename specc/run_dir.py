@@ -21,7 +21,8 @@ from specc.run_log import JsonlLogger, reconcile_log
 from specc.train_state import META, TENSORS, checked_position, load_train_state, save_train_state, saved_settings
 
 _IDENTITY = ("spec.json", "plan.json", "columns.json")
-_OURS = {LOCK_NAME, POINTER, CHECKPOINTS, "metrics.json", "log.jsonl", *_IDENTITY}   # what a run directory holds
+# what a run directory holds: its files, and what the trackers and specc report write into it
+_OURS = {LOCK_NAME, POINTER, CHECKPOINTS, "metrics.json", "log.jsonl", "tensorboard", "mlflow", "report", *_IDENTITY}
 
 
 def _ours(names: set[str]) -> bool:

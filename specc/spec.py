@@ -376,6 +376,8 @@ class Training(Closed):
     # also checkpoint every N optimizer steps (besides the end of every epoch): a kill loses at most N steps
     checkpoint_every: Annotated[int, Field(ge=1, le=1 << 40)] | None = None
     early_stopping: EarlyStopping | None = None
+    # experiment trackers besides the run directory's log.jsonl (extras specc[tensorboard], specc[mlflow])
+    log_to: list[Literal["tensorboard", "mlflow"]] = []
 
 
 # ---------------------------------------------------------------- the spec

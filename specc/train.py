@@ -15,14 +15,16 @@ from specc.evaluation import evaluate, open_for
 from specc.loop import Hooks, LoopSettings, Position, end_epoch, train_loop
 from specc.optim import build_optimizer, build_schedule
 from specc.run_dir import RunDirectory
+from specc.tracking import open_trackers
 
 
 def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, precision: str | None = None,
           device: str | None = None, resume: bool = False, exclude_seen: bool = False, eval_every: int = 1,
-          progress: bool = True, log=print, loggers=()) -> dict:
+          progress: bool = True, log=print, loggers=(), tracking=None) -> dict:
     """Train the spec'd model on `data`, evaluate on `eval_data`, and write the run directory `out`.
-    `loggers` get every metric record as well as log.jsonl (see `specc.loop`)."""
+    `loggers` get every metric record as well as log.jsonl (see `specc.loop`), and so do the experiment trackers
+    that `tracking` (a specc.tracking.Tracking) or the spec's training.log_to name."""
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
     spec = _load_spec(spec, schema, data)
@@ -54,17 +56,23 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         position = Position()
         if resume:
             position = run.restore(plan, model, optimizer, scheduler, generator, loop.steps_per_epoch)
-        run.describe({k: v for k, v in spec.to_json_dict().items() if k != "schema"}, plan, schema)
+        spec_dict = {k: v for k, v in spec.to_json_dict().items() if k != "schema"}
+        run.describe(spec_dict, plan, schema)
 
         def save(at: Position) -> str:
             return run.save(model, optimizer, scheduler, generator, at.to_dict(), settings)
 
         def evaluate_now() -> dict:
             return evaluate(model, eval_set, device=device, exclude_seen=exclude_seen)
+        trackers = open_trackers(run.path, tracking, tr.log_to, experiment=spec.name)
+        trackers.log_config({"spec": spec_dict, "settings": settings})
         hooks = Hooks(save=save, evaluate=evaluate_now if eval_set else None, say=log,
-                      loggers=[run.epoch_log(), *loggers], saved=str(run) if resume else None)
+                      loggers=[run.epoch_log(), *loggers, trackers], saved=str(run) if resume else None)
         try:
             outcome = _continue(run, model, train_set, optimizer, scheduler, loop, position, hooks)
+        except BaseException:
+            trackers.finish(ok=False)
+            raise
         finally:
             for logger in hooks.loggers:
                 logger.close()
@@ -76,6 +84,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                   "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0,
                   "interrupted": outcome["interrupted"]}
         run.write_metrics(result)
+        trackers.finish()
     return result
 
 
