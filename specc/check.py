@@ -274,10 +274,11 @@ class Checker:
         if continuous:
             names_c = tuple(c.name for c in continuous)
             if cont_spec.kind == "linear":
-                cont_plan = ContinuousPlan("linear", names_c, cont_spec.dim)
+                cont_plan = ContinuousPlan("linear", names_c, cont_spec.dim, normalize=cont_spec.normalize)
                 cont_widths = [cont_spec.dim]
             elif cont_spec.kind == "soft_embedding":
-                cont_plan = ContinuousPlan("soft_embedding", names_c, cont_spec.dim, cont_spec.cardinality)
+                cont_plan = ContinuousPlan("soft_embedding", names_c, cont_spec.dim, cont_spec.cardinality,
+                                           cont_spec.normalize)
                 cont_widths = [cont_spec.dim] * len(continuous)
             else:
                 cont_plan = ContinuousPlan("identity", names_c, 1)

@@ -50,12 +50,14 @@ class Embeddings(Closed):
 class LinearContinuous(Closed):
     kind: Literal["linear"]
     dim: Width = 16
+    normalize: bool = True   # standardise each column (batch statistics; their running mean at inference)
 
 
 class SoftEmbeddingContinuous(Closed):
     kind: Literal["soft_embedding"]
     cardinality: Width = 10
     dim: Width = 16
+    normalize: bool = True
 
 
 class IdentityContinuous(Closed):
@@ -285,7 +287,9 @@ class Training(Closed):
     seed: Annotated[int, Field(ge=0, lt=2 ** 63)] = 42
     precision: Literal["fp32", "bf16"] = "fp32"
     warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
-    schedule: Literal["linear", "constant"] = "linear"   # after warm-up: linear decay to 0, or constant
+    # after warm-up: constant, or a linear / cosine decay to lr × final_lr
+    schedule: Literal["linear", "constant", "cosine"] = "linear"
+    final_lr: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
 
 

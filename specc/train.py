@@ -76,7 +76,7 @@ def _optimizer(model, opt):
     return cls(params, lr=opt.lr, weight_decay=opt.weight_decay, fused=fused)
 
 
-def _schedule(optimizer, total_steps: int, warmup: float, kind: str):
+def _schedule(optimizer, total_steps: int, warmup: float, kind: str, final_lr: float = 0.0):
     warm = max(1, int(total_steps * warmup))
 
     def factor(step: int) -> float:
@@ -84,7 +84,9 @@ def _schedule(optimizer, total_steps: int, warmup: float, kind: str):
             return (step + 1) / warm
         if kind == "constant":
             return 1.0
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+        left = max(0.0, (total_steps - step) / max(1, total_steps - warm))   # 1 after warm-up, 0 at the end
+        decay = left if kind == "linear" else 0.5 * (1.0 - math.cos(math.pi * left))
+        return final_lr + (1.0 - final_lr) * decay
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
@@ -153,7 +155,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
             f"{epochs} epochs from the start")
     steps_per_epoch = math.ceil(train_set.n_rows / batch_size)
     optimizer = _optimizer(model, opt_spec)
-    scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup, tr.schedule)
+    scheduler = _schedule(optimizer, steps_per_epoch * epochs, tr.warmup, tr.schedule, tr.final_lr)
     start_epoch, skip, step = 0, 0, 0
     if resume:
         check_same_plan(run_dir, plan)

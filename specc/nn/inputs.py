@@ -34,7 +34,7 @@ class InputBlock(nn.Module):
                  context: list[tuple[str, int]], continuous: list[str], continuous_kind: str | None,
                  continuous_dim: int, soft_cardinality: int | None, aggregation: str, item_column: str | None,
                  aggregated_width: int, layer_norm: bool, dropout: float,
-                 projection: tuple[int, list[int], str, float] | None):
+                 projection: tuple[int, list[int], str, float] | None, normalize_continuous: bool = False):
         super().__init__()
         self.tables = nn.ParameterList(nn.Parameter(torch.randn(rows, dim) * 0.02) for rows, dim in tables)
         with torch.no_grad():
@@ -43,9 +43,16 @@ class InputBlock(nn.Module):
         self.sequential, self.context, self.continuous = sequential, context, continuous
         self.aggregation, self.item_column = aggregation, item_column
         self.continuous_kind = continuous_kind
+        # values in any unit (prices, counts) brought to mean 0 and variance 1, so they do not drown the embeddings
+        self.standardize = (nn.BatchNorm1d(len(continuous), affine=False, momentum=None)
+                            if continuous and normalize_continuous else None)
         self.cont = None
         if continuous and continuous_kind == "linear":
             self.cont = nn.Linear(len(continuous), continuous_dim)
+            # as small as the embeddings: a larger part would dominate the shared LayerNorm, whose per-position
+            # scale then multiplies every embedding by noise (benchmarks/RESULTS.md, quality matrix)
+            nn.init.normal_(self.cont.weight, std=0.02)
+            nn.init.zeros_(self.cont.bias)
         elif continuous and continuous_kind == "soft_embedding":
             self.cont = SoftEmbedding(len(continuous), soft_cardinality, continuous_dim)
         self.continuous_dim = continuous_dim if continuous_kind != "identity" else 1
@@ -69,7 +76,15 @@ class InputBlock(nn.Module):
         dtype = self.tables[0].dtype if len(self.tables) else torch.float32   # the model's (float32 unless cast)
         values = torch.stack([v if v.dim() == 2 else v[:, None].expand(B, L)
                               for v in (batch[c].to(dtype) for c in self.continuous)], dim=-1)
+        if self.standardize is not None:
+            values = self._standardized(values)
         return self.cont(values) if self.cont is not None else values
+
+    def _standardized(self, values: torch.Tensor) -> torch.Tensor:
+        bn = self.standardize
+        if self.training and values.numel() > values.shape[-1]:   # batch statistics need two values per column
+            return bn(values.reshape(-1, values.shape[-1])).view_as(values)
+        return (values - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)   # plain ops: every export format
 
     def forward(self, batch: dict[str, torch.Tensor], B: int, L: int, backend: str = "torch") -> torch.Tensor:
         """backend: "torch" or "triton" for the embedding gathers (the model picks it per device)."""
