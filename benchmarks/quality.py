@@ -10,7 +10,8 @@ on ../shared/data/ml-100k; skipped when absent) and generated Markov-chain sessi
 side features that carry the chain's structure or are noise, few and many epochs). Where the Bayes-optimal ranking
 is known the table shows Recall@10 as a share of it. Specs: `sasrec` (specs/sasrec.json, item ids only) and `side`
 (the same with the data set's side features); both keep specc's training defaults except the case's epochs, so a
-config says what changes: `before` is the defaults this matrix replaced, `defaults` whatever specc/spec.py says now.
+config says what changes: `before` is the defaults this matrix replaced (on today's code, whose continuous Linear starts as small as the
+embeddings), `defaults` whatever specc/spec.py says now.
 Results are cached per (case, fully resolved spec) in the work folder; each run trains in this process on one thread.
 """
 from __future__ import annotations
@@ -29,7 +30,8 @@ sys.path.insert(0, HERE)
 
 from quality_data import Shape, write  # noqa: E402
 
-ML100K_SRC = os.path.join(ROOT, "..", "..", "shared", "data", "ml-100k")   # /work/wt/<name> or /work/main
+ML100K_SRC = next((p for p in (os.path.join(ROOT, *up, "shared", "data", "ml-100k") for up in (("..",), ("..", "..")))
+                   if os.path.isdir(p)), "")   # ../shared from /work/main, ../../shared from /work/wt/<name>
 ECOMMERCE_SIDE = ["category-list", "price-list"]
 GENERATED_SIDE = ["category-list", "price-list"]
 ML100K_SIDE = ["genre-list", "rating-list", "user_age", "user_gender", "user_occupation"]
@@ -50,8 +52,8 @@ CASES = {
 # overrides merged into the spec; `before` spells out the defaults in force before this matrix was made
 CONFIGS = {
     "before": {"training": {"batch_size": 256, "optimizer": {"kind": "adamw", "lr": 1e-3, "weight_decay": 0.0},
-                            "warmup": 0.05, "schedule": "linear", "clip_grad_norm": 1.0},
-               "body": {"dropout": 0.1}},
+                            "warmup": 0.05, "schedule": "linear", "final_lr": 0.0, "clip_grad_norm": 1.0},
+               "body": {"dropout": 0.1}, "inputs": {"continuous": {"kind": "linear", "normalize": False}}},
     "defaults": {},
 }
 

@@ -276,20 +276,21 @@ Task = Annotated[Union[NextItemTask, BinaryClassificationTask, RegressionTask], 
 
 class Optimizer(Closed):
     kind: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: Annotated[float, Field(gt=0.0)] = 1e-3
+    lr: Annotated[float, Field(gt=0.0)] = 5e-3
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
 
 
 class Training(Closed):
-    batch_size: PositiveInt = 256
+    batch_size: PositiveInt = 64
     epochs: PositiveInt = 3
     optimizer: Optimizer = Optimizer()
     seed: Annotated[int, Field(ge=0, lt=2 ** 63)] = 42
     precision: Literal["fp32", "bf16"] = "fp32"
-    warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
+    # the defaults were chosen on benchmarks/quality.py's matrix (benchmarks/RESULTS.md): a short run keeps its rate
+    warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
     # after warm-up: constant, or a linear / cosine decay to lr × final_lr
-    schedule: Literal["linear", "constant", "cosine"] = "linear"
-    final_lr: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
+    schedule: Literal["linear", "constant", "cosine"] = "constant"
+    final_lr: Annotated[float, Field(ge=0.0, le=1.0)] = 0.1
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
 
 
