@@ -200,8 +200,8 @@ def _schema(args) -> int:
 
 
 def _train(args) -> int:
+    from specc.commands import train_command
     from specc.cpu import use_threads
-    from specc.train import train_command
     use_threads(args.threads)
     if isinstance(args.resume, str):
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
@@ -219,15 +219,15 @@ def _usage_error(command: str, message: str) -> int:
 
 
 def _evaluate(args) -> int:
+    from specc.commands import evaluate_command
     from specc.cpu import use_threads
-    from specc.train import evaluate_command
     use_threads(args.threads)
     return evaluate_command(args)
 
 
 def _recommend(args) -> int:
+    from specc.commands import recommend_command
     from specc.cpu import use_threads
-    from specc.train import recommend_command
     use_threads(args.threads)
     return recommend_command(args)
 

@@ -42,7 +42,7 @@ def test_docs_spec_md_names_the_training_defaults():
 
 
 def _factors(kind: str, warmup: float, final_lr: float = 0.0, total: int = 10) -> list[float]:
-    from specc.train import _schedule
+    from specc.optim import build_schedule as _schedule
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = _schedule(opt, total, warmup, kind, final_lr)
     out = []
