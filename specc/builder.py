@@ -46,6 +46,7 @@ def _build(plan: Plan, read_vectors: bool) -> Model:
         context=[(f.column, table_index[f.table]) for f in cat if not f.sequential],
         continuous=list(cont.columns) if cont else [], continuous_kind=cont.kind if cont else None,
         continuous_dim=cont.dim if cont else 0, soft_cardinality=cont.cardinality if cont else None,
+        normalize_continuous=bool(cont and cont.normalize),
         aggregation=i.aggregation, item_column=plan.next_item.target if plan.next_item else i.sequence_column,
         aggregated_width=i.aggregated_width, layer_norm=i.layer_norm, dropout=i.dropout, projection=projection,
         pretrained=[(p.column, _pretrained(p, plan.base_dir, read_vectors)) for p in i.pretrained])

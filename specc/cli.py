@@ -40,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
 
+THREADS_HELP = "torch threads (default: OMP_NUM_THREADS if set, else half the CPUs, 1 to 4)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="specc", description="Compile, train and serve sequential recommenders "
                                 "from declarative specs.")
@@ -85,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
                    help="evaluate after every N-th epoch and always after the last one")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     t.set_defaults(run=_train)
 
     on_run = argparse.ArgumentParser(add_help=False)   # what evaluate and recommend share
@@ -93,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     on_run.add_argument("--batch-size", type=_batch_size, default=512)
     on_run.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
     on_run.add_argument("--device", choices=["cpu", "cuda"], default=None, help=_DEVICE_HELP)
+    on_run.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
 
     e = sub.add_parser("evaluate", parents=[on_run], help="evaluate a trained run on parquet data")
     e.set_defaults(run=_evaluate)
@@ -260,6 +265,8 @@ def _report(args) -> int:
 
 def _train(args) -> int:
     from specc.commands import train_command
+    from specc.cpu import use_threads
+    use_threads(args.threads)
     if isinstance(args.resume, str):
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             return _usage_error("train", f"--resume {args.resume} and --out {args.out} name different runs")
@@ -277,11 +284,15 @@ def _usage_error(command: str, message: str) -> int:
 
 def _evaluate(args) -> int:
     from specc.commands import evaluate_command
+    from specc.cpu import use_threads
+    use_threads(args.threads)
     return evaluate_command(args)
 
 
 def _recommend(args) -> int:
     from specc.commands import recommend_command
+    from specc.cpu import use_threads
+    use_threads(args.threads)
     return recommend_command(args)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ctypes
+import os
 import platform
 
 _M_TRIM_THRESHOLD = -1
@@ -23,3 +24,31 @@ def keep_freed_memory() -> bool:
     except OSError:
         return False
     return bool(libc.mallopt(_M_MMAP_MAX, 0)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
+MAX_DEFAULT_THREADS = 4
+
+
+def default_threads() -> int:
+    """OMP_NUM_THREADS when set, else half the CPUs this process may run on, at least 1 and at most 4.
+
+    torch's own default (one thread per core) is a poor fit on small shared machines: its worker threads wait
+    for each other at every operation, so one busy core stalls all of them -- on a loaded 2-core machine the
+    quickstart ran 10-30x slower with 2 threads than with 1 (benchmarks/RESULTS.md). The models specc trains
+    on a CPU gain little past a few threads."""
+    try:
+        asked = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        asked = 0
+    if asked > 0:
+        return asked
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_DEFAULT_THREADS, cpus // 2))
+
+
+def use_threads(threads: int | None) -> int:
+    """Set torch's intra-op thread count (`threads`, or default_threads()) and return it."""
+    import torch
+    threads = threads or default_threads()
+    torch.set_num_threads(threads)
+    return threads

@@ -1,6 +1,8 @@
 """The optimizer and the learning-rate schedule a spec's `training` asks for."""
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -15,8 +17,10 @@ def build_optimizer(model, opt) -> torch.optim.Optimizer:
     return cls(params, lr=opt.lr, weight_decay=opt.weight_decay, fused=fused)
 
 
-def build_schedule(optimizer, total_steps: int, warmup: float, kind: str) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up over the first `warmup` fraction of the steps, then linear decay to 0 or a constant rate."""
+def build_schedule(optimizer, total_steps: int, warmup: float, kind: str,
+                   final_lr: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up over the first `warmup` fraction of the steps, then a constant rate, or a linear / cosine
+    decay to `final_lr` times the rate."""
     warm = max(1, int(total_steps * warmup))
 
     def factor(step: int) -> float:
@@ -24,5 +28,7 @@ def build_schedule(optimizer, total_steps: int, warmup: float, kind: str) -> tor
             return (step + 1) / warm
         if kind == "constant":
             return 1.0
-        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+        left = max(0.0, (total_steps - step) / max(1, total_steps - warm))   # 1 after warm-up, 0 at the end
+        decay = left if kind == "linear" else 0.5 * (1.0 - math.cos(math.pi * left))
+        return final_lr + (1.0 - final_lr) * decay
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -32,6 +32,7 @@ class ContinuousPlan:
     columns: tuple[str, ...]
     dim: int                # width of each part ("linear": of the one shared part)
     cardinality: int | None = None   # soft_embedding only
+    normalize: bool = False          # standardised (BatchNorm without affine) before the kind's transform
 
 
 @dataclass(frozen=True)
@@ -200,6 +201,7 @@ def _render(plan: Plan) -> str:
     if i.continuous:
         c = i.continuous
         extra = f", cardinality {c.cardinality}" if c.cardinality else ""
+        extra += ", standardised" if c.normalize else ""
         out += ["", f"continuous: {c.kind} over {len(c.columns)} column(s) -> {c.dim} per part{extra}"]
     widths = " + ".join(str(w) for w in i.part_widths)
     out += ["", "widths",

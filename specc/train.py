@@ -52,7 +52,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                             device=device, eval_every=eval_every, checkpoint_every=tr.checkpoint_every,
                             progress=progress)
         optimizer = build_optimizer(model, tr.optimizer.model_copy(update={"lr": settings["lr"]}))
-        scheduler = build_schedule(optimizer, loop.steps_per_epoch * loop.epochs, tr.warmup, tr.schedule)
+        scheduler = build_schedule(optimizer, loop.steps_per_epoch * loop.epochs, tr.warmup, tr.schedule, tr.final_lr)
         position = Position()
         if resume:
             position = run.restore(plan, model, optimizer, scheduler, generator, loop.steps_per_epoch)

@@ -54,9 +54,9 @@ def _continuous(ctx: Context, columns: list[Column]) -> tuple[ContinuousPlan | N
     c = ctx.spec.inputs.continuous
     names = tuple(col.name for col in columns)
     if c.kind == "linear":
-        return ContinuousPlan("linear", names, c.dim), [c.dim]
+        return ContinuousPlan("linear", names, c.dim, normalize=c.normalize), [c.dim]
     if c.kind == "soft_embedding":
-        return ContinuousPlan("soft_embedding", names, c.dim, c.cardinality), [c.dim] * len(columns)
+        return ContinuousPlan("soft_embedding", names, c.dim, c.cardinality, c.normalize), [c.dim] * len(columns)
     return ContinuousPlan("identity", names, 1), [1] * len(columns)
 
 

@@ -54,7 +54,7 @@ class InputBlock(nn.Module):
                  continuous_dim: int, soft_cardinality: int | None, aggregation: str, item_column: str | None,
                  aggregated_width: int, layer_norm: bool, dropout: float,
                  projection: tuple[int, list[int], str, float] | None,
-                 pretrained: list[tuple[str, PretrainedVectors]] = ()):
+                 pretrained: list[tuple[str, PretrainedVectors]] = (), normalize_continuous: bool = False):
         super().__init__()
         self.tables = nn.ParameterList(nn.Parameter(torch.randn(rows, dim) * 0.02) for rows, dim in tables)
         with torch.no_grad():
@@ -65,9 +65,16 @@ class InputBlock(nn.Module):
         self.pretrained = nn.ModuleList(v for _, v in pretrained)
         self.aggregation, self.item_column = aggregation, item_column
         self.continuous_kind = continuous_kind
+        # values in any unit (prices, counts) brought to mean 0 and variance 1, so they do not drown the embeddings
+        self.standardize = (nn.BatchNorm1d(len(continuous), affine=False, momentum=None)
+                            if continuous and normalize_continuous else None)
         self.cont = None
         if continuous and continuous_kind == "linear":
             self.cont = nn.Linear(len(continuous), continuous_dim)
+            # as small as the embeddings: a larger part would dominate the shared LayerNorm, whose per-position
+            # scale then multiplies every embedding by noise (benchmarks/RESULTS.md, quality matrix)
+            nn.init.normal_(self.cont.weight, std=0.02)
+            nn.init.zeros_(self.cont.bias)
         elif continuous and continuous_kind == "soft_embedding":
             self.cont = SoftEmbedding(len(continuous), soft_cardinality, continuous_dim)
         self.continuous_dim = continuous_dim if continuous_kind != "identity" else 1
@@ -91,7 +98,15 @@ class InputBlock(nn.Module):
         dtype = self.tables[0].dtype if len(self.tables) else torch.float32   # the model's (float32 unless cast)
         values = torch.stack([v if v.dim() == 2 else v[:, None].expand(B, L)
                               for v in (batch[c].to(dtype) for c in self.continuous)], dim=-1)
+        if self.standardize is not None:
+            values = self._standardized(values)
         return self.cont(values) if self.cont is not None else values
+
+    def _standardized(self, values: torch.Tensor) -> torch.Tensor:
+        bn = self.standardize
+        if self.training and values.numel() > values.shape[-1]:   # batch statistics need two values per column
+            return bn(values.reshape(-1, values.shape[-1])).view_as(values)
+        return (values - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps)   # plain ops: every export format
 
     def _pretrained_parts(self, batch: dict[str, torch.Tensor], B: int, L: int) -> list[torch.Tensor]:
         parts = [vectors(batch[c]) for c, vectors in zip(self.pretrained_columns, self.pretrained)]
