@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recommend", parents=[on_run], help="top-k next items for each row of a parquet file")
     r.add_argument("--k", type=_positive_int, default=20)
     r.add_argument("--out", help="output file: .parquet, or .jsonl / .json (default: JSON lines on stdout)")
+    r.add_argument("--ids", choices=["raw", "internal"], help="raw item values (default where the run has id mappings) "
+                   "or the model's integer ids")
     r.set_defaults(run=_recommend)
 
     x = sub.add_parser("export", help="export a trained run for inference (TorchScript, ExportedProgram or ONNX) "
@@ -125,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--valid", type=_session_count, default=None, help="number of validation sessions")
     syn.add_argument("--seed", type=_non_negative_int, default=0)
     syn.set_defaults(run=_synth)
+    from specc.prepare.command import add_parser as add_prepare_parser
+    add_prepare_parser(dsub, _positive_int, _positive_float)
     return p
 
 

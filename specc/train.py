@@ -14,6 +14,7 @@ from specc.checkpoint import (RunError, check_same_plan, load, load_train_state,
                               save_model_files, save_train_state, saved_settings)
 from specc.cpu import keep_freed_memory
 from specc.errors import SpecError, UserError
+from specc.mappings import raw_item_ids, record as record_mappings
 
 
 def resolve_training_schema(spec, schema_arg, data_path: str):
@@ -170,6 +171,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
     log_path = run_dir / "log.jsonl"
     created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)   # fail now, not after an epoch, if it cannot be written
+    record_mappings(run_dir, data)
     train_seconds, sessions, last_loss = 0.0, 0, float("nan")
     metrics: dict = {}
     stop = _StopOnInterrupt()
@@ -376,6 +378,7 @@ def recommend_command(args) -> int:
             kept = [(item, score) for item, score in zip(i, s) if item > 0 and math.isfinite(score)]
             ids_out[row] = [item for item, _ in kept]
             scores_out[row] = [score for _, score in kept]
+    ids_out = raw_item_ids(args.run_dir, model.plan.next_item.target, ids_out, args.ids)
     _write_recommendations(args.out, list(range(dataset.n_total)), ids_out, scores_out)
     return 0
 
