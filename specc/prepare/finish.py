@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import polars as pl
 
@@ -13,10 +14,10 @@ from specc.prepare.sessions import StepCounts
 from specc.prepare.splits_writer import SplitWriter
 
 
-def finish(root: str, prep: Preparation, writer: SplitWriter, totals: StepCounts, seconds: float,
-           engine: str) -> dict:
+def finish(root: str, prep: Preparation, writer: SplitWriter, totals: StepCounts, started: float,
+           engine: str, map_parts=None) -> dict:
     spec = prep.spec
-    splits = writer.finish()
+    splits = writer.finish(map_parts)
     check_splits(splits)
     os.makedirs(os.path.join(root, "categories"))
     for mapping in prep.mappings.values():
@@ -27,7 +28,7 @@ def finish(root: str, prep: Preparation, writer: SplitWriter, totals: StepCounts
     write_schema(schema_columns(spec, prep.layout, prep.source.dtypes[spec.key], prep.mappings, lengths),
                  os.path.join(root, "schema.pbtxt"))
     report = {
-        "events": spec.events, "files": len(prep.source.files), "engine": engine, "seconds": round(seconds, 3),
+        "events": spec.events, "files": len(prep.source.files), "engine": engine, "seconds": round(time.perf_counter() - started, 3),
         "events_read": prep.stats.events, "n_null_item": prep.stats.null_item, "n_duplicates": totals.duplicates,
         "events_kept": totals.events,
         "sessions": {"kept": totals.kept, "dropped_too_short": totals.too_short, "min_length": spec.min_length,

@@ -52,7 +52,7 @@ def prepare_local(spec: PrepareSpec, progress: bool = False, log=None) -> dict:
             totals.add(counts)
             writer.add(rows)
             shutil.rmtree(os.path.join(buckets, folder))
-        return finish(root, prep, writer, totals, time.perf_counter() - started, "polars")
+        return finish(root, prep, writer, totals, started, "polars")
 
 
 def _progress(items: list, enabled: bool, desc: str):

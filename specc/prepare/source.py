@@ -29,7 +29,7 @@ class Source:
 
     def scan(self, columns: list[str], with_file: bool = False) -> pl.LazyFrame:
         """The log's `columns` with a global row index (and the file of each row), lazily."""
-        frames = [_scan_one(f, with_file).select(columns + ([FILE] if with_file else [])) for f in self.files]
+        frames = [scan_file(f, with_file).select(columns + ([FILE] if with_file else [])) for f in self.files]
         return pl.concat(frames, how="vertical").with_row_index(ROW)
 
     @property
@@ -99,7 +99,7 @@ def is_time_like(dtype) -> bool:
     return dtype.is_temporal() and dtype != pl.Duration or dtype.is_numeric() or dtype == pl.String
 
 
-def _scan_one(path: str, with_file: bool) -> pl.LazyFrame:
+def scan_file(path: str, with_file: bool) -> pl.LazyFrame:
     file_col = FILE if with_file else None
     if path.lower().endswith(PARQUET):
         return pl.scan_parquet(path, include_file_paths=file_col)
@@ -111,7 +111,7 @@ def _file_schema(path: str) -> tuple[pl.Schema | None, str | None]:
     if os.path.getsize(path) == 0:
         return None, "the file is empty"
     try:
-        schema = _scan_one(path, False).collect_schema()
+        schema = scan_file(path, False).collect_schema()
     except (pl.exceptions.PolarsError, OSError) as exc:
         kind = "parquet" if path.lower().endswith(PARQUET) else "CSV"
         return None, f"cannot read it as {kind}: {str(exc).strip().splitlines()[0]}"

@@ -1,7 +1,8 @@
-"""Session rows, bucket by bucket, into DIR/train, DIR/valid (and DIR/test) with their counts.
+"""Session rows, part by part, into DIR/train, DIR/valid (and DIR/test) with their counts.
 
-A leave-one-out split needs nothing global and is written as each bucket comes; a time split first stages the
-buckets' sessions and their start times, finds the one cut instant over all of them, then splits each staged part.
+A leave-one-out split needs nothing global and is written as each part comes; a time split first stages the
+parts' sessions and their start times, finds the one cut instant over all of them, then splits each staged part.
+The functions here run wherever the part is (a Dask worker too); `SplitWriter` adds their counts up.
 """
 from __future__ import annotations
 
@@ -14,6 +15,33 @@ from specc.prepare.sessions import START
 from specc.prepare.split import split_last, split_time, time_cutoff
 
 
+def write_splits(root: str, frames: dict, part: int, item_list: str) -> dict:
+    """Write each non-empty split frame as DIR/<split>/part-N.parquet; their counts and row lengths."""
+    counts = {}
+    for name, frame in frames.items():
+        if not len(frame):
+            continue
+        write_parquet(frame, os.path.join(root, name, f"part-{part:05d}.parquet"))
+        lengths = frame[item_list].list.len()
+        counts[name] = {"sessions": len(frame), "events": int(lengths.sum()), "shortest": int(lengths.min()),
+                        "longest": int(lengths.max())}
+    return counts
+
+
+def stage(root: str, rows: pl.DataFrame, part: int) -> tuple[str, pl.Series]:
+    """Keep a part's session rows until the time cut is known; its path and start times."""
+    path = os.path.join(root, "_work", "sessions", f"part-{part:05d}.parquet")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    rows.write_parquet(path)
+    return path, rows[START]
+
+
+def split_staged(root: str, path: str, part: int, cutoff, max_length: int | None, item_list: str) -> dict:
+    counts = write_splits(root, split_time(pl.read_parquet(path), cutoff, max_length), part, item_list)
+    os.remove(path)
+    return counts
+
+
 class SplitWriter:
     def __init__(self, root: str, kind: str, item_list: str, max_length: int | None, valid_fraction: float):
         self.root, self.kind, self.item_list = root, kind, item_list
@@ -22,37 +50,35 @@ class SplitWriter:
         self.counts = {name: {"sessions": 0, "events": 0} for name in names}
         self.shortest, self.longest = None, 0
         self.cutoff = None
-        self._staged: list[str] = []
-        self._starts: list[pl.Series] = []
+        self.parts = 0
+        self._staged: list[tuple[str, pl.Series]] = []
 
     def add(self, rows: pl.DataFrame) -> None:
-        """One bucket's session rows (as `sessions_of` returns them)."""
+        """One part's session rows (as `sessions_of` returns them)."""
         if self.kind == "last":
-            self._write(split_last(rows, self.max_length), len(self._staged))
-            self._staged.append("")
-            return
-        path = os.path.join(self.root, "_work", "sessions", f"part-{len(self._staged):05d}.parquet")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        rows.write_parquet(path)
-        self._staged.append(path)
-        self._starts.append(rows[START])
+            self.merge(write_splits(self.root, split_last(rows, self.max_length), self.parts, self.item_list))
+        else:
+            self._staged.append(stage(self.root, rows, self.parts))
+        self.parts += 1
 
-    def finish(self) -> dict:
+    def add_staged(self, path: str, starts: pl.Series) -> None:
+        self._staged.append((path, starts))
+
+    def merge(self, counts: dict) -> None:
+        for name, c in counts.items():
+            self.counts[name]["sessions"] += c["sessions"]
+            self.counts[name]["events"] += c["events"]
+            self.shortest = c["shortest"] if self.shortest is None else min(self.shortest, c["shortest"])
+            self.longest = max(self.longest, c["longest"])
+
+    def finish(self, map_parts=None) -> dict:
+        """Split the staged parts at the time cut (through `map_parts(function, *iterables)`, e.g. a Dask
+        client's map and gather, where given) and return the counts per split."""
         if self.kind == "time":
-            self.cutoff = time_cutoff(pl.concat(self._starts), self.valid_fraction)
-            for i, path in enumerate(self._staged):
-                self._write(split_time(pl.read_parquet(path), self.cutoff, self.max_length), i)
-                os.remove(path)
+            self.cutoff = time_cutoff(pl.concat([starts for _, starts in self._staged]), self.valid_fraction)
+            paths = [path for path, _ in self._staged]
+            n = len(paths)
+            args = ([self.root] * n, paths, range(n), [self.cutoff] * n, [self.max_length] * n, [self.item_list] * n)
+            for counts in (map_parts or map)(split_staged, *args):
+                self.merge(counts)
         return self.counts
-
-    def _write(self, frames: dict, part: int) -> None:
-        for name, frame in frames.items():
-            if not len(frame):
-                continue
-            write_parquet(frame, os.path.join(self.root, name, f"part-{part:05d}.parquet"))
-            lengths = frame[self.item_list].list.len()
-            self.counts[name]["sessions"] += len(frame)
-            self.counts[name]["events"] += int(lengths.sum())
-            low = int(lengths.min())
-            self.shortest = low if self.shortest is None else min(self.shortest, low)
-            self.longest = max(self.longest, int(lengths.max()))

@@ -18,6 +18,7 @@ class Stats:
     time_min: object
     time_max: object
     counts: dict          # column -> DataFrame("value", "len") over the events that have an item
+    per_file: pl.DataFrame   # FILE, rows, null counts, time range
 
 
 def collect_stats(source: Source, spec, categorical: list[str]) -> Stats:
@@ -41,7 +42,7 @@ def collect_stats(source: Source, spec, categorical: list[str]) -> Stats:
     _check(files, spec, source.source)
     return Stats(events=int(files["rows"].sum()), null_item=int(files["null_item"].sum()),
                  time_min=files["time_min"].min(), time_max=files["time_max"].max(),
-                 counts=dict(zip(categorical, results[1:])))
+                 counts=dict(zip(categorical, results[1:])), per_file=files)
 
 
 def _check(files: pl.DataFrame, spec, source: str) -> None:
