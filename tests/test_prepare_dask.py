@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from specc.prepare import prepare
-from tests.test_prepare import write_log
+from test_prepare import write_log
 
 distributed = pytest.importorskip("dask.distributed")
 

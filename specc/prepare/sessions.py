@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from specc.prepare.source import ROW
 from specc.prepare.stats import TIME
@@ -49,27 +51,46 @@ class StepCounts:
 def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, StepCounts]:
     """Session rows (the group key, `<column>-list` lists in time order, derived features, START/END/LENGTH)."""
     n = len(events)
-    events = events.sort(ROW).unique(subset=[layout.key, TIME, *layout.dedupe_columns], keep="first",
-                                     maintain_order=True)
-    duplicates = n - len(events)
-    events = events.sort([layout.key, TIME, ROW]).with_columns(
-        [pl.col(c).fill_null(0.0).cast(pl.Float32) for c in layout.continuous])
-    if layout.gap_us:
-        gap = pl.col(TIME).diff().over(layout.key) > pl.duration(microseconds=layout.gap_us)
-        events = events.with_columns(gap.fill_null(False).alias(SESSION_INDEX)).with_columns(
-            pl.col(SESSION_INDEX).cum_sum().over(layout.key).cast(pl.Int32))
-    if "time_since_prev" in layout.derive:
-        since = pl.col(TIME).diff().over(layout.group).dt.total_microseconds().fill_null(0) / 1e6
-        events = events.with_columns(since.cast(pl.Float32).alias("time_since_prev"))
+    events = (events.sort([layout.key, TIME, ROW])     # duplicates share key and time: the first stays first
+              .unique(subset=[layout.key, TIME, *layout.dedupe_columns], keep="first", maintain_order=True)
+              .with_columns([pl.col(c).fill_null(0.0).cast(pl.Float32) for c in layout.continuous]))
+    events = _mark_sessions(events, layout).rechunk()
+    starts = events["__new"].arg_true().to_numpy()
+    offsets = np.append(starts, len(events)).astype(np.int32)
+    rows = events[starts].select(*layout.group, pl.col(TIME).alias(START)).with_columns(
+        events[TIME].gather(offsets[1:] - 1).alias(END), pl.Series(LENGTH, np.diff(offsets).astype(np.int64)))
     lists = [*layout.event_columns] + (["time_since_prev"] if "time_since_prev" in layout.derive else [])
-    rows = events.group_by(layout.group, maintain_order=True).agg(
-        *[pl.col(c).alias(f"{c}-list") for c in lists],
-        pl.col(TIME).first().alias(START), pl.col(TIME).last().alias(END), pl.len().cast(pl.Int64).alias(LENGTH))
+    rows = rows.with_columns([_as_lists(f"{c}-list", offsets, events[c]) for c in lists])
     kept = rows.filter(pl.col(LENGTH) >= layout.min_length)
     if "weekday" in layout.derive:
         kept = kept.with_columns(pl.col(START).dt.weekday().cast(pl.Int64).alias("weekday"))
     if "hour" in layout.derive:
         kept = kept.with_columns((pl.col(START).dt.hour().cast(pl.Int64) + 1).alias("hour"))
-    counts = StepCounts(duplicates=duplicates, kept=len(kept), too_short=len(rows) - len(kept),
+    counts = StepCounts(duplicates=n - len(events), kept=len(kept), too_short=len(rows) - len(kept),
                         events=int(kept[LENGTH].sum() or 0))
-    return kept, counts
+    return kept.select(*layout.group, *[f"{c}-list" for c in lists], *(d for d in ("weekday", "hour")
+                                                                        if d in layout.derive), START, END, LENGTH), counts
+
+
+def _mark_sessions(events: pl.DataFrame, layout: Layout) -> pl.DataFrame:
+    """On events sorted by key and time: `__new` where a session starts, its `session_index` (with a gap) and the
+    time since the previous event of the session. Vectorised over the sorted frame, no per-group work."""
+    new_key = (pl.col(layout.key) != pl.col(layout.key).shift()).fill_null(True)
+    new = new_key
+    if layout.gap_us:
+        new = new_key | (pl.col(TIME).diff() > pl.duration(microseconds=layout.gap_us))
+    events = events.with_columns(new.alias("__new"), new_key.alias("__new_key"))
+    if layout.gap_us:
+        count = pl.col("__new").cum_sum()
+        events = events.with_columns(
+            (count - pl.when(pl.col("__new_key")).then(count).forward_fill()).cast(pl.Int32).alias(SESSION_INDEX))
+    if "time_since_prev" in layout.derive:
+        since = pl.when(pl.col("__new")).then(0).otherwise(pl.col(TIME).diff().dt.total_microseconds()) / 1e6
+        events = events.with_columns(since.cast(pl.Float32).alias("time_since_prev"))
+    return events
+
+
+def _as_lists(name: str, offsets: np.ndarray, values: pl.Series) -> pl.Series:
+    """A list column from a flat column and row offsets, without copying per row."""
+    array = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), values.to_arrow())
+    return pl.Series(name, array)
