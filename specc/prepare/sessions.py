@@ -51,9 +51,8 @@ class StepCounts:
 def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, StepCounts]:
     """Session rows (the group key, `<column>-list` lists in time order, derived features, START/END/LENGTH)."""
     n = len(events)
-    events = (events.sort([layout.key, TIME, ROW])     # duplicates share key and time: the first stays first
-              .unique(subset=[layout.key, TIME, *layout.dedupe_columns], keep="first", maintain_order=True)
-              .with_columns([pl.col(c).fill_null(0.0).cast(pl.Float32) for c in layout.continuous]))
+    events = _without_duplicates(events.sort([layout.key, TIME, ROW]), layout)
+    events = events.with_columns([pl.col(c).fill_null(0.0).cast(pl.Float32) for c in layout.continuous])
     events = _mark_sessions(events, layout).rechunk()
     starts = events["__new"].arg_true().to_numpy()
     offsets = np.append(starts, len(events)).astype(np.int32)
@@ -70,6 +69,20 @@ def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, Ste
                         events=int(kept[LENGTH].sum() or 0))
     return kept.select(*layout.group, *[f"{c}-list" for c in lists], *(d for d in ("weekday", "hour")
                                                                         if d in layout.derive), START, END, LENGTH), counts
+
+
+def _without_duplicates(events: pl.DataFrame, layout: Layout) -> pl.DataFrame:
+    """On events sorted by key, time and log position: the first of each set of equal events. Only events that
+    share key and time with a neighbour can be duplicates, so only those (usually few) are compared whole."""
+    same = ((pl.col(layout.key) == pl.col(layout.key).shift()) & (pl.col(TIME) == pl.col(TIME).shift())).fill_null(False)
+    tied = events.select(same | same.shift(-1).fill_null(False)).to_series()
+    if not tied.any():
+        return events
+    candidates = events.with_row_index("__i").filter(tied)
+    repeated = candidates.filter(~pl.struct(layout.key, TIME, *layout.dedupe_columns).is_first_distinct())["__i"]
+    keep = np.ones(len(events), dtype=bool)
+    keep[repeated.to_numpy()] = False
+    return events.filter(pl.Series(keep))
 
 
 def _mark_sessions(events: pl.DataFrame, layout: Layout) -> pl.DataFrame:

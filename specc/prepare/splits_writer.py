@@ -32,7 +32,7 @@ def stage(root: str, rows: pl.DataFrame, part: int) -> tuple[str, pl.Series]:
     """Keep a part's session rows until the time cut is known; its path and start times."""
     path = os.path.join(root, "_work", "sessions", f"part-{part:05d}.parquet")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    rows.write_parquet(path)
+    rows.write_parquet(path, compression="lz4")
     return path, rows[START]
 
 
