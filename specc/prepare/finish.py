@@ -51,9 +51,10 @@ def finish(root: str, prep: Preparation, writer: SplitWriter, totals: StepCounts
 
 
 def _write_item_table(root: str, prep: Preparation) -> None:
-    """DIR/item_features.parquet: one row per item id (`id`, `value` = the raw item, then every feature)."""
+    """DIR/item_features.parquet: a row per item id that ITEMS lists (`id`, `value` = the raw item, then every
+    feature), the item table that `inputs.pretrained` (kind parquet, ids "id") reads vectors from."""
     item = prep.spec.item
-    table = (prep.mappings[item].values.join(prep.items.table.rename({item: "value"}), on="value", how="left")
+    table = (prep.mappings[item].values.join(prep.items.table.rename({item: "value"}), on="value", how="inner")
              .select("id", "value", *[c for c in prep.items.table.columns if c != item]).sort("id"))
     write_parquet(table, os.path.join(root, "item_features.parquet"))
 
