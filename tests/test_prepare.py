@@ -180,3 +180,21 @@ def test_cli_exact_form_and_spec_file(tmp_path, log, capsys):
     assert main(["data", "prepare", "--spec", str(spec), "--quiet"]) == 0
     for split in ("train", "valid"):
         assert read(out, split).equals(read(tmp_path / "from_spec", split))
+
+
+def test_item_vectors_feed_pretrained_inputs(tmp_path, log):
+    items = tmp_path / "items.parquet"
+    pl.DataFrame({"item": ["a", "b", "c"], "vec": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]}).write_parquet(items)
+    out = tmp_path / "out"
+    prepare({"events": log, "out": str(out), "item": "item", "time": "ts", "session": "session",
+             "item_features": str(items)})
+    import specc
+    spec = {"specc": 1, "inputs": {"max_sequence_length": 4, "features": ["item-list"],
+                                   "embeddings": {"default_dim": 4},
+                                   "pretrained": {"vec": {"kind": "parquet", "path": str(out / "item_features.parquet"),
+                                                          "ids": "id", "vectors": "vec", "dim": 2,
+                                                          "missing": "zero"}}},
+            "masking": {"kind": "causal"}, "body": {"kind": "gru", "d_model": 4},
+            "tasks": [{"kind": "next_item"}]}
+    plan = specc.compile(spec, specc.load_schema(out / "schema.pbtxt"))
+    assert "vec" in plan.summary()
