@@ -73,6 +73,7 @@ def test_session_mode_time_split_golden(tmp_path, log):
     assert train["weekday"].to_list() == [1, 1, 1] and train["hour"].to_list() == [10, 11, 13]
     assert valid["item-list"].to_list() == [[1, 2]]
     assert (report["events_read"], report["n_null_item"], report["n_duplicates"]) == (12, 1, 1)
+    assert report["n_null_continuous"] == {"price": 1}
     assert report["sessions"]["kept"] == 4 and report["sessions"]["dropped_too_short"] == 1
     assert report["items"] == 4 and report["events_kept"] == 9
     assert report["splits"] == {"train": {"sessions": 3, "events": 7}, "valid": {"sessions": 1, "events": 2}}

@@ -134,3 +134,18 @@ def test_usage_errors(tmp_path, capsys):
     code = main(["data", "prepare", "x", "--out", "o", "--item", "i", "--time", "t", "--session", "s",
                  "--user", "u"])
     assert code == 1 and "exactly one of" in capsys.readouterr().err
+
+
+def test_epoch_in_another_unit(tmp_path, capsys):
+    path = tmp_path / "log.parquet"
+    good_frame().with_columns(ts=pl.Series([1_700_000_000_000 + i for i in range(6)])).write_parquet(path)
+    assert_refused(capsys, tmp_path, str(path), "--time-unit", "'ts'")
+    code, err = run_cli(capsys, str(path), tmp_path / "ms", "--time-unit", "ms", "--valid-fraction", "0.5")
+    assert code == 0, err
+
+
+def test_csv_value_of_another_kind_after_the_guessed_rows(tmp_path, capsys):
+    path = tmp_path / "log.csv"
+    rows = [f"s{i // 3},{i},2024-01-01T00:00:00" for i in range(10_500)] + ["s9,abc,2024-01-01T00:00:01"]
+    path.write_text("session,item,ts\n" + "\n".join(rows) + "\n")
+    assert_refused(capsys, tmp_path, str(path), str(path), "abc", "'item'", "guessed from its first rows")

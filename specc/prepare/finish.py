@@ -30,7 +30,7 @@ def finish(root: str, prep: Preparation, writer: SplitWriter, totals: StepCounts
     report = {
         "events": spec.events, "files": len(prep.source.files), "engine": engine, "seconds": round(time.perf_counter() - started, 3),
         "events_read": prep.stats.events, "n_null_item": prep.stats.null_item, "n_duplicates": totals.duplicates,
-        "events_kept": totals.events,
+        "events_kept": totals.events, "n_null_continuous": prep.stats.null_continuous,
         "sessions": {"kept": totals.kept, "dropped_too_short": totals.too_short, "min_length": spec.min_length,
                      "max_length": spec.max_length},
         "items": prep.mappings[spec.item].cardinality - 1,

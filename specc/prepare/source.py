@@ -96,7 +96,7 @@ def open_source(paths: list[str], columns: list[str], time_column: str) -> Sourc
 
 
 def is_time_like(dtype) -> bool:
-    return dtype.is_temporal() and dtype != pl.Duration or dtype.is_numeric() or dtype == pl.String
+    return dtype.is_temporal() and dtype not in (pl.Duration, pl.Time) or dtype.is_numeric() or dtype == pl.String
 
 
 def scan_file(path: str, with_file: bool) -> pl.LazyFrame:
