@@ -30,3 +30,12 @@ def test_two_workers_match_the_local_engine(tmp_path, client, split):
         b = pl.read_parquet(tmp_path / "dask" / name / "*.parquet").sort("session")
         assert a.equals(b), name
     assert (tmp_path / "dask" / "schema.pbtxt").read_text() == (tmp_path / "local" / "schema.pbtxt").read_text()
+
+
+def test_cli_engine_dask(tmp_path, capsys):
+    from specc.cli import main
+    log = write_log(tmp_path / "log.parquet")
+    code = main(["data", "prepare", log, "--out", str(tmp_path / "out"), "--item", "item", "--time", "ts",
+                 "--session", "session", "--valid-fraction", "0.25", "--engine", "dask", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert '"engine": "dask"' in (tmp_path / "out" / "report.json").read_text()
