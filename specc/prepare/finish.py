@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import time
 
-import polars as pl
 
 from specc.prepare import categories
 from specc.prepare.output import schema_columns, write_json, write_parquet

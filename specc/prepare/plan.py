@@ -9,7 +9,8 @@ from specc.errors import DataError
 from specc.prepare import categories
 from specc.prepare.items import ItemFeatures, load_item_features
 from specc.prepare.sessions import Layout
-from specc.prepare.source import Source, open_source, time_expr
+from specc.prepare.source import Source, open_source
+from specc.prepare.times import time_expr
 from specc.prepare.spec import DERIVED, PrepareSpec
 from specc.prepare.stats import TIME, Stats, collect_stats
 

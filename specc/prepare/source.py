@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from specc.errors import DataError, did_you_mean
+from specc.prepare.times import is_time_like
 
 PARQUET = (".parquet", ".parq", ".pq")
 CSV = (".csv", ".tsv")
@@ -31,10 +32,6 @@ class Source:
         """The log's `columns` with a global row index (and the file of each row), lazily."""
         frames = [scan_file(f, with_file).select(columns + ([FILE] if with_file else [])) for f in self.files]
         return pl.concat(frames, how="vertical").with_row_index(ROW)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(os.path.getsize(f) for f in self.files)
 
 
 def resolve_files(paths: list[str]) -> list[str]:
@@ -95,10 +92,6 @@ def open_source(paths: list[str], columns: list[str], time_column: str) -> Sourc
     return Source(tuple(files), dtypes, ", ".join(paths))
 
 
-def is_time_like(dtype) -> bool:
-    return dtype.is_temporal() and dtype not in (pl.Duration, pl.Time) or dtype.is_numeric() or dtype == pl.String
-
-
 def scan_file(path: str, with_file: bool) -> pl.LazyFrame:
     file_col = FILE if with_file else None
     if path.lower().endswith(PARQUET):
@@ -130,21 +123,6 @@ def ragged_rows(path: str, n_fields: int) -> tuple[int, int] | None:
            .with_columns(fields=pl.col("line").str.count_matches(sep, literal=True) + 1)
            .filter(pl.col("fields") != n_fields).head(1).collect(engine="streaming"))
     return (int(bad["n"][0]), int(bad["fields"][0])) if len(bad) else None
-
-
-def time_expr(column: str, dtype, unit: str) -> pl.Expr:
-    """The time column as a naive UTC Datetime("us"); null where a text time cannot be parsed."""
-    col = pl.col(column)
-    if dtype == pl.String:
-        return col.str.to_datetime(strict=False, time_unit="us", time_zone="UTC").dt.replace_time_zone(None)
-    if dtype.is_numeric():
-        per_second = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[unit]
-        return pl.from_epoch((col.cast(pl.Float64) * per_second).round().cast(pl.Int64), time_unit="us")
-    if dtype == pl.Date:
-        return col.cast(pl.Datetime("us"))
-    if getattr(dtype, "time_zone", None):
-        col = col.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-    return col.dt.cast_time_unit("us")
 
 
 def polars_problem(exc: Exception, source: str) -> DataError:

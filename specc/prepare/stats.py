@@ -7,7 +7,8 @@ from datetime import datetime
 import polars as pl
 
 from specc.errors import DataError
-from specc.prepare.source import FILE, Source, polars_problem, time_expr
+from specc.prepare.source import FILE, Source, polars_problem
+from specc.prepare.times import time_expr
 
 TIME = "__time"
 EARLIEST, LATEST = datetime(1900, 1, 1), datetime(2200, 1, 1)   # times outside are taken for a wrong --time-unit
