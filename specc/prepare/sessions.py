@@ -51,7 +51,7 @@ class StepCounts:
 def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, StepCounts]:
     """Session rows (the group key, `<column>-list` lists in time order, derived features, START/END/LENGTH)."""
     n = len(events)
-    events = _without_duplicates(events.sort([layout.key, TIME, ROW]), layout)
+    events = _without_duplicates(_in_time_order(events, layout.key), layout)
     events = events.with_columns([pl.col(c).fill_null(0.0).cast(pl.Float32) for c in layout.continuous])
     events = _mark_sessions(events, layout).rechunk()
     starts = events["__new"].arg_true().to_numpy()
@@ -69,6 +69,16 @@ def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, Ste
                         events=int(kept[LENGTH].sum() or 0))
     return kept.select(*layout.group, *[f"{c}-list" for c in lists], *(d for d in ("weekday", "hour")
                                                                         if d in layout.derive), START, END, LENGTH), counts
+
+
+def _in_time_order(events: pl.DataFrame, key: str) -> pl.DataFrame:
+    """Events sorted by key, then time, ties in log order. Logs are mostly written in time order: then a stable
+    sort by key alone is enough (2-3x cheaper than sorting by three columns), which is checked, not assumed."""
+    by_key = events.sort(ROW).sort(key, maintain_order=True)
+    back_in_time = (pl.col(key) == pl.col(key).shift()) & (pl.col(TIME) < pl.col(TIME).shift())
+    if not by_key.select(back_in_time.any()).item():
+        return by_key
+    return events.sort([key, TIME, ROW])
 
 
 def _without_duplicates(events: pl.DataFrame, layout: Layout) -> pl.DataFrame:

@@ -30,14 +30,14 @@ def write_splits(root: str, frames: dict, part: int, item_list: str) -> dict:
 
 def stage(root: str, rows: pl.DataFrame, part: int) -> tuple[str, pl.Series]:
     """Keep a part's session rows until the time cut is known; its path and start times."""
-    path = os.path.join(root, "_work", "sessions", f"part-{part:05d}.parquet")
+    path = os.path.join(root, "_work", "sessions", f"part-{part:05d}.arrow")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    rows.write_parquet(path, compression="lz4")
+    rows.write_ipc(path, compression="lz4")   # read back once: Arrow IPC is cheaper than parquet
     return path, rows[START]
 
 
 def split_staged(root: str, path: str, part: int, cutoff, max_length: int | None, item_list: str) -> dict:
-    counts = write_splits(root, split_time(pl.read_parquet(path), cutoff, max_length), part, item_list)
+    counts = write_splits(root, split_time(pl.read_ipc(path), cutoff, max_length), part, item_list)
     os.remove(path)
     return counts
 

@@ -13,7 +13,9 @@ def time_expr(column: str, dtype, unit: str) -> pl.Expr:
     col = pl.col(column)
     if dtype == pl.String:
         return col.str.to_datetime(strict=False, time_unit="us", time_zone="UTC").dt.replace_time_zone(None)
-    if dtype.is_numeric():
+    if dtype.is_integer():
+        return pl.from_epoch(col.cast(pl.Int64), time_unit=unit).dt.cast_time_unit("us")
+    if dtype.is_numeric():   # floating-point seconds (or another unit)
         per_second = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[unit]
         return pl.from_epoch((col.cast(pl.Float64) * per_second).round().cast(pl.Int64), time_unit="us")
     if dtype == pl.Date:
