@@ -14,6 +14,7 @@ from specc.errors import DataError, Issue, SpecError, UserError  # noqa: E402
 from specc.schema import Column, Schema, load_schema  # noqa: E402
 from specc.spec import ModelSpec, load_spec  # noqa: E402
 from specc.check import compile  # noqa: E402,A004
+from specc.prepare.schema_file import write_schema  # noqa: E402
 from specc.plan import Plan  # noqa: E402
 
 
@@ -37,4 +38,4 @@ def __getattr__(name):
 
 
 __all__ = ["__version__", "Issue", "SpecError", "DataError", "UserError", "Column", "Schema", "ModelSpec", "Plan",
-           "load_spec", "load_schema", "compile", "build", "load", "Model"]
+           "load_spec", "load_schema", "write_schema", "compile", "build", "load", "Model"]

@@ -105,6 +105,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("recommend", parents=[on_run], help="top-k next items for each row of a parquet file")
     r.add_argument("--k", type=_positive_int, default=20, help="number of items to return")
     r.add_argument("--out", help="output file: .parquet, or .jsonl / .json (default: JSON lines on stdout)")
+    r.add_argument("--ids", choices=["raw", "internal"], help="raw item values (default where the run has id mappings) "
+                   "or the model's integer ids")
     r.set_defaults(run=_recommend)
 
     x = sub.add_parser("export", help="export a trained run for inference (TorchScript, ExportedProgram or ONNX) "
@@ -153,6 +155,8 @@ def _parser() -> argparse.ArgumentParser:
                     "(default: none, those plots are skipped)")
     rp.add_argument("--k", type=_positive_int, default=10, help="recommendations per session for those plots")
     rp.set_defaults(run=_report)
+    from specc.prepare.command import add_parser as add_prepare_parser
+    add_prepare_parser(dsub, _positive_int, _positive_float)
     _show_defaults(p)
     return p
 

@@ -11,6 +11,7 @@ from specc.errors import UserError
 from specc.evaluation import evaluate, open_for
 from specc.files import json_text
 from specc.lock import refuse_inside_run
+from specc.mappings import raw_item_ids
 
 
 def _note(message: str) -> None:
@@ -72,6 +73,7 @@ def recommend_command(args) -> int:
             kept = [(item, score) for item, score in zip(i, s) if item > 0 and math.isfinite(score)]
             ids_out[row] = [item for item, _ in kept]
             scores_out[row] = [score for _, score in kept]
+    ids_out = raw_item_ids(args.run_dir, model.plan.next_item.target, ids_out, args.ids)
     _write_recommendations(args.out, list(range(dataset.n_total)), ids_out, scores_out)
     return 0
 

@@ -16,13 +16,15 @@ from specc.checkpoint import CHECKPOINTS, POINTER, WEIGHTS, RunError, check_same
 from specc.files import atomic_write_text, json_text
 from specc.lock import LOCK_NAME, RunLock, describe, refuse_inside_run
 from specc.loop import Position
+from specc.mappings import CATEGORIES, record as record_mappings
 from specc.publish import prune, publish_checkpoint, remove
 from specc.run_log import JsonlLogger, reconcile_log
 from specc.train_state import META, TENSORS, checked_position, load_train_state, save_train_state, saved_settings
 
 _IDENTITY = ("spec.json", "plan.json", "columns.json")
 # what a run directory holds: its files, and what the trackers and specc report write into it
-_OURS = {LOCK_NAME, POINTER, CHECKPOINTS, "metrics.json", "log.jsonl", "tensorboard", "mlflow", "report", *_IDENTITY}
+_OURS = {LOCK_NAME, POINTER, CHECKPOINTS, "metrics.json", "log.jsonl", "tensorboard", "mlflow", "report", CATEGORIES,
+         *_IDENTITY}
 
 
 def _ours(names: set[str]) -> bool:
@@ -154,6 +156,8 @@ class RunDirectory:
             save_model(model, str(folder / WEIGHTS), metadata={"format": "specc-1", "step": str(position["step"])})
             save_train_state(folder, optimizer, scheduler, generator, position, settings)
         first = self.pointer is None and not self.resume
+        if first:
+            record_mappings(self.path, settings["data"])
         self.pointer = publish_checkpoint(self.path, position, write, (WEIGHTS, TENSORS, META),
                                           self._identity if first else {}, self.pointer)
         prune(self.path, self.pointer)

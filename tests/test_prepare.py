@@ -1,0 +1,201 @@
+"""specc data prepare on small hand-made logs: exact outputs for both session modes, both splits, nulls,
+duplicates, unicode ids, reused mappings, item features and the schema."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+
+import polars as pl
+import pytest
+
+from specc.cli import main
+from specc.prepare import prepare
+
+T0 = datetime(2024, 3, 4, 9, 0)   # a Monday
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+# session, item, minutes after T0, category, price
+LOG = [
+    ("s1", "a", 0, "x", 1.0),
+    ("s1", "b", 2, "y", 2.0),
+    ("s1", "b", 2, "y", 2.0),        # an exact duplicate
+    ("s1", "c", 1, "x", None),       # out of time order in the file; null price
+    ("s2", "a", 60, None, 3.0),      # null category
+    ("s2", None, 61, "x", 3.0),      # null item: dropped
+    ("s2", "ü日", 62, "x", 4.0),      # unicode id
+    ("s3", "a", 120, "x", 5.0),      # a session of one event: too short
+    ("s4", "c", 180, "x", 6.0),
+    ("s4", "a", 180, "x", 7.0),      # same time as the event before: file order kept
+    ("s5", "a", 240, "y", 8.0),
+    ("s5", "b", 245, "y", 9.0),
+]
+
+
+def write_log(path, rows=LOG, fmt="parquet"):
+    frame = pl.DataFrame([(s, i, at(m), c, p) for s, i, m, c, p in rows],
+                         schema=["session", "item", "ts", "category", "price"], orient="row")
+    (frame.write_parquet if fmt == "parquet" else frame.write_csv)(str(path))
+    return str(path)
+
+
+def read(out, split):
+    return pl.read_parquet(f"{out}/{split}/*.parquet").sort(pl.first())
+
+
+def mapping(out, column):
+    return dict(pl.read_parquet(f"{out}/categories/{column}.parquet").select("value", "id").iter_rows())
+
+
+@pytest.fixture
+def log(tmp_path):
+    return write_log(tmp_path / "log.parquet")
+
+
+def test_session_mode_time_split_golden(tmp_path, log):
+    out = str(tmp_path / "out")
+    report = prepare({"events": log, "out": out, "item": "item", "time": "ts", "session": "session",
+                      "categorical": ["category"], "continuous": ["price"], "valid_fraction": 0.25,
+                      "derive": ["weekday", "hour", "time_since_prev"]})
+    items = mapping(out, "item")
+    assert items == {"a": 1, "b": 2, "c": 3, "ü日": 4}          # by frequency, ties by value
+    cats = mapping(out, "category")
+    assert cats == {None: 1, "x": 2, "y": 3}                     # 1 is null / rare / unknown
+    train, valid = read(out, "train"), read(out, "valid")
+    assert train["session"].to_list() == ["s1", "s2", "s4"] and valid["session"].to_list() == ["s5"]
+    assert train["item-list"].to_list() == [[1, 3, 2], [1, 4], [3, 1]]
+    assert train["category-list"].to_list() == [[2, 2, 3], [1, 2], [2, 2]]
+    assert train["price-list"].to_list() == [[1.0, 0.0, 2.0], [3.0, 4.0], [6.0, 7.0]]
+    assert train["time_since_prev-list"].to_list() == [[0.0, 60.0, 60.0], [0.0, 120.0], [0.0, 0.0]]
+    assert train["weekday"].to_list() == [1, 1, 1] and train["hour"].to_list() == [10, 11, 13]
+    assert valid["item-list"].to_list() == [[1, 2]]
+    assert (report["events_read"], report["n_null_item"], report["n_duplicates"]) == (12, 1, 1)
+    assert report["n_null_continuous"] == {"price": 1}
+    assert report["sessions"]["kept"] == 4 and report["sessions"]["dropped_too_short"] == 1
+    assert report["items"] == 4 and report["events_kept"] == 9
+    assert report["splits"] == {"train": {"sessions": 3, "events": 7}, "valid": {"sessions": 1, "events": 2}}
+    assert report["split"]["valid_after"] == at(180).isoformat()
+    assert report["time_range"] == {"min": at(0).isoformat(), "max": at(245).isoformat()}
+    assert json.load(open(f"{out}/report.json"))["n_duplicates"] == 1
+
+
+def test_user_mode_with_session_gap_and_last_split(tmp_path):
+    rows = [("u1", "a", 0, "x", 1.0), ("u1", "b", 10, "x", 1.0), ("u1", "c", 20, "x", 1.0),   # session 0
+            ("u1", "d", 120, "x", 1.0), ("u1", "a", 125, "x", 1.0),                           # gap > 30m: 1
+            ("u2", "a", 0, "x", 1.0), ("u2", "b", 1, "x", 1.0)]
+    log = write_log(tmp_path / "log.csv", rows, fmt="csv")
+    out = str(tmp_path / "out")
+    report = prepare({"events": log, "out": out, "item": "item", "time": "ts", "user": "session",
+                      "session_gap": "30m", "split": "last"})
+    ids = mapping(out, "item")
+    train, valid, test = read(out, "train"), read(out, "valid"), read(out, "test")
+    decode = {v: k for k, v in ids.items()}
+    as_raw = lambda frame: [[decode[i] for i in row] for row in frame.sort("session", "session_index")["item-list"]]  # noqa: E731
+    assert train.sort("session", "session_index")["session_index"].to_list() == [0, 1, 0]
+    assert as_raw(train) == [["a"], ["d", "a"], ["a", "b"]]       # the 3-item session gave 1 to train
+    assert as_raw(valid) == [["a", "b"]] and as_raw(test) == [["a", "b", "c"]]
+    assert report["splits"]["test"] == {"sessions": 1, "events": 3}
+
+
+def test_user_mode_one_sequence_per_user_and_max_length(tmp_path, log):
+    out = str(tmp_path / "out")
+    prepare({"events": log, "out": out, "item": "item", "time": "ts", "user": "session", "split": "last",
+             "max_length": 2})
+    test = read(out, "test")
+    assert test["session"].to_list() == ["s1"]                  # the only user with >= 3 events
+    assert test["item-list"].to_list() == [[3, 2]]              # the most recent 2 of a, c, b
+    assert read(out, "valid")["item-list"].to_list() == [[1, 3]]
+    assert "session_index" not in test.columns
+
+
+def test_categories_reused_across_batches(tmp_path, log):
+    first, second = str(tmp_path / "day1"), str(tmp_path / "day2")
+    prepare({"events": log, "out": first, "item": "item", "time": "ts", "session": "session"})
+    day2 = write_log(tmp_path / "day2.parquet", [("t1", "new", 0, "x", 1.0), ("t1", "new", 1, "x", 1.0),
+                                                 ("t1", "a", 2, "x", 1.0), ("t2", "zz", 3, "x", 1.0),
+                                                 ("t2", "c", 4, "x", 1.0), ("t3", "a", 9, "x", 1.0),
+                                                 ("t3", "b", 9, "x", 1.0)])
+    report = prepare({"events": day2, "out": second, "item": "item", "time": "ts", "session": "session",
+                      "categories": first, "valid_fraction": 0.3})
+    old, new = mapping(first, "item"), mapping(second, "item")
+    assert all(new[v] == i for v, i in old.items())             # known ids unchanged
+    assert new["new"] == 5 and new["zz"] == 6                   # appended, by frequency
+    assert report["categories"]["item"]["new_values"] == 2 and report["categories"]["item"]["reused"]
+
+
+def test_item_features_joined_by_raw_item(tmp_path, log):
+    items = tmp_path / "items.parquet"
+    pl.DataFrame({"item": ["a", "b", "c"], "brand": ["p", "q", "p"], "weight": [0.5, 1.5, None],
+                  "vec": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]}).write_parquet(items)
+    out = str(tmp_path / "out")
+    report = prepare({"events": log, "out": out, "item": "item", "time": "ts", "session": "session",
+                      "item_features": str(items)})
+    train = read(out, "train")
+    brands = mapping(out, "brand")
+    assert brands == {None: 1, "p": 2, "q": 3}
+    row = train.filter(pl.col("session") == "s2")                # items a, ü日 (ü日 has no features)
+    assert row["brand-list"].to_list() == [[2, 1]] and row["weight-list"].to_list() == [[0.5, 0.0]]
+    table = pl.read_parquet(f"{out}/item_features.parquet")
+    assert table["id"].to_list() == [1, 2, 3]                   # ü日 (id 4) has no row
+    assert table["vec"].to_list() == [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]
+    assert report["item_features"]["items_without_features"] == 1 and report["item_features"]["vectors"] == {"vec": 2}
+
+
+def test_schema_reads_in_specc_and_merlin(tmp_path, log):
+    out = str(tmp_path / "out")
+    prepare({"events": log, "out": out, "item": "item", "time": "ts", "session": "session",
+             "categorical": ["category"], "continuous": ["price"], "derive": ["weekday"]})
+    from specc import load_schema
+    schema = load_schema(f"{out}/schema.pbtxt")
+    item = schema["item-list"]
+    assert item.is_item_id and item.is_categorical and item.is_list and item.cardinality == 5
+    assert schema["category-list"].cardinality == 4 and schema["price-list"].is_continuous
+    assert schema["weekday"].cardinality == 8 and schema["session"].dtype == "string"
+    from merlin.schema import Tags
+    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+    merlin = TensorflowMetadata.from_proto_text_file(out, "schema.pbtxt").to_merlin_schema()
+    assert merlin.select_by_tag(Tags.ITEM_ID).column_names == ["item-list"]
+    assert merlin["item-list"].int_domain.max == 4 and merlin["item-list"].is_list
+
+
+def test_write_schema_is_public(tmp_path):
+    import specc
+    path = specc.write_schema([{"name": "item_id-list", "tags": ["item_id", "categorical", "list"], "dtype": "int",
+                                "is_list": True, "cardinality": 11}], tmp_path)
+    assert specc.load_schema(path)["item_id-list"].cardinality == 11
+
+
+def test_cli_exact_form_and_spec_file(tmp_path, log, capsys):
+    out = tmp_path / "cli"
+    code = main(["data", "prepare", log, "--out", str(out), "--item", "item", "--time", "ts", "--session", "session",
+                 "--categorical", "category", "--continuous", "price", "--min-length", "2", "--split", "time",
+                 "--valid-fraction", "0.25", "--quiet"])
+    assert code == 0 and "4 sessions" in capsys.readouterr().out
+    spec = tmp_path / "prep.json"
+    spec.write_text(json.dumps({"events": "log.parquet", "out": "from_spec", "item": "item", "time": "ts",
+                                "session": "session", "categorical": ["category"], "continuous": ["price"],
+                                "valid_fraction": 0.25}))
+    assert main(["data", "prepare", "--spec", str(spec), "--quiet"]) == 0
+    for split in ("train", "valid"):
+        assert read(out, split).equals(read(tmp_path / "from_spec", split))
+
+
+def test_item_vectors_feed_pretrained_inputs(tmp_path, log):
+    items = tmp_path / "items.parquet"
+    pl.DataFrame({"item": ["a", "b", "c"], "vec": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]}).write_parquet(items)
+    out = tmp_path / "out"
+    prepare({"events": log, "out": str(out), "item": "item", "time": "ts", "session": "session",
+             "item_features": str(items)})
+    import specc
+    spec = {"specc": 1, "inputs": {"max_sequence_length": 4, "features": ["item-list"],
+                                   "embeddings": {"default_dim": 4},
+                                   "pretrained": {"vec": {"kind": "parquet", "path": str(out / "item_features.parquet"),
+                                                          "ids": "id", "vectors": "vec", "dim": 2,
+                                                          "missing": "zero"}}},
+            "masking": {"kind": "causal"}, "body": {"kind": "gru", "d_model": 4},
+            "tasks": [{"kind": "next_item"}]}
+    plan = specc.compile(spec, specc.load_schema(out / "schema.pbtxt"))
+    assert "vec" in plan.summary()
