@@ -272,8 +272,8 @@ class Supervisor:
         recent = self.policy.count(self.crashes, time.monotonic())
         self._log(f"tritonserver {problem}; the end of its log:\n{_tail(self.log_path, 20)}")
         if recent > self.policy.max_restarts:
-            raise ServeError(f"tritonserver crashed {recent} times within {self.policy.window:.0f} s (at most "
-                             f"{self.policy.max_restarts} restarts allowed); giving up. Last: {problem}")
+            raise ServeError(f"giving up: {recent} tritonserver crash(es) within {self.policy.window:.0f} s, more "
+                             f"than --max-restarts {self.policy.max_restarts} allows (last: {problem})")
         self._log(f"restarting tritonserver ({recent} of at most {self.policy.max_restarts} restarts within "
                   f"{self.policy.window:.0f} s); health reports not ready until it is back")
 

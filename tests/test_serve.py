@@ -93,16 +93,22 @@ def _stale_workspaces(tmp: Path) -> dict:
     return folders
 
 
-@pytest.fixture(scope="module")
-def server(run_dir, tmp_path_factory):
+def _launch(run_dir, tmp: Path, log, *flags):
+    """`specc serve RUN_DIR` in a process of its own, with TMPDIR `tmp`; (process, HTTP, gRPC, metrics ports)."""
     port, grpc, metrics = _free_port(), _free_port(), _free_port()
-    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
-    tmp = tmp_path_factory.mktemp("serve_tmp")   # the server's TMPDIR, with folders of earlier servers
-    workspaces = _stale_workspaces(tmp)
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TMPDIR": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "specc.cli", "serve", str(run_dir), "--port", str(port),
                              "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch-size", "16",
-                             "--k", str(K), "--max-request-mb", "1"], stdout=log, stderr=subprocess.STDOUT, env=env)
+                             "--k", str(K), *flags], stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, port, grpc, metrics
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):
+    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
+    tmp = tmp_path_factory.mktemp("serve_tmp")   # the server's TMPDIR, with folders of earlier servers
+    workspaces = _stale_workspaces(tmp)
+    proc, port, grpc, metrics = _launch(run_dir, tmp, log, "--max-request-mb", "1")
     url = f"127.0.0.1:{port}"
     client = httpclient.InferenceServerClient(url)
     _wait_ready(client, proc, log)
@@ -426,3 +432,21 @@ def test_crashes_are_restarted_and_health_is_truthful(server, run_dir):
     log = server["log"].read()
     assert "tritonserver exited (killed by SIGKILL (-9))" in log and "lost a Python-backend stub" in log, log
     assert log.count("restarting tritonserver (") == 2 and log.count("serving again") == 2, log
+
+
+def test_gives_up_after_too_many_crashes(run_dir, tmp_path):
+    with open(tmp_path / "serve.log", "w+") as log:
+        proc, port, _, _ = _launch(run_dir, tmp_path, log, "--max-restarts", "0")
+        try:
+            _wait_ready(httpclient.InferenceServerClient(f"127.0.0.1:{port}"), proc, log)
+            family = {proc.pid} | _descendants(proc.pid)
+            os.kill(next(p for p in family if _comm(p) == "tritonserver"), signal.SIGKILL)
+            assert proc.wait(timeout=60) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log.seek(0)
+        text = log.read()
+    assert "giving up: 1 tritonserver crash(es) within 300 s, more than --max-restarts 0 allows" in text, text
+    time.sleep(1)
+    assert not [p for p in family if _alive(p)] and not list(tmp_path.glob("specc-serve-*"))
