@@ -10,19 +10,19 @@ on --metrics-port (default port + 2), health at /v2/health/ready and /v2/models/
 Outputs: `item_ids` and `scores` [B, k] of the top-k next items (never id 0), and one [B, 1] output per other
 task (binary_classification: probability, regression: value). Results equal `specc.load(RUN_DIR).recommend`.
 
-Every request is validated before it reaches the model; a bad one (unknown or missing column, wrong dtype,
-an oversized batch — all caught by Triton itself — ids outside the catalog, an empty or left-padded session,
-non-finite values, inconsistent ragged offsets) is answered with HTTP 400 / gRPC INVALID_ARGUMENT and a
-one-line message, and only that request fails: requests batched with it are answered normally.
+Every request is validated before it reaches the model; a bad one (declared shapes or a size out of bounds,
+malformed JSON data — caught by the guard, `specc/serve_guard.py`; unknown or missing column, wrong dtype,
+an oversized batch — caught by Triton; ids outside the catalog, an empty or left-padded session, non-finite
+values, inconsistent ragged offsets — caught by `Handler` in the backend stub) is answered with HTTP 400 /
+gRPC INVALID_ARGUMENT and a one-line message, and only that request fails: requests batched with it are
+answered normally.
 
 How it runs: `serve` traces the two inference graphs, writes them into a Triton model repository as
-Python-backend models (`specc/triton_model.py`) and starts the tritonserver that nvidia-pytriton ships (the
-`serve` extra). The graphs run inside Triton's Python-backend stub, so a request crosses one process boundary
-(tritonserver <-> stub, shared memory). PyTriton's own `Triton.bind` adds a second one, to a proxy in the
-calling process over ZeroMQ with base64-encoded tensors, which on 2 cores cost more than the model itself
-(batch 32: ~2.7 ms of CPU per request outside the graph; see benchmarks/RESULTS.md). Triton's Python-backend
-stub loads libpython dynamically; the interpreter's own LIBDIR comes first on its LD_LIBRARY_PATH, or it
-picks a system libpython of another patch version. SIGTERM (and SIGINT) stop tritonserver and its stubs.
+Python-backend models (`specc/triton_model.py`), opens the public ports with the guard and starts the
+tritonserver that nvidia-pytriton ships (the `serve` extra) on private loopback ports under a supervisor
+(`specc/serve_supervisor.py`: restarts after a crash, truthful health, bounded retries). The graphs run
+inside Triton's Python-backend stub (tritonserver <-> stub over shared memory). SIGTERM (and SIGINT) stop
+the guard, tritonserver and its stubs, and remove the workspace.
 """
 from __future__ import annotations
 

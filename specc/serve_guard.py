@@ -59,12 +59,35 @@ def check_inputs(inputs, max_bytes: int) -> None:
         if total > max_bytes:
             raise Rejected(f"input {name!r} of shape {list(shape)} ({datatype}) makes the request larger than "
                            f"the limit of {max_bytes} bytes (--max-request-mb)")
-        if values is not None and _count(values) != count:
-            raise Rejected(f"input {name!r} has {_count(values)} values, its shape {list(shape)} needs {count}")
+        if values is not None:
+            _check_values(name, datatype, shape, count, values)
 
 
-def _count(values) -> int:
-    return sum(_count(v) for v in values) if isinstance(values, list) else 1
+def _check_values(name: str, datatype: str, shape, count: int, values: list) -> None:
+    """JSON data: as many values as the shape needs, each of the datatype's kind and range (Triton answers
+    these with HTTP 500, or reads a wrapped integer)."""
+    flat = list(_flatten(values))
+    if len(flat) != count:
+        raise Rejected(f"input {name!r} has {len(flat)} values, its shape {list(shape)} needs {count}")
+    kind, bits = datatype.rstrip("0123456789"), int(datatype.lstrip("ABCDEFGHIJKLMNOPQRSTUVWXYZ") or 0)
+    if kind in ("INT", "UINT"):
+        low, high = (-(1 << bits - 1), (1 << bits - 1) - 1) if kind == "INT" else (0, (1 << bits) - 1)
+        bad = [v for v in flat if type(v) is not int or not low <= v <= high]
+        expected = f"integers in [{low}, {high}]"
+    else:
+        allowed = {"BOOL": (bool,), "BYTES": (str,)}.get(datatype, (int, float))
+        bad = [v for v in flat if type(v) not in allowed]
+        expected = {"BOOL": "true or false", "BYTES": "strings"}.get(datatype, "numbers")
+    if bad:
+        raise Rejected(f"input {name!r} ({datatype}) holds {json.dumps(bad[0])[:40]}; its values must be {expected}")
+
+
+def _flatten(values):
+    for v in values:
+        if isinstance(v, list):
+            yield from _flatten(v)
+        else:
+            yield v
 
 
 # ---------------------------------------------------------------------- HTTP

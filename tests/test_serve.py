@@ -362,6 +362,7 @@ def test_requests_that_crashed_tritonserver_get_400_and_it_keeps_serving(server,
     for body, problem in ((_json_request([2, 2], datatype="FOO"), b"datatype"),
                           (_json_request([2, -1]), b"non-negative integers"),
                           (_json_request([2, 3]), b"has 2 values, its shape [2, 3] needs 6"),
+                          (_json_request([2], data=(5, 6.5)), b"holds 6.5"),   # Triton: HTTP 500
                           (b'{"inputs": [', b"not valid JSON"),
                           (b"0" * (2 << 20), b"request body is larger than the limit")):
         status, answer = _post(server, body)

@@ -41,6 +41,22 @@ def test_the_whole_request_is_bounded_and_json_values_match_the_shape():
         check_inputs([("a", "INT64", [2, 2], [1, 2, 3])], MB)
 
 
+@pytest.mark.parametrize("datatype, values, problem", [
+    ("INT64", [1, 2.5], "holds 2.5; its values must be integers in \\[-9223372036854775808, 9223372036854775807\\]"),
+    ("INT64", [1, 2 ** 63], "holds 9223372036854775808"),
+    ("INT32", [1, -(2 ** 31) - 1], "integers in \\[-2147483648, 2147483647\\]"),
+    ("UINT8", [1, -1], "integers in \\[0, 255\\]"),
+    ("INT64", [1, True], "holds true"),
+    ("INT64", [1, "2"], 'holds "2"'),
+    ("FP32", [1, None], "holds null; its values must be numbers"),
+    ("BOOL", [True, 1], "must be true or false"),
+])
+def test_json_values_are_of_the_datatypes_kind_and_range(datatype, values, problem):
+    with pytest.raises(Rejected, match=problem):
+        check_inputs([("a", datatype, [2], values)], MB)
+    check_inputs([("a", datatype, [2], values[:1] * 2)], MB)
+
+
 def test_http_inputs_reads_the_json_header_of_binary_requests():
     header = b'{"inputs": [{"name": "x", "shape": [2], "datatype": "INT64", "parameters": {"binary_data_size": 16}}]}'
     assert http_inputs(header + b"\0" * 16, str(len(header))) == [("x", "INT64", [2], None)]
