@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from specc.serve_supervisor import (RestartPolicy, ServeError, Supervisor, check_port_free, make_workspace,
-                                    remove_stale_shm_regions)
+from specc.serve_supervisor import RestartPolicy, Supervisor
+from specc.serve_workspace import ServeError, check_port_free, make_workspace, remove_stale_shm_regions
 
 
 class BadRequest(Exception):

@@ -432,7 +432,9 @@ def test_crashes_are_restarted_and_health_is_truthful(server, run_dir):
     server["log"].seek(0)
     log = server["log"].read()
     assert "tritonserver exited (killed by SIGKILL (-9))" in log and "lost a Python-backend stub" in log, log
-    assert log.count("restarting tritonserver (") == 2 and log.count("serving again") == 2, log
+    assert log.count("serving again") == 2, log
+    retries = log.count("restarting tritonserver (") - 2   # a restart that did not start (a port taken) is retried
+    assert retries == log.count("did not start again"), log
 
 
 def test_gives_up_after_too_many_crashes(run_dir, tmp_path):

@@ -9,8 +9,9 @@ import pytest
 
 pytest.importorskip("grpc")
 pytest.importorskip("aiohttp")
-from specc.serve_guard import Rejected, check_inputs, http_inputs  # noqa: E402
-from specc.serve_supervisor import RestartPolicy, make_workspace  # noqa: E402
+from specc.serve_limits import Rejected, check_inputs, http_inputs  # noqa: E402
+from specc.serve_supervisor import RestartPolicy  # noqa: E402
+from specc.serve_workspace import make_workspace  # noqa: E402
 
 MB = 1 << 20
 
