@@ -135,6 +135,11 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=_positive_int, default=None,
                    help="torch threads for the model (default: half the cores, at least 1; the rest are "
                         "left to tritonserver and its stubs)")
+    v.add_argument("--max-request-mb", type=_positive_int, default=64,
+                   help="largest request (body, and the bytes its declared shapes imply); larger ones get 400/413")
+    v.add_argument("--max-restarts", type=_non_negative_int, default=5,
+                   help="tritonserver crashes tolerated within --restart-window seconds; one more and serve exits")
+    v.add_argument("--restart-window", type=_positive_int, default=300)
     v.set_defaults(run=_serve)
 
     d = sub.add_parser("data", help="data utilities")
@@ -310,10 +315,11 @@ def _export(args) -> int:
 
 
 def _serve(args) -> int:
-    from specc.serve import serve
+    from specc.serve import RestartPolicy, serve
     serve(args.run_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
           max_batch_size=args.max_batch_size, k=args.k, exclude_seen=args.exclude_seen,
-          max_queue_delay_us=args.max_queue_delay_us, threads=args.threads)
+          max_queue_delay_us=args.max_queue_delay_us, threads=args.threads, max_request_mb=args.max_request_mb,
+          restart=RestartPolicy(args.max_restarts, args.restart_window))
     return 0
 
 

@@ -10,19 +10,19 @@ on --metrics-port (default port + 2), health at /v2/health/ready and /v2/models/
 Outputs: `item_ids` and `scores` [B, k] of the top-k next items (never id 0), and one [B, 1] output per other
 task (binary_classification: probability, regression: value). Results equal `specc.load(RUN_DIR).recommend`.
 
-Every request is validated before it reaches the model; a bad one (unknown or missing column, wrong dtype,
-an oversized batch — all caught by Triton itself — ids outside the catalog, an empty or left-padded session,
-non-finite values, inconsistent ragged offsets) is answered with HTTP 400 / gRPC INVALID_ARGUMENT and a
-one-line message, and only that request fails: requests batched with it are answered normally.
+Every request is validated before it reaches the model; a bad one (declared shapes or a size out of bounds,
+malformed JSON data — caught by the guard, `specc/serve_guard.py`; unknown or missing column, wrong dtype,
+an oversized batch — caught by Triton; ids outside the catalog, an empty or left-padded session, non-finite
+values, inconsistent ragged offsets — caught by `Handler` in the backend stub) is answered with HTTP 400 /
+gRPC INVALID_ARGUMENT and a one-line message, and only that request fails: requests batched with it are
+answered normally.
 
 How it runs: `serve` traces the two inference graphs, writes them into a Triton model repository as
-Python-backend models (`specc/triton_model.py`) and starts the tritonserver that nvidia-pytriton ships (the
-`serve` extra). The graphs run inside Triton's Python-backend stub, so a request crosses one process boundary
-(tritonserver <-> stub, shared memory). PyTriton's own `Triton.bind` adds a second one, to a proxy in the
-calling process over ZeroMQ with base64-encoded tensors, which on 2 cores cost more than the model itself
-(batch 32: ~2.7 ms of CPU per request outside the graph; see benchmarks/RESULTS.md). Triton's Python-backend
-stub loads libpython dynamically; the interpreter's own LIBDIR comes first on its LD_LIBRARY_PATH, or it
-picks a system libpython of another patch version. SIGTERM (and SIGINT) stop tritonserver and its stubs.
+Python-backend models (`specc/triton_model.py`), opens the public ports with the guard and starts the
+tritonserver that nvidia-pytriton ships (the `serve` extra) on private loopback ports under a supervisor
+(`specc/serve_supervisor.py`: restarts after a crash, truthful health, bounded retries). The graphs run
+inside Triton's Python-backend stub (tritonserver <-> stub over shared memory). SIGTERM (and SIGINT) stop
+the guard, tritonserver and its stubs, and remove the workspace.
 """
 from __future__ import annotations
 
@@ -30,22 +30,13 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import sysconfig
-import tempfile
-import time
-import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from specc.errors import UserError
-
-
-class ServeError(UserError):
-    """The server cannot start as asked (missing extra, bad run directory, port in use, ...)."""
+from specc.serve_supervisor import RestartPolicy, Supervisor
+from specc.serve_workspace import ServeError, check_port_free, make_workspace, remove_stale_shm_regions
 
 
 class BadRequest(Exception):
@@ -270,49 +261,10 @@ def write_repository(run_dir, repo: Path, k: int = 20, exclude_seen: bool = Fals
 
 # ---------------------------------------------------------------------- the server
 
-def _tritonserver(workspace: Path) -> Path:
-    """nvidia-pytriton's tritonserver, with the Python-backend stub built for this interpreter's version."""
-    try:
-        from pytriton.utils.distribution import get_root_module_path, get_stub_path
-    except ImportError:
-        raise ServeError("specc serve needs the serve extra: pip install 'specc[serve]' "
-                         "(nvidia-pytriton and tritonclient)") from None
-    server = workspace / "tritonserver"
-    shutil.copytree(get_root_module_path() / "tritonserver", server,
-                    ignore=shutil.ignore_patterns("python_backend_stubs", "triton_python_backend_stub"))
-    shutil.copy(get_stub_path(f"{sys.version_info[0]}.{sys.version_info[1]}"),
-                server / "backends" / "python" / "triton_python_backend_stub")
-    return server
-
-
-def _server_env() -> dict:
-    """The environment of tritonserver and its stubs: this interpreter's LIBDIR first on LD_LIBRARY_PATH (the
-    stub loads libpython by name), Triton's own libraries, this environment's Python, and specc importable."""
-    from pytriton.utils.distribution import get_libs_path
-    env = dict(os.environ)
-    env.pop("TRITON_INTERPRET", None)
-    libdir = sysconfig.get_config_var("LIBDIR")
-    libs = [p for p in (libdir, str(get_libs_path()), *env.get("LD_LIBRARY_PATH", "").split(os.pathsep)) if p]
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(dict.fromkeys(libs))
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
-    return env
-
-
-def _die_with_parent() -> None:
-    """In the child: receive SIGTERM if `specc serve` dies, even by SIGKILL (Linux prctl PR_SET_PDEATHSIG)."""
-    import ctypes
-    import ctypes.util
-    try:
-        ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = None,
           metrics_port: int | None = None, max_batch_size: int = 64, k: int = 20, exclude_seen: bool = False,
-          max_queue_delay_us: int = 0, threads: int | None = None, log_fn=print, ready_timeout: float = 300) -> None:
+          max_queue_delay_us: int = 0, threads: int | None = None, log_fn=print, ready_timeout: float = 300,
+          max_request_mb: int = 64, restart: RestartPolicy = RestartPolicy()) -> None:
     """Serve a run directory until SIGTERM/SIGINT (blocks).
 
     `threads`: torch threads per model, by default half the cores: on a small machine the model must not
@@ -325,7 +277,7 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
         if not 0 < p < 65536:
             raise ServeError(f"port {p} is out of range (HTTP {port}, gRPC {grpc_port}, metrics {metrics_port}): "
                              "pick a lower --port or set --grpc-port and --metrics-port")
-        _check_port_free(host, p)
+        check_port_free(host, p)
     threads = threads or max(1, (os.cpu_count() or 2) // 2)
     stop = {"signal": None}
 
@@ -333,101 +285,27 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
         stop["signal"] = signum
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    _remove_stale_shm_regions()
-    workspace = Path(tempfile.mkdtemp(prefix="specc-serve-"))
-    proc = None
+    remove_stale_shm_regions()
+    workspace = make_workspace()
+    guard = supervisor = None
     try:
-        server = _tritonserver(workspace)
+        supervisor = Supervisor(workspace, host, metrics_port, stop, log_fn, ready_timeout, restart)
+        from specc.serve_guard import Guard   # the serve extra is there (Supervisor checked it)
+        guard = Guard(supervisor.upstream, host, port, grpc_port, max_request_mb << 20)
+        try:
+            guard.start()   # health answers "not ready" from now on, until tritonserver is
+        except OSError as exc:
+            raise ServeError(f"cannot listen on {host}:{port} or {host}:{grpc_port} ({exc})") from None
         names = write_repository(run_dir, workspace / "models", k, exclude_seen, max_batch_size, max_queue_delay_us,
                                  threads)
-        log_path = workspace / "tritonserver.log"
-        with open(log_path, "wb") as log_file:
-            proc = subprocess.Popen(
-                [str(server / "bin" / "tritonserver"), "--model-repository", str(workspace / "models"),
-                 "--backend-directory", str(server / "backends"), "--http-address", host, "--http-port", str(port),
-                 "--grpc-address", host, "--grpc-port", str(grpc_port), "--metrics-address", host,
-                 "--metrics-port", str(metrics_port), "--allow-metrics", "true", "--strict-readiness", "true",
-                 "--exit-timeout-secs", "5", "--log-verbose", "0",
-                 "--backend-config", f"python,shm-region-prefix-name={_shm_prefix(os.getpid())}"],
-                env=_server_env(), stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        _wait_ready(proc, host, port, names, log_path, stop, ready_timeout)
-        if stop["signal"] is None:
-            log_fn(f"serving {names[0]} (k={k}) and {names[1]}: HTTP http://{host}:{port}, gRPC {host}:{grpc_port}, "
-                   f"metrics http://{host}:{metrics_port}/metrics; pid {os.getpid()}")
-            sys.stdout.flush()
-        while stop["signal"] is None and proc.poll() is None:
-            time.sleep(0.2)
-        if stop["signal"] is None:
-            raise ServeError(f"tritonserver exited (code {proc.returncode}):\n{_tail(log_path)}")
-        log_fn(f"stopping ({signal.Signals(stop['signal']).name})")
+        supervisor.run(names, f"serving {names[0]} (k={k}) and {names[1]}: HTTP http://{host}:{port}, gRPC "
+                              f"{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics; pid {os.getpid()}")
+        if stop["signal"] is not None:
+            log_fn(f"stopping ({signal.Signals(stop['signal']).name})")
     finally:
-        if proc is not None:
-            _stop(proc)
+        if supervisor is not None:
+            supervisor.close()
+        if guard is not None:
+            guard.stop()
         shutil.rmtree(workspace, ignore_errors=True)
-        _remove_stale_shm_regions()
-
-
-_SHM = Path("/dev/shm")
-
-
-def _shm_prefix(pid: int) -> str:
-    return f"specc-serve-{pid}-"
-
-
-def _remove_stale_shm_regions() -> None:
-    """Shared-memory regions of the Python backend that a killed server left behind (its pid is gone)."""
-    if not _SHM.is_dir():
-        return
-    for region in _SHM.glob(_shm_prefix("*") + "*"):
-        pid = region.name.split("-")[2]
-        if (pid.isdigit() and not Path(f"/proc/{pid}").exists()) or pid == str(os.getpid()):
-            region.unlink(missing_ok=True)
-
-
-def _wait_ready(proc, host: str, port: int, names: list[str], log_path: Path, stop: dict, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    urls = [f"http://{host}:{port}/v2/health/ready"] + [f"http://{host}:{port}/v2/models/{n}/ready" for n in names]
-    while stop["signal"] is None:
-        if proc.poll() is not None:
-            raise ServeError(f"tritonserver stopped while starting (code {proc.returncode}):\n{_tail(log_path)}")
-        if all(_http_ok(u) for u in urls):
-            return
-        if time.monotonic() > deadline:
-            raise ServeError(f"tritonserver was not ready after {timeout:.0f} s:\n{_tail(log_path)}")
-        time.sleep(0.2)
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def _stop(proc) -> None:
-    """SIGTERM tritonserver (it stops its stubs), then SIGKILL what is left of it after 30 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _check_port_free(host: str, port: int) -> None:
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as exc:
-            raise ServeError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+        remove_stale_shm_regions()

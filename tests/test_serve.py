@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,8 +56,6 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    from pathlib import Path
-
     from specc.synth import default_schema, synthesize
     from specc.train import train
     root = tmp_path_factory.mktemp("serve_run")
@@ -67,34 +66,56 @@ def run_dir(tmp_path_factory):
     return root / "run"
 
 
-@pytest.fixture(scope="module")
-def server(run_dir, tmp_path_factory):
-    port, grpc, metrics = _free_port(), _free_port(), _free_port()
-    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    proc = subprocess.Popen([sys.executable, "-m", "specc.cli", "serve", str(run_dir), "--port", str(port),
-                             "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch-size", "16",
-                             "--k", str(K)], stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"127.0.0.1:{port}"
-    client = httpclient.InferenceServerClient(url)
-    deadline = time.time() + 180
-    ready = False
+def _wait_ready(client, proc, log, timeout=180) -> None:
+    deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         try:
-            ready = client.is_server_ready() and client.is_model_ready("multitask") and \
-                client.is_model_ready("multitask_ragged")
+            if client.is_server_ready() and client.is_model_ready("multitask") and \
+                    client.is_model_ready("multitask_ragged"):
+                return
         except Exception:
-            ready = False
-        if ready:
-            break
-        time.sleep(0.5)
-    if not ready:
-        proc.kill()
-        log.seek(0)
-        pytest.fail(f"server did not become ready:\n{log.read()[-4000:]}")
-    family = {proc.pid} | _descendants(proc.pid)
-    yield {"url": url, "client": client, "proc": proc, "metrics": metrics, "family": family, "grpc": grpc}
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    log.seek(0)
+    pytest.fail(f"server did not become ready:\n{log.read()[-4000:]}")
+
+
+def _stale_workspaces(tmp: Path) -> dict:
+    """A workspace of a server that is gone (its pid has exited) and one of a live process (this one)."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    own = Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    folders = {"stale": tmp / f"specc-serve-{dead.pid}.1-abc", "live": tmp / f"specc-serve-{os.getpid()}.{own}-def"}
+    for folder in folders.values():
+        (folder / "models").mkdir(parents=True)
+        (folder / "tritonserver.log").write_text("left behind")
+    return folders
+
+
+def _launch(run_dir, tmp: Path, log, *flags):
+    """`specc serve RUN_DIR` in a process of its own, with TMPDIR `tmp`; (process, HTTP, gRPC, metrics ports)."""
+    port, grpc, metrics = _free_port(), _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"} | {"TMPDIR": str(tmp)}
+    proc = subprocess.Popen([sys.executable, "-m", "specc.cli", "serve", str(run_dir), "--port", str(port),
+                             "--grpc-port", str(grpc), "--metrics-port", str(metrics), "--max-batch-size", "16",
+                             "--k", str(K), *flags], stdout=log, stderr=subprocess.STDOUT, env=env)
+    return proc, port, grpc, metrics
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):
+    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
+    tmp = tmp_path_factory.mktemp("serve_tmp")   # the server's TMPDIR, with folders of earlier servers
+    workspaces = _stale_workspaces(tmp)
+    proc, port, grpc, metrics = _launch(run_dir, tmp, log, "--max-request-mb", "1")
+    url = f"127.0.0.1:{port}"
+    client = httpclient.InferenceServerClient(url)
+    _wait_ready(client, proc, log)
+    yield {"url": url, "client": client, "proc": proc, "metrics": metrics, "grpc": grpc, "log": log, "tmp": tmp,
+           "workspaces": workspaces}
     client.close()
+    family = {proc.pid} | _descendants(proc.pid)   # after any restart
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
@@ -106,6 +127,7 @@ def server(run_dir, tmp_path_factory):
     for p in left:
         os.kill(p, signal.SIGKILL)
     assert not left, f"processes left running after SIGTERM: {left}"
+    assert not list(tmp.glob(f"specc-serve-{proc.pid}.*")), "the server's workspace is left behind"
 
 
 def _batch(model, B, seed=0):
@@ -247,3 +269,187 @@ def test_grpc_and_metrics(server, run_dir):
     client.close()
     text = urllib.request.urlopen(f"http://127.0.0.1:{server['metrics']}/metrics", timeout=10).read().decode()
     assert 'nv_inference_request_success{model="multitask"' in text
+
+
+# ---------------------------------------------------------------------- requests that took tritonserver down
+
+def _post(server, body: bytes, headers=None, model="multitask"):
+    request = urllib.request.Request(f"http://{server['url']}/v2/models/{model}/infer", data=body,
+                                     headers=headers or {}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status, answer.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def _json_request(shape, data=(5, 6), datatype="INT64") -> bytes:
+    import json
+    return json.dumps({"inputs": [{"name": "item_id-list", "shape": shape, "datatype": datatype,
+                                   "data": list(data)}]}).encode()
+
+
+def _binary_request(batch, item_shape, item_bytes: bytes):
+    """A binary-tensor HTTP request of `batch` whose item column declares `item_shape` and carries `item_bytes`."""
+    import json
+    inputs, blob = [], b""
+    for name, t in batch.items():
+        a = t.numpy() if t.dim() == 2 else t.numpy()[:, None]
+        data, shape = (item_bytes, item_shape) if name == "item_id-list" else (a.tobytes(), list(a.shape))
+        inputs.append({"name": name, "shape": shape, "datatype": "FP32" if a.dtype == np.float32 else "INT64",
+                       "parameters": {"binary_data_size": len(data)}})
+        blob += data
+    header = json.dumps({"inputs": inputs}).encode()
+    return header + blob, {"Inference-Header-Content-Length": str(len(header))}
+
+
+def _grpc_infer(server, batch, item_shape, item_bytes: bytes):
+    import grpc
+    from tritonclient.grpc import service_pb2, service_pb2_grpc
+    request = service_pb2.ModelInferRequest(model_name="multitask")
+    for name, t in batch.items():
+        a = t.numpy() if t.dim() == 2 else t.numpy()[:, None]
+        entry = request.inputs.add(name=name, datatype="FP32" if a.dtype == np.float32 else "INT64")
+        entry.shape.extend(item_shape if name == "item_id-list" else a.shape)
+        request.raw_input_contents.append(item_bytes if name == "item_id-list" else a.tobytes())
+    with grpc.insecure_channel(f"127.0.0.1:{server['grpc']}") as channel:
+        try:
+            service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelInfer(request, timeout=60)
+        except grpc.RpcError as exc:
+            return exc.code(), exc.details()
+    return grpc.StatusCode.OK, ""
+
+
+def _tritonserver_pid(server) -> int:
+    pids = [p for p in _descendants(server["proc"].pid) if _comm(p) == "tritonserver"]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _assert_answers(server, model, seed=11):
+    batch = _batch(model, 3, seed=seed)
+    result = server["client"].infer("multitask", _request(batch))
+    np.testing.assert_array_equal(result.as_numpy("item_ids"), model.recommend(batch, k=K)[1].numpy())
+    np.testing.assert_allclose(result.as_numpy("scores"), model.recommend(batch, k=K)[0].numpy(), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_requests_that_crashed_tritonserver_get_400_and_it_keeps_serving(server, run_dir):
+    """Declared shapes whose byte size is huge or wraps around 64 bits: JSON data (tritonserver aborted with
+    std::bad_alloc, or segfaulted), binary and gRPC tensors of no bytes (the Python stub died)."""
+    import grpc
+    model = specc.load(run_dir)
+    tritonserver = _tritonserver_pid(server)
+    batch = _batch(model, 2, seed=4)
+    limit = "larger than the limit of 1048576 bytes"
+    for shape in ([2, 1099511627776], [2147483648, 2147483648], [2, 2 ** 61]):
+        status, body = _post(server, _json_request(shape))
+        assert status == 400 and limit.encode() in body, (shape, status, body)
+        _assert_answers(server, model)
+        status, body = _post(server, *_binary_request(batch, shape, b""))
+        assert status == 400 and limit.encode() in body, (shape, status, body)
+        _assert_answers(server, model)
+        code, details = _grpc_infer(server, batch, shape, b"")
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and limit in details, (shape, code, details)
+        _assert_answers(server, model)
+    for body, problem in ((_json_request([2, 2], datatype="FOO"), b"datatype"),
+                          (_json_request([2, -1]), b"non-negative integers"),
+                          (_json_request([2, 3]), b"has 2 values, its shape [2, 3] needs 6"),
+                          (_json_request([2], data=(5, 6.5)), b"holds 6.5"),   # Triton: HTTP 500
+                          (b'{"inputs": [', b"not valid JSON"),
+                          (b"0" * (2 << 20), b"request body is larger than the limit")):
+        status, answer = _post(server, body)
+        assert status in (400, 413) and problem in answer, (status, answer)
+        _assert_answers(server, model)
+    code, _ = _grpc_infer(server, batch, [2, 4], b"\0" * (2 << 20))   # past the gRPC message limit
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _assert_answers(server, model)
+    assert _tritonserver_pid(server) == tritonserver, "tritonserver was restarted"
+
+
+def test_grpc_stream_checks_each_request(server, run_dir):
+    import queue
+    grpcclient = pytest.importorskip("tritonclient.grpc")
+    model = specc.load(run_dir)
+    batch = _batch(model, 2, seed=6)
+    answers: queue.Queue = queue.Queue()
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server['grpc']}")
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    good = []
+    for name, t in batch.items():
+        a = t.numpy() if t.dim() == 2 else t.numpy()[:, None]
+        good.append(grpcclient.InferInput(name, list(a.shape), "FP32" if a.dtype == np.float32 else "INT64"))
+        good[-1].set_data_from_numpy(a)
+    client.async_stream_infer("multitask", good)
+    huge = grpcclient.InferInput("item_id-list", [2, 2 ** 61], "INT64")   # declared, never sent
+    client.async_stream_infer("multitask", [huge] + good[1:])
+    results = [answers.get(timeout=60) for _ in range(2)]
+    client.stop_stream()
+    client.close()
+    errors = [str(e) for _, e in results if e is not None]
+    answered = [r for r, e in results if e is None]
+    assert len(errors) == 1 and "larger than the limit" in errors[0], errors
+    np.testing.assert_array_equal(answered[0].as_numpy("item_ids"), model.recommend(batch, k=K)[1].numpy())
+
+
+def test_stale_workspace_removed_at_start_and_live_one_kept(server):
+    assert not server["workspaces"]["stale"].exists()
+    assert (server["workspaces"]["live"] / "tritonserver.log").exists()
+    own = list(server["tmp"].glob(f"specc-serve-{server['proc'].pid}.*"))
+    assert len(own) == 1 and (own[0] / "models").is_dir(), own
+
+
+def _wait_not_ready_then_ready(server) -> None:
+    """Health turns not-ready while tritonserver restarts, then ready again."""
+    client = server["client"]
+    deadline = time.time() + 30
+    while client.is_server_ready():
+        assert time.time() < deadline, "health stayed ready after a crash"
+        time.sleep(0.05)
+    assert client.is_server_live()
+    _wait_ready(client, server["proc"], server["log"])
+
+
+def test_crashes_are_restarted_and_health_is_truthful(server, run_dir):
+    model = specc.load(run_dir)
+    before = _tritonserver_pid(server)
+    os.kill(before, signal.SIGKILL)
+    _wait_not_ready_then_ready(server)
+    assert _tritonserver_pid(server) != before
+    _assert_answers(server, model)
+    # a dead Python-backend stub: Triton itself would keep the model "ready" and answer 500
+    stub = next(p for p in _descendants(_tritonserver_pid(server)) if _comm(p) == "triton_python_b")
+    os.kill(stub, signal.SIGKILL)
+    _wait_not_ready_then_ready(server)
+    _assert_answers(server, model)
+    server["log"].seek(0)
+    log = server["log"].read()
+    assert "tritonserver exited (killed by SIGKILL (-9))" in log and "lost a Python-backend stub" in log, log
+    assert log.count("serving again") == 2, log
+    retries = log.count("restarting tritonserver (") - 2   # a restart that did not start (a port taken) is retried
+    assert retries == log.count("did not start again"), log
+
+
+def test_gives_up_after_too_many_crashes(run_dir, tmp_path):
+    with open(tmp_path / "serve.log", "w+") as log:
+        proc, port, _, _ = _launch(run_dir, tmp_path, log, "--max-restarts", "0")
+        try:
+            _wait_ready(httpclient.InferenceServerClient(f"127.0.0.1:{port}"), proc, log)
+            family = {proc.pid} | _descendants(proc.pid)
+            os.kill(next(p for p in family if _comm(p) == "tritonserver"), signal.SIGKILL)
+            assert proc.wait(timeout=60) == 1
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        log.seek(0)
+        text = log.read()
+    assert "giving up: 1 tritonserver crash(es) within 300 s, more than --max-restarts 0 allows" in text, text
+    time.sleep(1)
+    assert not [p for p in family if _alive(p)] and not list(tmp_path.glob("specc-serve-*"))
