@@ -327,7 +327,7 @@ class Checker:
             return None
 
         body = self.spec.body
-        target_width = body.d_model if body.kind in ("transformer", "gru") else None
+        target_width = getattr(body, "d_model", None)
         projection = None
         if spec.projection is not None:
             p = spec.projection
@@ -384,9 +384,10 @@ class Checker:
         if need not in caps:
             self.error("$.masking", "masking_mismatch", f"masking {masking.kind!r} needs a {need} body; "
                        f"{name} supports {', '.join(sorted(caps))}",
-                       {"causal": "use native, gpt2, xlnet, bert, roberta, albert, electra, llama, gru or mlp",
-                        "bidirectional": "use native, xlnet, bert, roberta, albert or electra",
-                        "plm": "plm runs on native or xlnet"}[need])
+                       {"causal": "use native, ligr, gpt2, xlnet, bert, roberta, albert, electra, llama, hstu, gru "
+                                  "or mlp",
+                        "bidirectional": "use native, ligr, xlnet, bert, roberta, albert, electra or hstu",
+                        "plm": "plm runs on native, ligr, xlnet or hstu"}[need])
             return None
         causal = need == "causal"
         max_len = self.spec.inputs.max_sequence_length
@@ -402,9 +403,12 @@ class Checker:
                        "pick n_head dividing d_model, e.g. " + ", ".join(
                            str(h) for h in range(1, min(body.d_model, 32) + 1) if body.d_model % h == 0))
             return None
+        if body.kind == "hstu":
+            from specc.body_checks import resolve_hstu
+            return resolve_hstu(self, body, causal)
         d_ff = body.d_ff or 4 * body.d_model
         config: dict[str, Any] = {}
-        if body.architecture != "native":
+        if body.architecture not in ("native", "ligr"):
             from specc.nn.hf import check_runs, resolve_config
             from specc.nn.xlnet import runs_natively
             try:
@@ -428,7 +432,7 @@ class Checker:
                            "check the body.config values against the Hugging Face config class")
                 return None
         elif body.config:
-            self.error("$.body.config", "unknown_key", "the native body takes no config overrides",
+            self.error("$.body.config", "unknown_key", f"the {body.architecture} body takes no config overrides",
                        "use d_ff, dropout, n_head and n_layer")
         return BodyPlan("transformer", body.architecture, body.d_model, body.d_model, causal, n_head=body.n_head,
                         n_layer=body.n_layer, d_ff=d_ff, dropout=body.dropout, max_positions=max_len, config=config)
