@@ -21,7 +21,7 @@ def resolve_hstu(checker: "Checker", body: S.HstuBody, causal: bool) -> BodyPlan
 
 
 def check_time_column(checker: "Checker", name: str) -> str | None:
-    """The timestamps must be a numeric list column, one value per item of the sequence."""
+    """The timestamps must be an int list column (one value per item), not categorical."""
     path = "$.body.time"
     col = checker.column(name, path)
     if col is None:
@@ -30,9 +30,9 @@ def check_time_column(checker: "Checker", name: str) -> str | None:
         checker.error(path, "not_sequential", f"time column {name!r} is not a list column",
                       "the time bias needs one timestamp per item (a list column)", name)
         return None
-    if col.dtype not in ("int", "float") or col.is_categorical:
-        checker.error(path, "not_numeric", f"time column {name!r} must hold numbers (timestamps), not "
+    if col.dtype != "int" or col.is_categorical:
+        checker.error(path, "not_timestamps", f"time column {name!r} must hold integer timestamps, not "
                       + ("categorical ids" if col.is_categorical else f"{col.dtype} values"),
-                      "name a list column of int or float timestamps", name)
+                      "name a list column of int timestamps (seconds, days, ... since any origin)", name)
         return None
     return col.name

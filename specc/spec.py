@@ -379,8 +379,8 @@ def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> 
         if not loc or not isinstance(loc[-1], str):
             return None
         node: Any = data
-        for part in loc[:-1]:
-            node = node[part] if isinstance(node, (Mapping, list)) else None
+        for part in loc[:-1]:   # an earlier error may have removed a parent already
+            node = node.get(part) if isinstance(node, Mapping) else node[part] if isinstance(node, list) else None
         if isinstance(node, dict):
             node.pop(loc[-1], None)
     try:

@@ -41,7 +41,8 @@ def position_buckets(length: int, max_positions: int, device) -> torch.Tensor:
 
 def time_buckets(times: torch.Tensor) -> torch.Tensor:
     """[B, L] timestamps -> [B, L, L] bucket of |t_i - t_j|: floor(log2(1 + gap))."""
-    gap = (times[:, :, None] - times[:, None, :]).abs().double()
+    times = times.double()
+    gap = (times[:, :, None] - times[:, None, :]).abs()
     return torch.log2(1 + gap).long().clamp(max=TIME_BUCKETS - 1)
 
 
