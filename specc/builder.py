@@ -7,7 +7,7 @@ from torch import nn
 from specc.check import compile as compile_plan
 from specc.errors import Issue, SpecError, UserError
 from specc.model import Model
-from specc.nn.bodies import GruBody, MlpBody, NativeTransformer
+from specc.nn.bodies import GruBody, MlpBody, NativeBlock, NativeTransformer
 from specc.nn.dropout import use_fast_dropout
 from specc.nn.heads import NextItemHead, ScalarHead
 from specc.nn.inputs import InputBlock, PretrainedVectors
@@ -85,8 +85,14 @@ def _body(plan: Plan) -> nn.Module:
         return MlpBody(b.input_width, list(b.dims), b.activation, b.dropout)
     if b.kind == "gru":
         return GruBody(b.input_width, b.n_layer, b.dropout)
-    if b.architecture == "native":
-        return NativeTransformer(b.input_width, b.n_head, b.n_layer, b.d_ff, b.dropout, b.max_positions, b.causal)
+    if b.kind == "hstu":
+        from specc.nn.hstu import HstuBody
+        return HstuBody(b.input_width, b.n_head, b.n_layer, b.dropout, b.max_positions, b.causal,
+                        time=b.time_column is not None)
+    if b.architecture in ("native", "ligr"):
+        from specc.nn.ligr import LiGRBlock
+        return NativeTransformer(b.input_width, b.n_head, b.n_layer, b.d_ff, b.dropout, b.max_positions, b.causal,
+                                 LiGRBlock if b.architecture == "ligr" else NativeBlock)
     from specc.nn.xlnet import XLNetBody, runs_natively
     if runs_natively(b.architecture, b.config):
         return XLNetBody(b.config, b.causal)

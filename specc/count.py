@@ -45,6 +45,12 @@ def _body_parameters(plan: Plan) -> int:
     if b.kind == "gru":
         d = b.input_width
         return b.n_layer * 3 * (2 * d * d + 2 * d)
+    if b.kind == "hstu":
+        from specc.nn.hstu import count_parameters as hstu_count
+        return hstu_count(b.input_width, b.n_head, b.n_layer, b.time_column is not None)
+    if b.architecture == "ligr":
+        from specc.nn.ligr import count_parameters as ligr_count
+        return ligr_count(b.input_width, b.n_layer, b.d_ff, b.max_positions)
     if b.architecture == "native":
         d, ff = b.input_width, b.d_ff
         block = 2 * d + (3 * d * d + 3 * d) + (d * d + d) + 2 * d + (d * ff + ff) + (ff * d + d)

@@ -28,6 +28,9 @@ class Model(nn.Module):
         self.max_length = i.max_sequence_length
         self.sequence_column = i.sequence_column
         self.list_columns = [f.column for f in i.features if f.sequential]
+        self.time_column = plan.body.time_column   # read by the body (hstu's time bias), not an input feature
+        if self.time_column is not None and self.time_column not in self.list_columns:
+            self.list_columns.append(self.time_column)
         self.scalar_columns = [f.column for f in i.features if not f.sequential]
         self.id_ranges = {f.column: f.cardinality for f in i.features if f.role == "categorical"}
         task = plan.next_item
@@ -125,11 +128,12 @@ class Model(nn.Module):
         if replace is not None:
             x = torch.where(replace[..., None], self.mask_embedding.to(x.dtype), x)
             valid = valid | replace
+        times = {} if self.time_column is None else {"times": batch[self.time_column]}
         if query is None:
-            return self.body(x, valid, attention)
+            return self.body(x, valid, attention, **times)
         if getattr(self.body, "takes_query", False):
-            return self.body(x, valid, attention, query=query)
-        return self.body(x, valid, attention)[torch.arange(B, device=x.device), query]
+            return self.body(x, valid, attention, query=query, **times)
+        return self.body(x, valid, attention, **times)[torch.arange(B, device=x.device), query]
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict:
         """Training: {"loss", "losses": {task: loss}}. In eval mode the next-item loss follows the eval protocol

@@ -93,7 +93,7 @@ class MaskingPlan:
 
 @dataclass(frozen=True)
 class BodyPlan:
-    kind: str               # transformer, gru, mlp
+    kind: str               # transformer, hstu, gru, mlp
     architecture: str | None
     input_width: int
     output_width: int
@@ -106,6 +106,7 @@ class BodyPlan:
     activation: str = "none"
     max_positions: int = 0
     config: dict[str, Any] = field(default_factory=dict)   # Hugging Face config keys, fully resolved
+    time_column: str | None = None   # hstu: the list column of timestamps its time bias reads
 
 
 @dataclass(frozen=True)
@@ -216,6 +217,9 @@ def _render(plan: Plan) -> str:
     if b.kind == "transformer":
         desc = (f"transformer {b.architecture}: d_model {b.input_width}, {b.n_head} heads, {b.n_layer} layers, "
                 f"d_ff {b.d_ff}, dropout {b.dropout:g}")
+    elif b.kind == "hstu":
+        desc = (f"hstu: d_model {b.input_width}, {b.n_head} heads, {b.n_layer} layers, dropout {b.dropout:g}, "
+                + (f"position and time bias (time from {b.time_column!r})" if b.time_column else "position bias"))
     elif b.kind == "gru":
         desc = f"gru: d_model {b.input_width}, {b.n_layer} layer(s), dropout {b.dropout:g}"
     else:

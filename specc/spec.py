@@ -176,7 +176,7 @@ Masking = Annotated[Union[CausalMasking, MlmMasking, PlmMasking, RtdMasking, NoM
 
 # ---------------------------------------------------------------- body
 
-ARCHITECTURES = ("native", "gpt2", "xlnet", "bert", "roberta", "albert", "electra", "llama")
+ARCHITECTURES = ("native", "ligr", "gpt2", "xlnet", "bert", "roberta", "albert", "electra", "llama")
 
 
 class TransformerBody(Closed):
@@ -214,7 +214,18 @@ class MlpBody(Closed):
     dropout: Dropout = 0.0
 
 
-Body = Annotated[Union[TransformerBody, GruBody, MlpBody], Field(discriminator="kind")]
+class HstuBody(Closed):
+    """HSTU (Zhai et al. 2024): pointwise SiLU attention with relative position bias, and time bias from the list
+    column `time` (timestamps, in any unit) when given."""
+    kind: Literal["hstu"]
+    d_model: Width
+    n_head: Depth
+    n_layer: Depth
+    dropout: Dropout = 0.1
+    time: Annotated[str, Field(min_length=1)] | None = None
+
+
+Body = Annotated[Union[TransformerBody, HstuBody, GruBody, MlpBody], Field(discriminator="kind")]
 
 # ---------------------------------------------------------------- tasks
 

@@ -4,11 +4,12 @@ import pytest
 import torch
 
 import specc
-from helpers import random_batch
+from helpers import random_batch, random_relative_biases
 
 SCHEMA = specc.Schema.from_columns([
     {"name": "items", "tags": ["item_id", "categorical", "list"], "is_list": True, "cardinality": 40},
     {"name": "prices", "tags": ["continuous", "list"], "is_list": True, "dtype": "float"},
+    {"name": "ts", "tags": ["list"], "is_list": True, "dtype": "int"},
 ])
 
 
@@ -17,21 +18,26 @@ def _float64(batch):
 
 
 CASES = [("native", "causal"), ("native", "mlm"), ("xlnet", "causal"), ("xlnet", "mlm"), ("gpt2", "causal"),
-         ("gru", "causal"), ("mlp", "causal")]
+         ("ligr", "causal"), ("ligr", "mlm"), ("hstu", "causal"), ("hstu", "mlm"), ("hstu-time", "causal"),
+         ("hstu-time", "plm"), ("gru", "causal"), ("mlp", "causal")]
+OTHER_BODIES = {"gru": {"kind": "gru", "d_model": 16}, "mlp": {"kind": "mlp", "dims": [16]},
+                "hstu": {"kind": "hstu", "d_model": 16, "n_head": 2, "n_layer": 3},
+                "hstu-time": {"kind": "hstu", "d_model": 16, "n_head": 2, "n_layer": 3, "time": "ts"}}
 
 
 def _body(arch):
-    if arch in ("gru", "mlp"):
-        return {"kind": "gru", "d_model": 16} if arch == "gru" else {"kind": "mlp", "dims": [16]}
-    return {"kind": "transformer", "architecture": arch, "d_model": 16, "n_head": 2, "n_layer": 3}
+    return OTHER_BODIES.get(arch) or {"kind": "transformer", "architecture": arch, "d_model": 16, "n_head": 2,
+                                      "n_layer": 3}
 
 
 @pytest.mark.parametrize("arch,masking", CASES, ids=[f"{a}-{m}" for a, m in CASES])
 def test_reading_positions_equals_the_full_computation(arch, masking, seed):
     spec = {"specc": 1, "inputs": {"max_sequence_length": 9, "embeddings": {"default_dim": 8}},
             "masking": {"kind": masking}, "body": _body(arch), "tasks": [{"kind": "next_item"}]}
-    model = specc.build(spec, SCHEMA).double().eval()
-    batch, lengths = model.prepare(_float64(random_batch(model, B=7, min_len=1, seed=seed)))
+    model = random_relative_biases(specc.build(spec, SCHEMA)).double().eval()
+    batch = random_batch(model, B=7, min_len=1, seed=seed)
+    batch["ts"] = torch.randint(0, 10 ** 5, batch["items"].shape).cumsum(1) * (batch["items"] != 0)
+    batch, lengths = model.prepare(_float64(batch))
     query = (torch.rand(7) * lengths).long()           # any real position of each row, not only the last
     with torch.no_grad():
         full = model.encode(batch, lengths)

@@ -5,12 +5,13 @@ from typing import Any, Callable
 
 from specc import spec as S
 from specc.check.context import Context
+from specc.check.time import time_column
 from specc.plan import BodyPlan, InputsPlan, MaskingPlan
 
 NEEDS = {"causal": "causal", "mlm": "bidirectional", "rtd": "bidirectional", "plm": "plm", "none": "bidirectional"}
-HINTS = {"causal": "use native, gpt2, xlnet, bert, roberta, albert, electra, llama, gru or mlp",
-         "bidirectional": "use native, xlnet, bert, roberta, albert or electra",
-         "plm": "plm runs on native or xlnet"}
+HINTS = {"causal": "use native, ligr, gpt2, xlnet, bert, roberta, albert, electra, llama, hstu, gru or mlp",
+         "bidirectional": "use native, ligr, xlnet, bert, roberta, albert, electra or hstu",
+         "plm": "plm runs on native, ligr, xlnet or hstu"}
 
 
 def resolve_body(ctx: Context, inputs: InputsPlan | None, masking: MaskingPlan) -> BodyPlan | None:
@@ -56,21 +57,35 @@ def _gru(ctx: Context, body: S.GruBody, inputs: InputsPlan | None, causal: bool)
     return BodyPlan("gru", None, body.d_model, body.d_model, True, n_layer=body.n_layer, dropout=body.dropout)
 
 
-def _transformer(ctx: Context, body: S.TransformerBody, inputs: InputsPlan | None, causal: bool) -> BodyPlan | None:
+def _heads_divide(ctx: Context, body: S.TransformerBody | S.HstuBody) -> bool:
     if body.d_model % body.n_head:
         ctx.error("$.body.n_head", "shape_mismatch", f"d_model {body.d_model} is not divisible by n_head {body.n_head}",
                   "pick n_head dividing d_model, e.g. " + ", ".join(
                       str(h) for h in range(1, min(body.d_model, 32) + 1) if body.d_model % h == 0))
+        return False
+    return True
+
+
+def _hstu(ctx: Context, body: S.HstuBody, inputs: InputsPlan | None, causal: bool) -> BodyPlan | None:
+    time = None if body.time is None else time_column(ctx, body.time)
+    if not _heads_divide(ctx, body) or (body.time is not None and time is None):
+        return None
+    return BodyPlan("hstu", None, body.d_model, body.d_model, causal, n_head=body.n_head, n_layer=body.n_layer,
+                    dropout=body.dropout, max_positions=ctx.spec.inputs.max_sequence_length, time_column=time)
+
+
+def _transformer(ctx: Context, body: S.TransformerBody, inputs: InputsPlan | None, causal: bool) -> BodyPlan | None:
+    if not _heads_divide(ctx, body):
         return None
     d_ff = body.d_ff or 4 * body.d_model
     max_len = ctx.spec.inputs.max_sequence_length
     config: dict[str, Any] = {}
-    if body.architecture != "native":
+    if body.architecture not in ("native", "ligr"):
         config = _hf_config(ctx, body, causal, d_ff)
         if config is None:
             return None
     elif body.config:
-        ctx.error("$.body.config", "unknown_key", "the native body takes no config overrides",
+        ctx.error("$.body.config", "unknown_key", f"the {body.architecture} body takes no config overrides",
                   "use d_ff, dropout, n_head and n_layer")
     return BodyPlan("transformer", body.architecture, body.d_model, body.d_model, causal, n_head=body.n_head,
                     n_layer=body.n_layer, d_ff=d_ff, dropout=body.dropout, max_positions=max_len, config=config)
@@ -105,4 +120,5 @@ def _hf_config(ctx: Context, body: S.TransformerBody, causal: bool, d_ff: int) -
 
 
 BodyCheck = Callable[[Context, Any, "InputsPlan | None", bool], "BodyPlan | None"]
-BODY_CHECKS: dict[type, BodyCheck] = {S.TransformerBody: _transformer, S.GruBody: _gru, S.MlpBody: _mlp}
+BODY_CHECKS: dict[type, BodyCheck] = {S.TransformerBody: _transformer, S.HstuBody: _hstu, S.GruBody: _gru,
+                                      S.MlpBody: _mlp}

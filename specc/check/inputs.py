@@ -93,7 +93,7 @@ def _aggregated_width(ctx: Context, part_widths: tuple[int, ...], named: list[tu
 def _projection(ctx: Context, width: int) -> ProjectionPlan | None:
     """The spec's mlp projection (checked against the body's width), or a Linear inserted to reach it."""
     body, p = ctx.spec.body, ctx.spec.inputs.projection
-    target = body.d_model if body.kind in ("transformer", "gru") else None
+    target = getattr(body, "d_model", None)   # the mlp body takes any width
     if p is not None:
         if target is not None and p.dims[-1] != target:
             ctx.error("$.inputs.projection.dims", "shape_mismatch",

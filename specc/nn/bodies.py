@@ -12,7 +12,7 @@ def capabilities(kind: str, architecture: str | None) -> set[str]:
     """What attention patterns a body can run: "causal", "bidirectional", "plm" (a per-batch pattern)."""
     if kind in ("gru", "mlp"):
         return {"causal"}
-    if architecture == "native":
+    if kind == "hstu" or architecture in ("native", "ligr"):
         return {"causal", "bidirectional", "plm"}
     from specc.nn.hf import capabilities as hf_capabilities
     return hf_capabilities(architecture)
@@ -46,27 +46,40 @@ class NativeBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, is_causal: bool,
                 query: torch.Tensor | None = None) -> torch.Tensor:
         """[B, L, D] -> [B, L, D]; with `query` ([B] positions) only those rows are computed: [B, 1, D]."""
-        B, L, D = x.shape
-        q, k, v = self.qkv(self.norm1(x)).view(B, L, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
-        if query is not None:
-            rows = torch.arange(B, device=x.device)
-            x, q = x[rows, query][:, None], q[rows, :, query][:, :, None]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, x.shape[1], D)))
+        a = self_attention(self.qkv(self.norm1(x)), self.n_head, mask, is_causal, self.dropout if self.training
+                           else 0.0, query)
+        x = (x if query is None else at_positions(x, query)) + self.drop(self.out(a))
         return x + self.drop(self.ff(self.norm2(x)))
 
 
+def at_positions(x: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
+    """[B, L, ...] -> [B, 1, ...]: each row at its own position."""
+    return x[torch.arange(x.shape[0], device=x.device), query][:, None]
+
+
+def self_attention(qkv: torch.Tensor, n_head: int, mask: torch.Tensor | None, is_causal: bool, dropout: float,
+                   query: torch.Tensor | None = None) -> torch.Tensor:
+    """Multi-head attention from packed [B, L, 3D] queries, keys and values -> [B, L, D] (with `query`, [B]
+    positions: [B, 1, D], only those rows computed)."""
+    B, L, D = qkv.shape[0], qkv.shape[1], qkv.shape[2] // 3
+    q, k, v = qkv.view(B, L, 3, n_head, D // n_head).permute(2, 0, 3, 1, 4)
+    if query is not None:
+        q = q[torch.arange(B, device=qkv.device), :, query][:, :, None]
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
+    return a.transpose(1, 2).reshape(B, q.shape[2], D)
+
+
 class NativeTransformer(nn.Module):
-    """specc's own encoder: learned positions, pre-LN blocks, causal or bidirectional."""
+    """specc's own encoder: learned positions, pre-LN blocks, causal or bidirectional. `block` is the layer
+    (NativeBlock, or LiGRBlock from specc.nn.ligr): any module of the same arguments and call."""
 
     def __init__(self, d_model: int, n_head: int, n_layer: int, d_ff: int, dropout: float, max_positions: int,
-                 causal: bool):
+                 causal: bool, block: type[nn.Module] = NativeBlock):
         super().__init__()
         self.causal = causal
         self.positions = nn.Embedding(max_positions, d_model)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(NativeBlock(d_model, n_head, d_ff, dropout) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(block(d_model, n_head, d_ff, dropout) for _ in range(n_layer))
         self.norm = nn.LayerNorm(d_model)
 
     # the last block can compute just the positions the caller reads (inference: one per row)
