@@ -162,5 +162,5 @@ def test_specc_train_logs_to_tensorboard_and_mlflow(tmp_path, capsys):
     assert mlrun.data.metrics["ndcg_at_10"] == pytest.approx(log[-1]["ndcg@10"])
     assert len(client.get_metric_history(mlrun.info.run_id, "ndcg_at_10")) == 2
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id, "run")}
-    assert {"run/metrics.json", "run/log.jsonl", "run/spec.json", "run/model.safetensors"} <= artifacts
+    assert {"run/metrics.json", "run/log.jsonl", "run/spec.json", "run/checkpoint.json"} <= artifacts
     assert [a.path for a in client.list_artifacts(mlrun.info.run_id, "plan")] == ["plan/plan.json"]
