@@ -1,0 +1,148 @@
+"""Rank, world size and device of this process, and the few collectives specc needs.
+
+The only module that imports `torch.distributed`. Under `torchrun` (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and
+MASTER_PORT in the environment) `from_environment()` joins the process group: NCCL with one GPU per local rank on
+CUDA, gloo on CPU. Without those variables it returns a single-process context that initialises nothing.
+
+Every collective is bounded by `timeout_s`: a rank that died or hangs makes the others raise `DistributedError`
+(a user-facing error naming this rank and the operation) instead of waiting forever.
+"""
+from __future__ import annotations
+
+import os
+import zlib
+from datetime import timedelta
+from typing import Any, Mapping
+
+import torch
+
+from specc.errors import UserError
+
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class DistributedError(UserError):
+    """Another process of the run died, hung or disagreed; this one stops with the reason."""
+
+
+class DistributedContext:
+    """This process's place in the run. Built by `from_environment()`; single-process unless under torchrun."""
+
+    def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, device: str = "cpu",
+                 timeout_s: float = DEFAULT_TIMEOUT_S, group_started: bool = False):
+        self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
+        self.device, self.timeout_s = device, timeout_s
+        self._group_started = group_started
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes files and prints progress."""
+        return self.rank == 0
+
+    @property
+    def is_distributed(self) -> bool:
+        return self._group_started
+
+    def __repr__(self) -> str:
+        return f"DistributedContext(rank={self.rank}, world_size={self.world_size}, device={self.device!r})"
+
+    def all_reduce_sum(self, values: Mapping[str, float]) -> dict[str, float]:
+        """`values` (float sums and counts) summed over every rank, in float64; every rank must pass the same keys."""
+        keys = sorted(values)
+        if not self._group_started:
+            return {k: float(values[k]) for k in keys}
+        dist = _dist()
+        fingerprint = float(zlib.crc32("\0".join(keys).encode()))
+        check = torch.tensor([fingerprint, -fingerprint], dtype=torch.float64, device=self.device)
+        self._run("all_reduce", dist.all_reduce, check, op=dist.ReduceOp.MAX)
+        if check[0].item() != -check[1].item():
+            raise DistributedError(f"rank {self.rank}: the ranks reduce different metric keys; every rank must "
+                                   "evaluate the same tasks")
+        total = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.device)
+        self._run("all_reduce", dist.all_reduce, total, op=dist.ReduceOp.SUM)
+        return dict(zip(keys, total.cpu().tolist()))
+
+    def all_gather_object(self, obj: Any) -> list:
+        """`obj` of every rank, in rank order (picklable objects; for results too irregular to sum)."""
+        if not self._group_started:
+            return [obj]
+        out: list = [None] * self.world_size
+        self._run("all_gather_object", _dist().all_gather_object, out, obj)
+        return out
+
+    def broadcast_object(self, obj: Any = None, src: int = 0) -> Any:
+        """Rank `src`'s `obj` on every rank."""
+        if not self._group_started:
+            return obj
+        box = [obj if self.rank == src else None]
+        self._run("broadcast_object", _dist().broadcast_object_list, box, src=src)
+        return box[0]
+
+    def barrier(self) -> None:
+        """Wait until every rank gets here (bounded by the timeout)."""
+        if self._group_started:
+            dist = _dist()
+            # a barrier is an all-reduce of one element on the context's device (NCCL's barrier guesses the GPU)
+            self._run("barrier", dist.all_reduce, torch.zeros(1, device=self.device))
+
+    def close(self) -> None:
+        """Leave the process group (idempotent)."""
+        if self._group_started:
+            self._group_started = False
+            dist = _dist()
+            if dist.is_initialized():
+                dist.destroy_process_group()
+
+    def __enter__(self) -> "DistributedContext":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _run(self, what: str, op, *args, **kwargs):
+        try:
+            return op(*args, **kwargs)
+        except (RuntimeError, ConnectionError, TimeoutError) as exc:   # DistBackendError is a RuntimeError
+            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            raise DistributedError(
+                f"rank {self.rank} of {self.world_size}: {what} failed, so another process of the run has died, "
+                f"hung for more than {self.timeout_s:g} s or stopped early; stopping too ({first})") from None
+
+
+def launched_by_torchrun(environ: Mapping[str, str] | None = None) -> bool:
+    environ = os.environ if environ is None else environ
+    return all(environ.get(name) for name in TORCHRUN_VARIABLES)
+
+
+def from_environment(device: str | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                     environ: Mapping[str, str] | None = None) -> DistributedContext:
+    """The context torchrun's environment describes, joining its process group; single-process without torchrun.
+
+    `device` "cpu" uses gloo even where CUDA is available; otherwise CUDA, when present, means NCCL and GPU
+    `LOCAL_RANK` for this process."""
+    environ = os.environ if environ is None else environ
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if device is not None and device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    if not launched_by_torchrun(environ):
+        return DistributedContext(device=device or ("cuda" if use_cuda else "cpu"), timeout_s=timeout_s)
+    try:
+        rank, world_size, local_rank = (int(environ[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+    except ValueError:
+        raise UserError("RANK, WORLD_SIZE and LOCAL_RANK must be integers (set by torchrun)") from None
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s): start "
+                            "at most one process per GPU (torchrun --nproc_per_node)")
+        torch.cuda.set_device(local_rank)
+    backend, where = ("nccl", f"cuda:{local_rank}") if use_cuda else ("gloo", "cpu")
+    context = DistributedContext(rank, world_size, local_rank, where, timeout_s, group_started=True)
+    context._run("joining the process group", _dist().init_process_group, backend=backend, init_method="env://",
+                 rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
+    return context
+
+
+def _dist():
+    import torch.distributed as dist
+    return dist
