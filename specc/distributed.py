@@ -100,9 +100,9 @@ class DistributedContext:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _run(self, what: str, op, *args, **kwargs):
+    def _run(self, what: str, call, *args, **kwargs):
         try:
-            return op(*args, **kwargs)
+            return call(*args, **kwargs)
         except (RuntimeError, ConnectionError, TimeoutError) as exc:   # DistBackendError is a RuntimeError
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise DistributedError(
