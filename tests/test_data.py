@@ -395,3 +395,108 @@ def test_booleans_are_not_categorical_ids(tmp_path):
     f = _with_column(_write(tmp_path / "d.parquet", [[1, 2]]), "cat", pa.array([[True, False]], pa.list_(pa.bool_())))
     with pytest.raises(DataError, match="'cat' holds booleans"):
         open_dataset(f, SCHEMA, ["item", "cat"], item_column="item", max_length=3)
+
+
+# --- streaming: shards, epoch order, shuffle buffer, padding ----------------------------------------------
+
+def _numbered(path, first, n, row_group_size):
+    """Sessions whose 'age' is their row number over all files (from `first`); every fifth one is empty."""
+    rows = range(first, first + n)
+    items = [[1 + i % 9] * (1 + i % 4) if i % 5 else [] for i in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"item": pa.array(items, pa.list_(pa.int64())), "age": pa.array([float(i) for i in rows])}),
+                   path, row_group_size=row_group_size)
+    return [i for i in rows if i % 5]
+
+
+def _rank_rows(path, world_size, **kw):
+    out = []
+    for rank in range(world_size):
+        ds = open_dataset(path, SCHEMA, ["item", "age"], item_column="item", max_length=3, rank=rank,
+                          world_size=world_size, shuffle_buffer=kw.pop("shuffle_buffer", 8))
+        batches = list(ds.batches(4, shuffle=kw.get("shuffle", True), seed=kw.get("seed", 3),
+                                  epoch=kw.get("epoch", 0)))
+        assert len(batches) == ds.steps(4) == len(ds) and min(b["item"].shape[0] for b in batches) >= 1
+        out.append([int(r) for b in batches for r in b["age"].tolist()])
+    return out
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_shards_are_disjoint_and_cover_every_row_once_per_epoch(tmp_path, world_size):
+    usable = _numbered(tmp_path / "d" / "a.parquet", 0, 40, row_group_size=7)
+    usable += _numbered(tmp_path / "d" / "b.parquet", 40, 11, row_group_size=100)      # one row group
+    assert pq.ParquetFile(tmp_path / "d" / "b.parquet").num_row_groups == 1
+    for shuffle in (False, True):
+        for epoch in (0, 1):
+            shares = _rank_rows(tmp_path / "d", world_size, shuffle=shuffle, epoch=epoch)
+            assert sorted(r for share in shares for r in share) == usable
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_a_single_row_group_splits_across_processes(tmp_path):
+    usable = _numbered(tmp_path / "d.parquet", 0, 30, row_group_size=1000)
+    first, second = _rank_rows(tmp_path / "d.parquet", 2, shuffle=False)
+    assert first == usable[:12] and second == usable[12:]
+
+
+def test_equal_steps_when_a_share_is_one_row_short(tmp_path):
+    """7 rows on 2 processes, 3 per batch: 4 rows take 2 batches, so 3 rows take 2 as well (2 + 1), never 0."""
+    f = _write(tmp_path / "d.parquet", [[1]] * 7)
+    sizes = []
+    for rank in (0, 1):
+        ds = open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3, rank=rank, world_size=2)
+        sizes.append([b["item"].shape[0] for b in ds.batches(3, shuffle=False)])
+    assert sizes == [[3, 1], [2, 1]]
+    with pytest.raises(DataError, match="cannot be shared by 8 processes"):
+        open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3, rank=0, world_size=8)
+
+
+def test_the_global_order_does_not_depend_on_the_world_size(tmp_path):
+    from specc.data_shards import epoch_order
+    _numbered(tmp_path / "d.parquet", 0, 60, row_group_size=6)
+    one = _rank_rows(tmp_path / "d.parquet", 1, shuffle=False)[0]
+    assert sum(_rank_rows(tmp_path / "d.parquet", 3, shuffle=False), []) == one
+    # shuffled: each process holds its contiguous share of the one epoch order of the row groups (before the buffer)
+    ds = open_dataset(tmp_path / "d.parquet", SCHEMA, ["item", "age"], item_column="item", max_length=3)
+    order = [int(r) for rows in ds._stream(epoch_order(10, True, 3, 1)) for r in rows.values["age"]]
+    shares = _rank_rows(tmp_path / "d.parquet", 2, epoch=1)
+    assert sorted(shares[0]) == sorted(order[:len(shares[0])]) and sorted(shares[1]) == sorted(order[len(shares[0]):])
+
+
+def test_the_epoch_order_is_drawn_from_the_seed_and_epoch(tmp_path):
+    _numbered(tmp_path / "d.parquet", 0, 200, row_group_size=16)
+    run = _rank_rows(tmp_path / "d.parquet", 2, seed=1, epoch=0)
+    assert _rank_rows(tmp_path / "d.parquet", 2, seed=1, epoch=0) == run
+    assert _rank_rows(tmp_path / "d.parquet", 2, seed=1, epoch=1) != run
+    assert _rank_rows(tmp_path / "d.parquet", 2, seed=2, epoch=0) != run
+    plain = _rank_rows(tmp_path / "d.parquet", 1, shuffle=False)[0]
+    shuffled = _rank_rows(tmp_path / "d.parquet", 1, shuffle_buffer=64)[0]
+    assert shuffled != plain and sorted(shuffled) == plain
+    # the buffer moves rows beyond their row group: some batch mixes rows of different groups
+    assert any(len({r // 16 for r in shuffled[i:i + 4]}) > 1 for i in range(0, len(shuffled), 4))
+
+
+def test_batches_are_padded_to_their_longest_row(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1], [2, 3], [4], [5, 6, 7, 8, 9, 10], [11]])
+    ds = open_dataset(f, SCHEMA, ["item", "price"], item_column="item", max_length=4)
+    widths = [(b["item"].shape[1], b["price"].shape[1]) for b in ds.batches(2, shuffle=False)]
+    assert widths == [(2, 2), (4, 4), (1, 1)]                 # the 6-item row keeps its last 4
+
+
+def test_every_kind_of_problem_is_reported_at_once(tmp_path):
+    """A string column, nulls, out-of-range ids and NaN in one file: one error lists them all, each located."""
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"item": pa.array([[1, 2], [3, 99], [4]], pa.list_(pa.int64())),
+                             "cat": pa.array([[1, 2], None, [3]], pa.list_(pa.int64())),
+                             "price": pa.array([[0.1, 0.2], [0.3, 0.4], [float("nan")]], pa.list_(pa.float32())),
+                             "weekday": pa.array(["mon", "tue", "wed"])}), f)
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item", "cat", "price", "weekday"], item_column="item", max_length=3)
+    assert e.value.problems == [
+        "column 'weekday' holds string, which specc cannot feed to a model: encode it as integer ids (e.g. "
+        "NVTabular Categorify) or floats",
+        "column 'cat': 1 null value(s) (first in row 1 of 'd.parquet'); fill or drop them",
+        "column 'item': 1 value(s) outside [0, 50) (min seen 1, max seen 99; first in row 1 of 'd.parquet'); ids "
+        "must be < the schema's cardinality (int_domain.max + 1 = 50): fix the schema's int_domain.max or "
+        "re-encode the ids",
+        "column 'price': 1 NaN/inf value(s) (first in row 2 of 'd.parquet'); fill or drop them"]
