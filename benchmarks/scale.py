@@ -1,0 +1,146 @@
+"""Memory and speed of streamed data at scale: peak RSS reading (and training on) 1M vs 8M sessions, sessions/s.
+
+    python benchmarks/scale.py [--sessions 1000000 8000000] [--folder /tmp/specc-scale] [--procs 1 2] [--train]
+
+Data: one parquet file per size, written row group by row group (100k sessions each, streaming: generation holds
+one row group), session lengths 2..20, 10,000 items, plus a schema.pbtxt. Each measurement runs in a fresh
+process (one per rank) and reports the peak RSS (ru_maxrss) of the biggest one:
+  * check: `open_dataset` alone, the validation pass over every row (seconds per million sessions);
+  * read: `open_dataset` and one shuffled epoch of batches of 256 per process, at each of `--procs` processes
+    (each reads its own share), sessions/s over all processes;
+  * train (`--train`): one epoch of `specc train` (a 1-layer SASRec-like spec), under torchrun for 2 processes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+N_ITEMS, ROW_GROUP, MAX_LENGTH, BATCH = 10_000, 100_000, 20, 256
+
+
+def generate(path: str, n_sessions: int) -> None:
+    """`n_sessions` random sessions in row groups of ROW_GROUP, written one group at a time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    rng = np.random.default_rng(n_sessions)
+    schema = pa.schema([("item_id-list", pa.list_(pa.int64()))])
+    with pq.ParquetWriter(path + ".tmp", schema) as writer:
+        for start in range(0, n_sessions, ROW_GROUP):
+            n = min(ROW_GROUP, n_sessions - start)
+            lengths = rng.integers(2, 21, n)
+            offsets = np.concatenate([[0], np.cumsum(lengths)])
+            values = rng.zipf(1.3, offsets[-1]) % (N_ITEMS - 1) + 1
+            column = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(values))
+            writer.write_table(pa.table({"item_id-list": column}, schema=schema))
+    os.replace(path + ".tmp", path)
+
+
+def schema_file(folder: str) -> str:
+    from specc.schema import Schema, save_schema
+    save_schema(Schema.from_columns([{"name": "item_id-list", "tags": ["item_id", "categorical", "list"],
+                                      "is_list": True, "cardinality": N_ITEMS}]), folder)
+    return os.path.join(folder, "schema.pbtxt")
+
+
+def child(mode: str, path: str, rank: int, world_size: int) -> None:
+    """One measuring process: prints seconds, rows and peak RSS (and the RSS before opening the data) as JSON."""
+    import torch  # noqa: F401  (imported before the baseline is taken, as training would)
+
+    from specc.data import open_dataset
+    from specc.schema import load_schema
+    schema = load_schema(os.path.join(os.path.dirname(path), "schema.pbtxt"))
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    ds = open_dataset(path, schema, ["item_id-list"], item_column="item_id-list", max_length=MAX_LENGTH,
+                      min_length=2, rank=rank, world_size=world_size)
+    checked = time.perf_counter() - t0
+    rows = 0
+    t1 = time.perf_counter()
+    if mode == "read":
+        for batch in ds.batches(BATCH, shuffle=True, seed=0, epoch=0):
+            rows += batch["item_id-list"].shape[0]
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"check_seconds": checked, "read_seconds": time.perf_counter() - t1, "rows": rows,
+                      "n_rows": ds.n_rows, "peak_rss_mb": round(peak, 1),
+                      "baseline_rss_mb": round(baseline, 1)}))
+
+
+def measure(mode: str, path: str, procs: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    t0 = time.perf_counter()
+    running = [subprocess.Popen([sys.executable, __file__, "--child", mode, path, str(r), str(procs)], env=env,
+                                stdout=subprocess.PIPE, text=True) for r in range(procs)]
+    results = [json.loads(p.communicate()[0]) for p in running]
+    wall = time.perf_counter() - t0
+    n = results[0]["n_rows"]
+    out = {"mode": mode, "procs": procs, "sessions": n, "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+           "baseline_rss_mb": max(r["baseline_rss_mb"] for r in results),
+           "check_s_per_million": round(max(r["check_seconds"] for r in results) / n * 1e6, 2)}
+    if mode == "read":
+        out["read_sessions_per_s"] = round(sum(r["rows"] for r in results) /
+                                           max(r["read_seconds"] for r in results))
+        out["wall_s"] = round(wall, 1)
+    return out
+
+
+def train(path: str, procs: int, out_dir: str) -> dict:
+    """One epoch of `specc train` (torchrun for several processes): peak RSS of the biggest process, wall time."""
+    spec = {"specc": 1, "inputs": {"max_sequence_length": MAX_LENGTH, "embeddings": {"default_dim": 32}},
+            "body": {"kind": "transformer", "architecture": "native", "d_model": 32, "n_head": 2, "n_layer": 1},
+            "tasks": [{"kind": "next_item"}], "training": {"epochs": 1, "batch_size": BATCH}}
+    spec_path = os.path.join(out_dir, "spec.json")
+    with open(spec_path, "w") as f:
+        json.dump(spec, f)
+    run = os.path.join(out_dir, f"run-{os.path.basename(path)}-{procs}")
+    subprocess.run(["rm", "-rf", run], check=True)
+    launcher = [sys.executable, "-m", "specc"] if procs == 1 else \
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "specc"]
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    t0 = time.perf_counter()
+    subprocess.run(launcher + ["train", spec_path, "--data", path, "--out", run, "--quiet", "--device", "cpu"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the biggest child so far
+    with open(os.path.join(run, "metrics.json")) as f:
+        metrics = json.load(f)
+    return {"mode": "train", "procs": procs, "sessions": metrics.get("train_sessions"),
+            "peak_rss_mb_so_far": round(peak, 1), "wall_s": round(wall, 1),
+            "train_sessions_per_s": metrics.get("train_sessions_per_s")}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1_000_000, 8_000_000])
+    parser.add_argument("--folder", default="/tmp/specc-scale")
+    parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--train", action="store_true", help="also train one epoch on each size")
+    args = parser.parse_args()
+    os.makedirs(args.folder, exist_ok=True)
+    schema_file(args.folder)
+    for n in args.sessions:
+        path = os.path.join(args.folder, f"sessions_{n}.parquet")
+        if not os.path.exists(path):
+            t0 = time.perf_counter()
+            generate(path, n)
+            print(json.dumps({"generated": path, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
+        print(json.dumps(measure("check", path, 1)), flush=True)
+        for procs in args.procs:
+            print(json.dumps(measure("read", path, procs)), flush=True)
+        if args.train:
+            for procs in args.procs:
+                print(json.dumps(train(path, procs, args.folder)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
