@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
 from specc.errors import UserError
+from specc.files import atomic_write_text
 from specc.schema import Schema
 
 
@@ -26,20 +27,20 @@ class RunError(UserError):
 
 def save_model_files(run_dir: Path, model, spec_dict: dict, schema: Schema) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(run_dir / "spec.json", json.dumps(spec_dict, indent=2))
-    _atomic_write(run_dir / "plan.json", model.plan.to_json())
-    _atomic_write(run_dir / "columns.json", json.dumps({"source": schema.source, "columns": schema.to_columns()},
+    atomic_write_text(run_dir / "spec.json", json.dumps(spec_dict, indent=2))
+    atomic_write_text(run_dir / "plan.json", model.plan.to_json())
+    atomic_write_text(run_dir / "columns.json", json.dumps({"source": schema.source, "columns": schema.to_columns()},
                                                        indent=2))
     tmp = run_dir / "model.safetensors.tmp"
     save_model(model, str(tmp), metadata={"format": "specc-1"})
     tmp.replace(run_dir / "model.safetensors")
 
 
-def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator, epoch: int, batch: int,
-                     step: int, settings: dict) -> None:
-    """Everything --resume needs to continue exactly where an uninterrupted run would be: the epoch in progress
-    (0-based), the batches of it already trained, the optimizer step, and the optimizer, schedule and RNG state,
-    and the settings it ran with (epochs, batch_size, lr, precision, data)."""
+def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator, position: dict,
+                     settings: dict) -> None:
+    """Everything --resume needs to continue exactly where an uninterrupted run would be: the position (the epoch
+    in progress, 0-based, the batches of it already trained, the optimizer step, the running loss sums), the
+    optimizer, schedule and RNG state, and the settings it ran with (epochs, batch_size, lr, precision, data)."""
     opt = optimizer.state_dict()
     tensors = {"rng.torch": torch.get_rng_state(), "rng.model": generator.get_state()}
     scalars = {}
@@ -50,8 +51,8 @@ def save_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Gener
             else:
                 scalars[f"{idx}.{name}"] = value
     save_file(tensors, str(run_dir / "train_state.safetensors"))
-    _atomic_write(run_dir / "train_state.json", json.dumps({
-        "epoch": epoch, "batch": batch, "step": step, "settings": settings, "param_groups": opt["param_groups"],
+    atomic_write_text(run_dir / "train_state.json", json.dumps({
+        **position, "settings": settings, "param_groups": opt["param_groups"],
         "scalars": scalars,
         "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}}, indent=2))
 
@@ -70,7 +71,8 @@ def _train_meta(run_dir: Path) -> dict:
     return meta
 
 
-def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator) -> tuple[int, int, int]:
+def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Generator) -> dict:
+    """Restores the optimizer, schedule and RNG state; returns the saved position."""
     meta = _train_meta(run_dir)
     try:
         tensors = load_file(str(run_dir / "train_state.safetensors"))
@@ -84,10 +86,14 @@ def load_train_state(run_dir: Path, optimizer, scheduler, generator: torch.Gener
                        "cannot be resumed") from None
 
 
-def _restore(meta: dict, tensors: dict, optimizer, scheduler, generator) -> tuple[int, int, int]:
-    position = meta["epoch"], meta["batch"], meta["step"]
-    if not all(type(v) is int and v >= 0 for v in position):
-        raise ValueError(f"epoch, batch and step must be counts, got {position}")
+_STATE_KEYS = ("settings", "param_groups", "scalars", "scheduler")
+
+
+def _restore(meta: dict, tensors: dict, optimizer, scheduler, generator) -> dict:
+    counts = meta["epoch"], meta["batch"], meta["step"]
+    if not all(type(v) is int and v >= 0 for v in counts):
+        raise ValueError(f"epoch, batch and step must be counts, got {counts}")
+    position = {k: v for k, v in meta.items() if k not in _STATE_KEYS}
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith("opt."):
@@ -194,8 +200,3 @@ def check_same_plan(run_dir: Path, plan) -> None:
 def _comparable(plan: dict) -> dict:
     return {k: v for k, v in plan.items() if k not in ("kernels", "schema_source")}
 
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

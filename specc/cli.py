@@ -195,7 +195,7 @@ def _schema(args) -> int:
 
 
 def _train(args) -> int:
-    from specc.train import train_command
+    from specc.commands import train_command
     if isinstance(args.resume, str):
         if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
             return _usage_error("train", f"--resume {args.resume} and --out {args.out} name different runs")
@@ -212,12 +212,12 @@ def _usage_error(command: str, message: str) -> int:
 
 
 def _evaluate(args) -> int:
-    from specc.train import evaluate_command
+    from specc.commands import evaluate_command
     return evaluate_command(args)
 
 
 def _recommend(args) -> int:
-    from specc.train import recommend_command
+    from specc.commands import recommend_command
     return recommend_command(args)
 
 

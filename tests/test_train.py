@@ -66,7 +66,7 @@ def test_load_and_evaluate_reproduce_the_training_metrics(run, data):
     out, result = run
     model = specc.load(out)
     assert not model.training
-    from specc.train import evaluate, open_for
+    from specc.evaluation import evaluate, open_for
     metrics = evaluate(model, open_for(model, str(data / "valid.parquet"), default_schema(), 2))
     assert metrics["ndcg@10"] == pytest.approx(result["ndcg@10"], abs=1e-9)
     proc = cli("evaluate", out, "--data", data / "valid.parquet")

@@ -1,0 +1,62 @@
+"""Full-catalog evaluation of a model on a dataset (see README, "Evaluation protocol").
+
+Metrics are accumulated as sums and counts (`accumulate`) and turned into values at the end (`compute`), so
+accumulators of several processes can be summed before computing."""
+from __future__ import annotations
+
+import torch
+
+from specc.metrics import MetricAccumulator
+
+
+def open_for(model, path: str, schema, min_length: int, with_targets: bool = True):
+    """The dataset at `path` with the columns `model` reads (and its targets)."""
+    from specc.data import open_dataset
+    columns = model.input_columns + (model.target_columns if with_targets else [])
+    return open_dataset(path, schema, columns, item_column=model.sequence_column,
+                        max_length=model.max_length, min_length=min_length)
+
+
+def accumulators_for(plan) -> dict[str, MetricAccumulator]:
+    """One empty accumulator per task, by task name."""
+    out = {}
+    for t in plan.tasks:
+        if t.kind == "next_item":
+            out[t.name] = MetricAccumulator(ranking=t.metrics)
+        elif t.kind == "binary_classification":
+            out[t.name] = MetricAccumulator(classification=t.metrics, prefix=t.name)
+        else:
+            out[t.name] = MetricAccumulator(regression=t.metrics, prefix=t.name)
+    return out
+
+
+def accumulate(model, dataset, batch_size: int = 512, exclude_seen: bool = False,
+               device: str = "cpu") -> dict[str, MetricAccumulator]:
+    """Every task's metric sums over `dataset`: each sequence's last item predicted from the items before it."""
+    plan = model.plan
+    task = plan.next_item
+    k = max((c for cs in task.metrics.values() for c in cs), default=1) if task else 1
+    accumulators = accumulators_for(plan)
+    kinds = {t.name: t.kind for t in plan.tasks}
+    model.eval()
+    with torch.no_grad():
+        for batch in dataset.batches(batch_size, shuffle=False):
+            batch = {c: v.to(device) for c, v in batch.items()}
+            for name, (pred, label) in model.evaluate_batch(batch, k=k, exclude_seen=exclude_seen).items():
+                acc = accumulators[name]
+                update = {"next_item": acc.update_ranking, "binary_classification": acc.update_classification}
+                update.get(kinds[name], acc.update_regression)(pred, label)
+    return accumulators
+
+
+def compute(accumulators: dict[str, MetricAccumulator]) -> dict:
+    """Flat metrics (`"ndcg@10"`, `"<task>/auc"`, ...) from the accumulated sums."""
+    metrics: dict = {}
+    for acc in accumulators.values():
+        metrics.update(acc.compute())
+    return metrics
+
+
+def evaluate(model, dataset, batch_size: int = 512, exclude_seen: bool = False, device: str = "cpu") -> dict:
+    """Full-catalog metrics of `model` on `dataset`."""
+    return compute(accumulate(model, dataset, batch_size, exclude_seen, device))
