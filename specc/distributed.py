@@ -10,6 +10,7 @@ Every collective is bounded by `timeout_s`: a rank that died or hangs makes the 
 from __future__ import annotations
 
 import os
+import sys
 import zlib
 from datetime import timedelta
 from typing import Any, Mapping
@@ -30,10 +31,10 @@ class DistributedContext:
     """This process's place in the run. Built by `from_environment()`; single-process unless under torchrun."""
 
     def __init__(self, rank: int = 0, world_size: int = 1, local_rank: int = 0, device: str = "cpu",
-                 timeout_s: float = DEFAULT_TIMEOUT_S, group_started: bool = False):
+                 timeout_s: float = DEFAULT_TIMEOUT_S, group_started: bool = False, restarts: int = 0):
         self.rank, self.world_size, self.local_rank = rank, world_size, local_rank
         self.device, self.timeout_s = device, timeout_s
-        self._group_started = group_started
+        self._group_started, self._restarts = group_started, restarts
 
     @property
     def is_main(self) -> bool:
@@ -43,6 +44,11 @@ class DistributedContext:
     @property
     def is_distributed(self) -> bool:
         return self._group_started
+
+    @property
+    def restart_count(self) -> int:
+        """How often torchrun (--max-restarts) has restarted this run's processes: above 0, resume."""
+        return self._restarts
 
     def __repr__(self) -> str:
         return f"DistributedContext(rank={self.rank}, world_size={self.world_size}, device={self.device!r})"
@@ -70,6 +76,33 @@ class DistributedContext:
         out: list = [None] * self.world_size
         self._run("all_gather_object", _dist().all_gather_object, out, obj)
         return out
+
+    def gather_object(self, obj: Any, dst: int = 0) -> list | None:
+        """`obj` of every rank, in rank order, on rank `dst`; None on the others."""
+        if not self._group_started:
+            return [obj]
+        out = [None] * self.world_size if self.rank == dst else None
+        self._run("gather_object", _dist().gather_object, obj, out, dst=dst)
+        return out
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any (e.g. a stop asked of one process: all stop together)."""
+        if not self._group_started:
+            return bool(flag)
+        dist = _dist()
+        value = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        self._run("all_reduce", dist.all_reduce, value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
+    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+        """`model` as DistributedDataParallel (gradients averaged over ranks) in a distributed run; else itself."""
+        if not self._group_started:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [self.local_rank] if self.device.startswith("cuda") else None
+        # a task may leave some parameters without a gradient in a step (e.g. a binary loss on a batch without
+        # targets), which DDP's reducer must be told to expect
+        return DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
 
     def broadcast_object(self, obj: Any = None, src: int = 0) -> Any:
         """Rank `src`'s `obj` on every rank."""
@@ -137,10 +170,26 @@ def from_environment(device: str | None = None, timeout_s: float = DEFAULT_TIMEO
                             "at most one process per GPU (torchrun --nproc_per_node)")
         torch.cuda.set_device(local_rank)
     backend, where = ("nccl", f"cuda:{local_rank}") if use_cuda else ("gloo", "cpu")
-    context = DistributedContext(rank, world_size, local_rank, where, timeout_s, group_started=True)
+    restarts = int(environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+    context = DistributedContext(rank, world_size, local_rank, where, timeout_s, group_started=True,
+                                 restarts=restarts)
     context._run("joining the process group", _dist().init_process_group, backend=backend, init_method="env://",
                  rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
     return context
+
+
+def launch(nproc_per_node: int, specc_arguments: list[str]) -> int:
+    """`specc ARGUMENTS` on `nproc_per_node` processes of this machine through torch.distributed.run (torchrun
+    --standalone); returns the exit status: 0, or 1 when a process failed (it has printed why)."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+    try:
+        torchrun(["--standalone", f"--nproc_per_node={nproc_per_node}", "-m", "specc", *specc_arguments])
+    except ChildFailedError as exc:
+        failed = ", ".join(f"rank {rank} (exit {f.exitcode})" for rank, f in sorted(exc.failures.items()))
+        print(f"error: {failed} of {nproc_per_node} failed", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _dist():

@@ -12,11 +12,12 @@ from specc.files import atomic_write_text, json_text
 
 class RunDirectory:
     """`with RunDirectory(out, resume) as run:` checks that `out` may be written (a new or empty folder, or a
-    run to resume); a folder this created is removed again if the run fails before writing anything to it."""
+    run to resume); a folder this created is removed again if the run fails before writing anything to it.
+    In a distributed run only one process writes (`writer`, rank 0); the others check and read the same folder."""
 
-    def __init__(self, path, resume: bool = False):
+    def __init__(self, path, resume: bool = False, writer: bool = True):
         self.path = Path(path)
-        self.resume = resume
+        self.resume, self.writer = resume, writer
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--out {self.path} is a file, not a run directory")
         if self.path.exists() and not resume and any(self.path.iterdir()):
@@ -30,8 +31,9 @@ class RunDirectory:
         self._saved = saved_settings(self.path) if resume else {}
 
     def __enter__(self):
-        self._created = not self.path.exists()
-        self.path.mkdir(parents=True, exist_ok=True)   # fail now, not after an epoch, if it cannot be written
+        self._created = self.writer and not self.path.exists()
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)   # fail now, not after an epoch, if it cannot be written
         return self
 
     def __exit__(self, kind, exc, tb):
@@ -62,6 +64,9 @@ class RunDirectory:
     def saved_epochs(self) -> int | None:
         return self._saved.get("epochs")
 
+    def saved_world_size(self) -> int:
+        return int(self._saved.get("world_size") or 1)
+
     def restore(self, plan, model, optimizer, scheduler, generator) -> dict:
         """Weights, optimizer, schedule and RNG state of the last checkpoint; returns the saved position."""
         check_same_plan(self.path, plan)
@@ -73,8 +78,9 @@ class RunDirectory:
 
     def save(self, model, spec_dict: dict, schema, optimizer, scheduler, generator, position: dict,
              settings: dict) -> str:
-        save_model_files(self.path, model, spec_dict, schema)
-        save_train_state(self.path, optimizer, scheduler, generator, position, settings)
+        if self.writer:
+            save_model_files(self.path, model, spec_dict, schema)
+            save_train_state(self.path, optimizer, scheduler, generator, position, settings)
         return str(self.path)
 
     def metrics(self) -> dict | None:
@@ -82,22 +88,24 @@ class RunDirectory:
         return json.loads(path.read_text()) if path.is_file() else None
 
     def write_metrics(self, result: dict) -> None:
-        atomic_write_text(self.path / "metrics.json", json_text(result, indent=2) + "\n")
+        if self.writer:
+            atomic_write_text(self.path / "metrics.json", json_text(result, indent=2) + "\n")
 
-    def epoch_log(self) -> "JsonlLogger":
-        return JsonlLogger(self.path / "log.jsonl")
+    def epoch_log(self, **fields) -> list:
+        """The loggers of log.jsonl (none where this process does not write); `fields` go into every line."""
+        return [JsonlLogger(self.path / "log.jsonl", fields)] if self.writer else []
 
 
 class JsonlLogger:
     """log.jsonl: one JSON line per epoch record (records with an "epoch" key); step records are not kept."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, fields: dict | None = None):
+        self.path, self.fields = path, dict(fields or {})
 
     def log(self, metrics: dict, step: int) -> None:
         if "epoch" in metrics:
             with open(self.path, "a") as f:
-                f.write(json_text({**metrics, "step": step}) + "\n")
+                f.write(json_text({**metrics, "step": step, **self.fields}) + "\n")
 
     def close(self) -> None:
         pass

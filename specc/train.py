@@ -1,16 +1,18 @@
 """`train`: a spec, training data and a run directory in; a trained, evaluated model in the run directory out.
 
 It composes the rooms of training: the run directory (`run_dir.py`), the optimizer and schedule (`optim.py`),
-the loop (`loop.py`) and evaluation (`evaluation.py`)."""
+the loop (`loop.py`) and evaluation (`evaluation.py`); under torchrun, the distributed context (`distributed.py`)
+says which process this is: each trains on its share of the data with batch_size / world_size rows per step,
+gradients are averaged by DistributedDataParallel, and rank 0 alone writes the run directory."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
 
+from specc.checkpoint import RunError
 from specc.cpu import keep_freed_memory
-from specc.errors import SpecError, UserError
+from specc.errors import Issue, SpecError, UserError
 from specc.evaluation import evaluate, open_for
 from specc.loop import Hooks, LoopSettings, Position, train_loop
 from specc.optim import build_optimizer, build_schedule
@@ -20,15 +22,23 @@ from specc.run_dir import RunDirectory
 def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, precision: str | None = None,
           device: str | None = None, resume: bool = False, exclude_seen: bool = False, eval_every: int = 1,
-          progress: bool = True, log=print, loggers=()) -> dict:
+          progress: bool = True, log=print, loggers=(), context=None) -> dict:
     """Train the spec'd model on `data`, evaluate on `eval_data`, and write the run directory `out`.
-    `loggers` get every metric record as well as log.jsonl (see `specc.loop`)."""
+    `loggers` get every metric record as well as log.jsonl (see `specc.loop`). `context`: the process's
+    `specc.distributed` context (default: from the environment, torchrun's or a single process)."""
+    from specc.distributed import from_environment
+    if context is None:
+        with from_environment(resolve_device(device)) as context:
+            return train(spec, data, out, eval_data, schema, epochs, batch_size, lr, precision, device, resume,
+                         exclude_seen, eval_every, progress, log, loggers, context)
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
     spec = _load_spec(spec, schema, data)
-    with RunDirectory(out, resume) as run:
+    log = log if context.is_main else _silent
+    resume = resume or (context.restart_count > 0 and (Path(out) / "train_state.json").is_file())
+    with RunDirectory(out, resume, writer=context.is_main) as run:
         schema = resolve_training_schema(spec, schema, data)
-        device = resolve_device(device)
+        device = context.device
         if device == "cpu":
             keep_freed_memory()
         settings = run.settings({"epochs": epochs, "batch_size": batch_size, "lr": lr, "precision": precision,
@@ -36,23 +46,26 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         tr = spec.training
         settings = {"epochs": settings["epochs"] or tr.epochs, "batch_size": settings["batch_size"] or tr.batch_size,
                     "lr": settings["lr"] or tr.optimizer.lr, "precision": settings["precision"] or tr.precision,
-                    "data": settings["data"]}
+                    "data": settings["data"], "world_size": context.world_size}
+        per_process = _per_process_batch(settings["batch_size"], context.world_size, batch_size is None)
         plan = compile_plan(spec, schema)
         torch.manual_seed(tr.seed)
         model = build_from_plan(plan).to(device)
-        model.generator = generator = torch.Generator().manual_seed(tr.seed)
-        train_set, eval_set = _open_data(model, data, eval_data, schema, log)
+        # each process draws its own dropout, masks and negatives
+        model.generator = generator = torch.Generator().manual_seed(tr.seed + context.rank)
+        train_set, eval_set = _open_data(model, data, eval_data, schema, log, context)
 
         _say_if_schedule_is_replanned(run, tr, settings["epochs"], log)
-        loop = LoopSettings(epochs=settings["epochs"], batch_size=settings["batch_size"],
-                            steps_per_epoch=math.ceil(train_set.n_rows / settings["batch_size"]), seed=tr.seed,
+        loop = LoopSettings(epochs=settings["epochs"], batch_size=per_process,
+                            steps_per_epoch=train_set.steps(per_process), seed=tr.seed,
                             lr=settings["lr"], clip_grad_norm=tr.clip_grad_norm, bf16=settings["precision"] == "bf16",
-                            device=device, eval_every=eval_every, progress=progress)
+                            device=device, eval_every=eval_every, progress=progress and context.is_main,
+                            world_size=context.world_size)
         optimizer = build_optimizer(model, tr.optimizer.model_copy(update={"lr": settings["lr"]}))
         scheduler = build_schedule(optimizer, loop.steps_per_epoch * loop.epochs, tr.warmup, tr.schedule)
         position = Position()
         if resume:
-            position = Position(**run.restore(plan, model, optimizer, scheduler, generator))
+            position = _restore(run, plan, model, optimizer, scheduler, generator, context, tr.seed)
             if position.epoch >= loop.epochs:
                 log(f"{run} is already trained for {position.epoch} epoch(s); pass --epochs above that to continue")
                 return run.metrics() or {"epochs": position.epoch}
@@ -60,14 +73,18 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         spec_dict = {k: v for k, v in spec.to_json_dict().items() if k != "schema"}
 
         def save(at: Position) -> str:
-            return run.save(model, spec_dict, schema, optimizer, scheduler, generator, at.to_dict(), settings)
+            where = run.save(model, spec_dict, schema, optimizer, scheduler, generator, at.to_dict(), settings)
+            context.barrier()   # every process has reached the step saved before any goes on
+            return where
 
         def evaluate_now() -> dict:
-            return evaluate(model, eval_set, device=device, exclude_seen=exclude_seen)
+            return evaluate(model, eval_set, device=device, exclude_seen=exclude_seen, context=context)
         hooks = Hooks(save=save, evaluate=evaluate_now if eval_set else None, say=log,
-                      loggers=[run.epoch_log(), *loggers], saved=str(run) if resume else None)
+                      loggers=[*run.epoch_log(world_size=context.world_size),
+                               *(loggers if context.is_main else ())],
+                      saved=str(run) if resume else None, agree=context.any, total=context.all_reduce_sum)
         try:
-            outcome = train_loop(model, train_set, optimizer, scheduler, loop, position, hooks)
+            outcome = train_loop(context.wrap(model), train_set, optimizer, scheduler, loop, position, hooks)
         finally:
             for logger in hooks.loggers:
                 logger.close()
@@ -75,7 +92,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                   "train_seconds": round(position.train_seconds, 3),
                   "train_sessions_per_s": round(position.train_sessions / max(position.train_seconds, 1e-9), 1),
                   "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0,
-                  "interrupted": outcome["interrupted"]}
+                  "interrupted": outcome["interrupted"], "world_size": context.world_size}
         run.write_metrics(result)
     return result
 
@@ -91,12 +108,43 @@ def _load_spec(source, schema, data: str):
         raise
 
 
-def _open_data(model, data: str, eval_data: str | None, schema, log):
+def _silent(message: str) -> None:
+    """What a process other than rank 0 says: nothing (its errors still raise)."""
+
+
+def _per_process_batch(batch_size: int, world_size: int, from_spec: bool) -> int:
+    """Rows per step on each process: the batch size is the global one, shared evenly."""
+    if batch_size % world_size == 0:
+        return batch_size // world_size
+    message = (f"batch size {batch_size} does not divide evenly over {world_size} processes; the batch size is "
+               f"global (each process takes batch_size / {world_size} rows)")
+    if from_spec:
+        raise SpecError([Issue("$.training.batch_size", "batch_not_divisible", message,
+                               hint=f"use a multiple of {world_size}, e.g. {batch_size // world_size * world_size or world_size}")])
+    raise UserError(f"--batch-size: {message}")
+
+
+def _restore(run: RunDirectory, plan, model, optimizer, scheduler, generator, context, seed: int) -> Position:
+    """The position of the run's last checkpoint, with its weights and state loaded. A run stopped inside an epoch
+    continues only on as many processes as it had (the shares of an epoch depend on them); at an epoch's end
+    any number of processes may continue it."""
+    position = Position(**run.restore(plan, model, optimizer, scheduler, generator))
+    was = run.saved_world_size()
+    if position.batch and was != context.world_size:
+        raise RunError(f"{run} stopped inside epoch {position.epoch + 1} on {was} process(es); resume it on {was} "
+                       f"(a run saved at the end of an epoch resumes on any number), not {context.world_size}")
+    if not context.is_main:   # the saved epoch sums are all processes' already, counted once on rank 0
+        position.loss_sum, position.sessions = 0.0, 0
+        generator.manual_seed(seed + context.rank + 7919 * position.step)   # the saved state is rank 0's
+    return position
+
+
+def _open_data(model, data: str, eval_data: str | None, schema, log, context):
     plan = model.plan
     has_next_item = plan.next_item is not None
     min_train = 2 if has_next_item and plan.masking.kind == "causal" else 1
-    train_set = open_for(model, data, schema, min_train)
-    eval_set = open_for(model, eval_data, schema, 2 if has_next_item else 1) if eval_data else None
+    train_set = open_for(model, data, schema, min_train, context=context)
+    eval_set = open_for(model, eval_data, schema, 2 if has_next_item else 1, context=context) if eval_data else None
     for ds, role in ((train_set, "training"), (eval_set, "evaluation")):
         if ds is not None and ds.n_skipped:
             log(f"{role} data: skipped {ds.n_skipped} sequence(s) too short to use ({ds.n_rows} kept)")
