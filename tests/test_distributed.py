@@ -1,9 +1,13 @@
 """The distributed context on CPU (gloo, 2 processes): exact metric sums, shards, and a lost rank failing fast."""
+import json
 import multiprocessing
 import os
 import socket
+import subprocess
+import sys
 import time
 import traceback
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +19,7 @@ from specc.metrics import MetricAccumulator, all_reduce
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
+ROOT = Path(__file__).resolve().parent.parent
 RANKING = {"ndcg": [3, 10], "recall": [10], "mrr": [10]}
 
 
@@ -177,3 +182,84 @@ def test_a_lost_rank_makes_the_other_fail_fast(hang):
     assert status == "DistributedError", message
     assert "rank 0 of 2: all_reduce failed" in message and "another process of the run" in message
     assert time.monotonic() - started < 45
+
+
+def _specc(*args, launcher=("-m", "specc")):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    return subprocess.run([sys.executable, *launcher, *map(str, args)], capture_output=True, text=True, env=env,
+                          timeout=600)
+
+
+@pytest.mark.slow
+def test_two_process_training_writes_one_run_that_evaluates_alike_on_one_or_two_processes(tmp_path):
+    from specc.synth import default_schema, synthesize
+    synthesize(default_schema(), tmp_path / "data", n_train=400, n_valid=60, seed=3)
+    spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
+    spec.pop("schema")
+    spec["body"].update(d_model=16, n_layer=1)
+    spec["inputs"]["embeddings"]["default_dim"] = 16
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    data, valid, run = tmp_path / "data" / "train.parquet", tmp_path / "data" / "valid.parquet", tmp_path / "run"
+    done = _specc("train", tmp_path / "spec.json", "--data", data, "--eval", valid, "--out", run, "--epochs", 2,
+                  "--batch-size", 64, "--device", "cpu", "--quiet", "--nproc-per-node", 2)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = json.loads(done.stdout)                     # one result printed, by rank 0 alone
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["train_sessions"] == 400 and printed == metrics
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(line["epoch"], line["world_size"]) for line in lines] == [(1, 2), (2, 2)]   # one writer
+    single = _specc("evaluate", run, "--data", valid, "--device", "cpu")
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = _specc("--standalone", "--nproc_per_node", 2, "-m", "specc", "evaluate", run, "--data", valid,
+                    "--device", "cpu", launcher=("-m", "torch.distributed.run"))
+    assert double.returncode == 0, double.stderr[-3000:]
+    for evaluated in (json.loads(single.stdout), json.loads(double.stdout)):
+        for key in ("ndcg@10", "recall@10", "recall@20", "mrr@10"):
+            assert abs(evaluated[key] - metrics[key]) <= 1e-4, (key, evaluated[key], metrics[key])
+
+
+def _small_run_files(tmp_path):
+    from specc.synth import default_schema, synthesize
+    synthesize(default_schema(), tmp_path / "data", n_train=200, n_valid=40, seed=4)
+    spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
+    spec.pop("schema")
+    spec["body"].update(d_model=16, n_layer=1)
+    spec["inputs"]["embeddings"]["default_dim"] = 16
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    return tmp_path / "spec.json", tmp_path / "data" / "train.parquet"
+
+
+@pytest.mark.slow
+def test_resume_on_two_processes_and_the_world_size_changes_allowed(tmp_path):
+    from specc.checkpoint import RunError
+    from specc.train import train
+    spec, data = _small_run_files(tmp_path)
+    run = tmp_path / "run"
+    for epochs, resume in ((1, []), (2, ["--resume"])):
+        done = _specc("train", spec, "--data", data, "--out", run, "--epochs", epochs, "--batch-size", 32,
+                      "--device", "cpu", "--quiet", "--nproc-per-node", 2, *resume)
+        assert done.returncode == 0, done.stderr[-3000:]
+    # at an epoch's end, any number of processes continues the run
+    train(str(spec), str(data), str(run), epochs=3, resume=True, device="cpu", progress=False, log=lambda m: None)
+    lines = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [(line["epoch"], line["world_size"]) for line in lines] == [(1, 2), (2, 2), (3, 1)]
+    assert lines[1]["step"] == 2 * lines[0]["step"]                # no step lost or repeated
+    # inside an epoch, only as many as it had: the shares of the epoch depend on them
+    state = json.loads((run / "train_state.json").read_text())
+    state.update(batch=1, settings={**state["settings"], "world_size": 2})
+    (run / "train_state.json").write_text(json.dumps(state))
+    with pytest.raises(RunError, match="stopped inside epoch 4 on 2 process"):
+        train(str(spec), str(data), str(run), epochs=4, resume=True, device="cpu", progress=False,
+              log=lambda m: None)
+
+
+def test_the_global_batch_must_divide_over_the_processes():
+    from specc.errors import SpecError, UserError
+    from specc.train import _per_process_batch
+    assert _per_process_batch(96, 3, from_spec=True) == 32
+    with pytest.raises(SpecError) as e:
+        _per_process_batch(100, 3, from_spec=True)
+    assert e.value.issues[0].path == "$.training.batch_size" and "multiple of 3, e.g. 99" in e.value.issues[0].hint
+    with pytest.raises(UserError, match="--batch-size: batch size 7 does not divide evenly over 2 processes"):
+        _per_process_batch(7, 2, from_spec=False)
