@@ -1,6 +1,6 @@
 """Memory and speed of streamed data at scale: peak RSS reading (and training on) 1M vs 8M sessions, sessions/s.
 
-    python benchmarks/scale.py [--sessions 1000000 8000000] [--folder /tmp/specc-scale] [--procs 1 2] [--train]
+    python benchmarks/scale.py [--sessions 1000000 8000000] [--folder /tmp/specc-scale] [--procs 1 2] [--train S]
 
 Data: one parquet file per size, written row group by row group (100k sessions each, streaming: generation holds
 one row group), session lengths 2..20, 10,000 items, plus a schema.pbtxt. Each measurement runs in a fresh
@@ -8,7 +8,8 @@ process (one per rank) and reports the peak RSS (ru_maxrss) of the biggest one:
   * check: `open_dataset` alone, the validation pass over every row (seconds per million sessions);
   * read: `open_dataset` and one shuffled epoch of batches of 256 per process, at each of `--procs` processes
     (each reads its own share), sessions/s over all processes;
-  * train (`--train`): one epoch of `specc train` (a 1-layer SASRec-like spec), under torchrun for 2 processes.
+  * train (`--train S`): `specc train` (a 1-layer SASRec-like spec, batch 256; `--nproc-per-node` for 2
+    processes) for S seconds, then SIGTERM, which saves and stops it: its peak RSS and sessions/s.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -91,8 +93,9 @@ def measure(mode: str, path: str, procs: int) -> dict:
     return out
 
 
-def train(path: str, procs: int, out_dir: str) -> dict:
-    """One epoch of `specc train` (torchrun for several processes): peak RSS of the biggest process, wall time."""
+def train(path: str, procs: int, out_dir: str, seconds: float) -> dict:
+    """`specc train` (`--nproc-per-node` for several processes) for at most `seconds`, then SIGTERM (it saves and
+    stops after the current step): peak RSS of the biggest process, sessions/s over all processes."""
     spec = {"specc": 1, "inputs": {"max_sequence_length": MAX_LENGTH, "embeddings": {"default_dim": 32}},
             "body": {"kind": "transformer", "architecture": "native", "d_model": 32, "n_head": 2, "n_layer": 1},
             "tasks": [{"kind": "next_item"}], "training": {"epochs": 1, "batch_size": BATCH}}
@@ -101,19 +104,22 @@ def train(path: str, procs: int, out_dir: str) -> dict:
         json.dump(spec, f)
     run = os.path.join(out_dir, f"run-{os.path.basename(path)}-{procs}")
     subprocess.run(["rm", "-rf", run], check=True)
-    launcher = [sys.executable, "-m", "specc"] if procs == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs), "-m", "specc"]
-    env = dict(os.environ, PYTHONPATH=ROOT)
+    command = [sys.executable, "-m", "specc", "train", spec_path, "--data", path, "--out", run, "--quiet",
+               "--device", "cpu"] + (["--nproc-per-node", str(procs)] if procs > 1 else [])
     t0 = time.perf_counter()
-    subprocess.run(launcher + ["train", spec_path, "--data", path, "--out", run, "--quiet", "--device", "cpu"],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the biggest child so far
-    with open(os.path.join(run, "metrics.json")) as f:
-        metrics = json.load(f)
-    return {"mode": "train", "procs": procs, "sessions": metrics.get("train_sessions"),
-            "peak_rss_mb_so_far": round(peak, 1), "wall_s": round(wall, 1),
-            "train_sessions_per_s": metrics.get("train_sessions_per_s")}
+    process = subprocess.Popen(command, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.DEVNULL)
+    try:
+        process.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+    _, status, usage = os.wait4(process.pid, 0)   # ru_maxrss: the biggest of it and the processes it waited for
+    process.returncode = status
+    with open(os.path.join(run, "train_state.json")) as f:
+        state = json.load(f)    # the position saved: sessions and seconds of the epoch in progress (or finished)
+    sessions, seconds = (state["sessions"], state["seconds"]) if state["batch"] else \
+        (state["train_sessions"], state["train_seconds"])
+    return {"mode": "train", "procs": procs, "steps": state["step"], "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "wall_s": round(time.perf_counter() - t0, 1), "train_sessions_per_s": round(sessions / max(seconds, 1e-9))}
 
 
 def main() -> None:
@@ -124,7 +130,9 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, nargs="+", default=[1_000_000, 8_000_000])
     parser.add_argument("--folder", default="/tmp/specc-scale")
     parser.add_argument("--procs", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--train", action="store_true", help="also train one epoch on each size")
+    parser.add_argument("--train", type=float, default=0, metavar="SECONDS",
+                        help="also train on each size for at most SECONDS (then stopped by SIGTERM)")
+    parser.add_argument("--train-only", action="store_true", help="skip the check and read measurements")
     args = parser.parse_args()
     os.makedirs(args.folder, exist_ok=True)
     schema_file(args.folder)
@@ -134,12 +142,13 @@ def main() -> None:
             t0 = time.perf_counter()
             generate(path, n)
             print(json.dumps({"generated": path, "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
-        print(json.dumps(measure("check", path, 1)), flush=True)
-        for procs in args.procs:
-            print(json.dumps(measure("read", path, procs)), flush=True)
+        if not args.train_only:
+            print(json.dumps(measure("check", path, 1)), flush=True)
+            for procs in args.procs:
+                print(json.dumps(measure("read", path, procs)), flush=True)
         if args.train:
             for procs in args.procs:
-                print(json.dumps(train(path, procs, args.folder)), flush=True)
+                print(json.dumps(train(path, procs, args.folder, args.train)), flush=True)
 
 
 if __name__ == "__main__":

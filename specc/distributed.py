@@ -181,6 +181,7 @@ def from_environment(device: str | None = None, timeout_s: float = DEFAULT_TIMEO
 def launch(nproc_per_node: int, specc_arguments: list[str]) -> int:
     """`specc ARGUMENTS` on `nproc_per_node` processes of this machine through torch.distributed.run (torchrun
     --standalone); returns the exit status: 0, or 1 when a process failed (it has printed why)."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
     try:
@@ -189,6 +190,9 @@ def launch(nproc_per_node: int, specc_arguments: list[str]) -> int:
         failed = ", ".join(f"rank {rank} (exit {f.exitcode})" for rank, f in sorted(exc.failures.items()))
         print(f"error: {failed} of {nproc_per_node} failed", file=sys.stderr)
         return 1
+    except SignalException as exc:   # Ctrl-C or SIGTERM: torchrun has passed it on to every process
+        print(f"stopped by signal {int(exc.sigval)}", file=sys.stderr)
+        return 128 + int(exc.sigval)
     return 0
 
 
