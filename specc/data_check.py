@@ -41,6 +41,8 @@ def scan(footers: Footers, plans: list[ColumnPlan], *, item_column: str | None, 
         row = group.first_row
         try:
             if reader is None or reader[0] != group.file:
+                if reader is not None:
+                    reader[1].close()
                 reader = (group.file, pq.ParquetFile(footers.files[group.file]))
             for rb in reader[1].iter_batches(batch_size=CHUNK_ROWS, row_groups=[group.index], columns=names):
                 chunk = Chunk.read(rb, plans)
@@ -54,6 +56,8 @@ def scan(footers: Footers, plans: list[ColumnPlan], *, item_column: str | None, 
             broken.add(group.file)
             findings.unreadable.append(f"cannot read {footers.files[group.file]!r}: {type(exc).__name__}: "
                                        f"{str(exc).splitlines()[0][:300] if str(exc) else ''}")
+    if reader is not None:
+        reader[1].close()
     return Scan(kept, n_total, findings.item_counts, findings.problems(footers.where))
 
 

@@ -1,4 +1,5 @@
-"""Rows ready to batch, held ragged (no padding in memory), and their padded batches.
+"""Rows ready to batch, held ragged (no padding in memory), streams of them shuffled and cut into batches, and
+the padded batches.
 
 A batch pads its list columns to the longest row *in the batch* (at most max_length, since each row keeps only
 its most recent max_length values), with 0 on the right; ids are int64, values float32.
@@ -6,6 +7,7 @@ its most recent max_length values), with 0 on the right; ids are int64, values f
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 
@@ -85,3 +87,37 @@ def _ranges(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[n
     np.cumsum(lengths, out=offsets[1:])
     index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
     return values[index], offsets
+
+
+def shuffled(parts: Iterator[Rows], capacity: int, rng) -> Iterator[Rows]:
+    """The rows of `parts` through a shuffle buffer of about `capacity` rows: once full, it is permuted and all but
+    half of it passed on, so a row can travel far beyond the record batch it came in."""
+    waiting, held = [], 0
+    for part in parts:
+        waiting.append(part)
+        held += part.n
+        if held >= capacity:
+            pool = Rows.concat(waiting)
+            pool = pool.take(rng.permutation(pool.n))
+            out = pool.n - capacity // 2
+            yield pool.take(slice(0, out))
+            waiting, held = [pool.take(slice(out, None))], pool.n - out
+    if held:
+        pool = Rows.concat(waiting)
+        yield pool.take(rng.permutation(pool.n))
+
+
+def cut(parts: Iterator[Rows], sizes: list[int]) -> Iterator[Rows]:
+    """Batches of `sizes[i]` rows from the rows of `parts` (which must hold at least sum(sizes))."""
+    pending, at, i = None, 0, 0
+    for part in parts:
+        pending = part if pending is None else Rows.concat([pending.take(slice(at, None)), part])
+        at = 0
+        while i < len(sizes) and pending.n - at >= sizes[i]:
+            yield pending.take(slice(at, at + sizes[i]))
+            at += sizes[i]
+            i += 1
+        if i == len(sizes):
+            return
+    if i < len(sizes):
+        raise RuntimeError(f"the data ended {len(sizes) - i} batch(es) early: did it change since it was opened?")

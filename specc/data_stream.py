@@ -14,7 +14,7 @@ import numpy as np
 from specc.data_chunks import Chunk, Lengths
 from specc.data_columns import ColumnPlan
 from specc.data_files import RowGroup
-from specc.data_rows import Rows
+from specc.data_rows import Rows, cut, shuffled
 from specc.data_shards import batch_sizes, epoch_order, pieces, share, steps
 from specc.errors import DataError
 from specc.schema import Schema
@@ -111,9 +111,9 @@ class SequenceDataset:
                             source=self.path) from None
         rows = self._stream(epoch_order(len(self._groups), shuffle, seed, epoch))
         if shuffle:
-            rows = _shuffled(rows, self.shuffle_buffer, np.random.default_rng(
+            rows = shuffled(rows, self.shuffle_buffer, np.random.default_rng(
                 [int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF, self.rank]))
-        for part in _cut(rows, sizes):
+        for part in cut(rows, sizes):
             yield part.values[_ROW], part.batch(self._plans)
 
     def _stream(self, order: np.ndarray) -> Iterator[Rows]:
@@ -123,52 +123,18 @@ class SequenceDataset:
         start, stop = share(self.n_rows, self.rank, self.world_size)
         for g, first, last in pieces(self._kept, order, start, stop):
             group = self._groups[g]
-            file = pq.ParquetFile(self._files[group.file])
             seen, row = 0, self._file_starts[group.file] + group.first_row
-            for rb in file.iter_batches(batch_size=READ_ROWS, row_groups=[group.index], columns=names):
-                chunk = Chunk.read(rb, self._plans)
-                lengths = Lengths.of(chunk, self.item_column)
-                keep = lengths.kept(chunk.n, self._length_column, self._min_length)
-                rows = Rows.kept(chunk, lengths, keep, self.max_length)
-                rows.values[_ROW] = row + np.flatnonzero(keep)
-                row += chunk.n
-                lo, hi = max(first - seen, 0), min(last - seen, rows.n)
-                seen += rows.n
-                if lo < hi:
-                    yield rows.take(slice(lo, hi))
-                if seen >= last:
-                    break
-
-
-def _shuffled(parts: Iterator[Rows], capacity: int, rng) -> Iterator[Rows]:
-    """The rows of `parts` through a shuffle buffer of about `capacity` rows: once full, it is permuted and all but
-    half of it passed on, so a row can travel far beyond the record batch it came in."""
-    waiting, held = [], 0
-    for part in parts:
-        waiting.append(part)
-        held += part.n
-        if held >= capacity:
-            pool = Rows.concat(waiting)
-            pool = pool.take(rng.permutation(pool.n))
-            out = pool.n - capacity // 2
-            yield pool.take(slice(0, out))
-            waiting, held = [pool.take(slice(out, None))], pool.n - out
-    if held:
-        pool = Rows.concat(waiting)
-        yield pool.take(rng.permutation(pool.n))
-
-
-def _cut(parts: Iterator[Rows], sizes: list[int]) -> Iterator[Rows]:
-    """Batches of `sizes[i]` rows from the rows of `parts` (which must hold at least sum(sizes))."""
-    pending, at, i = None, 0, 0
-    for part in parts:
-        pending = part if pending is None else Rows.concat([pending.take(slice(at, None)), part])
-        at = 0
-        while i < len(sizes) and pending.n - at >= sizes[i]:
-            yield pending.take(slice(at, at + sizes[i]))
-            at += sizes[i]
-            i += 1
-        if i == len(sizes):
-            return
-    if i < len(sizes):
-        raise RuntimeError(f"the data ended {len(sizes) - i} batch(es) early: did it change since it was opened?")
+            with pq.ParquetFile(self._files[group.file]) as file:
+                for rb in file.iter_batches(batch_size=READ_ROWS, row_groups=[group.index], columns=names):
+                    chunk = Chunk.read(rb, self._plans)
+                    lengths = Lengths.of(chunk, self.item_column)
+                    keep = lengths.kept(chunk.n, self._length_column, self._min_length)
+                    rows = Rows.kept(chunk, lengths, keep, self.max_length)
+                    rows.values[_ROW] = row + np.flatnonzero(keep)
+                    row += chunk.n
+                    lo, hi = max(first - seen, 0), min(last - seen, rows.n)
+                    seen += rows.n
+                    if lo < hi:
+                        yield rows.take(slice(lo, hi))
+                    if seen >= last:
+                        break

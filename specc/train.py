@@ -119,8 +119,9 @@ def _per_process_batch(batch_size: int, world_size: int, from_spec: bool) -> int
     message = (f"batch size {batch_size} does not divide evenly over {world_size} processes; the batch size is "
                f"global (each process takes batch_size / {world_size} rows)")
     if from_spec:
+        near = batch_size // world_size * world_size or world_size
         raise SpecError([Issue("$.training.batch_size", "batch_not_divisible", message,
-                               hint=f"use a multiple of {world_size}, e.g. {batch_size // world_size * world_size or world_size}")])
+                               hint=f"use a multiple of {world_size}, e.g. {near}")])
     raise UserError(f"--batch-size: {message}")
 
 

@@ -49,7 +49,8 @@ def _all(ds, bs=1000, **kw):
     out = {}
     for b in ds.batches(bs, shuffle=kw.pop("shuffle", False), **kw):
         for k, v in b.items():
-            out.setdefault(k, []).append(v if v.dim() == 1 else torch.nn.functional.pad(v, (0, ds.max_length - v.shape[1])))
+            out.setdefault(k, []).append(v if v.dim() == 1 else
+                                         torch.nn.functional.pad(v, (0, ds.max_length - v.shape[1])))
     return {k: torch.cat(v) for k, v in out.items()}
 
 

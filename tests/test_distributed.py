@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from specc.distributed import DistributedContext, DistributedError, from_environment
+from specc.distributed import DistributedContext, from_environment
 from specc.metrics import MetricAccumulator, all_reduce
 
 pa = pytest.importorskip("pyarrow")
