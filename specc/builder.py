@@ -5,13 +5,13 @@ import torch
 from torch import nn
 
 from specc.check import compile as compile_plan
-from specc.errors import UserError
+from specc.errors import Issue, SpecError, UserError
 from specc.model import Model
 from specc.nn.bodies import GruBody, MlpBody, NativeTransformer
 from specc.nn.dropout import use_fast_dropout
 from specc.nn.heads import NextItemHead, ScalarHead
-from specc.nn.inputs import InputBlock
-from specc.plan import Plan
+from specc.nn.inputs import InputBlock, PretrainedVectors
+from specc.plan import Plan, PretrainedPlan
 
 
 def build(spec, schema=None, kernels: str = "auto") -> Model:
@@ -19,9 +19,10 @@ def build(spec, schema=None, kernels: str = "auto") -> Model:
     return build_from_plan(compile_plan(spec, schema, kernels))
 
 
-def build_from_plan(plan: Plan) -> Model:
+def build_from_plan(plan: Plan, read_vectors: bool = True) -> Model:
+    """`read_vectors=False` leaves pretrained vectors zero, for weights loaded next (e.g. from a run directory)."""
     try:
-        return _build(plan)
+        return _build(plan, read_vectors)
     except (MemoryError, RuntimeError) as exc:
         if not isinstance(exc, MemoryError) and "allocat" not in str(exc):
             raise
@@ -30,7 +31,7 @@ def build_from_plan(plan: Plan) -> Model:
                         "(int_domain.max) and embedding dims in the plan (`specc compile`)") from None
 
 
-def _build(plan: Plan) -> Model:
+def _build(plan: Plan, read_vectors: bool) -> Model:
     i = plan.inputs
     table_index = {t.name: n for n, t in enumerate(i.tables)}
     cat = [f for f in i.features if f.role == "categorical"]
@@ -46,7 +47,8 @@ def _build(plan: Plan) -> Model:
         continuous=list(cont.columns) if cont else [], continuous_kind=cont.kind if cont else None,
         continuous_dim=cont.dim if cont else 0, soft_cardinality=cont.cardinality if cont else None,
         aggregation=i.aggregation, item_column=plan.next_item.target if plan.next_item else i.sequence_column,
-        aggregated_width=i.aggregated_width, layer_norm=i.layer_norm, dropout=i.dropout, projection=projection)
+        aggregated_width=i.aggregated_width, layer_norm=i.layer_norm, dropout=i.dropout, projection=projection,
+        pretrained=[(p.column, _pretrained(p, plan.base_dir, read_vectors)) for p in i.pretrained])
     body = _body(plan)
     next_item = None
     t = plan.next_item
@@ -61,6 +63,19 @@ def _build(plan: Plan) -> Model:
     mask = nn.Parameter(torch.randn(plan.body.input_width) * 0.02) if plan.masking.uses_mask_token else None
     disc = nn.Linear(plan.body.output_width, 1) if plan.masking.kind == "rtd" else None
     return use_fast_dropout(Model(plan, inputs, body, next_item, scalar_heads, mask, disc))
+
+
+def _pretrained(p: PretrainedPlan, base_dir: str | None, read_vectors: bool) -> PretrainedVectors:
+    from specc.vectors import VectorsProblem, read_table, resolve_path
+    vectors = torch.zeros(p.rows, p.dim)
+    if read_vectors:
+        try:
+            vectors = torch.from_numpy(read_table(p.kind, resolve_path(p.path, base_dir), p.rows, p.dim, p.vectors,
+                                                  p.ids, p.missing))
+        except VectorsProblem as problem:   # the file changed since the spec was compiled
+            raise SpecError([Issue(f"$.inputs.pretrained.{p.name}.{problem.key}", problem.code, problem.message,
+                                   problem.hint, p.column)]) from None
+    return PretrainedVectors(vectors, p.trainable, p.projection)
 
 
 def _body(plan: Plan) -> nn.Module:

@@ -132,7 +132,7 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     if _comparable(plan.to_dict()) != _comparable(saved_plan):
         raise RunError(f"{run_dir}: the spec no longer compiles to the saved plan (was it edited, or trained with "
                        "another specc version?)")
-    model = build_from_plan(plan)
+    model = build_from_plan(plan, read_vectors=False)   # pretrained vectors are among the weights
     load_weights(run_dir, model)
     if device:
         model.to(device)

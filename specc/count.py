@@ -11,6 +11,8 @@ def _linears(widths) -> int:
 def count_parameters(plan: Plan) -> int:
     i, b = plan.inputs, plan.body
     n = sum(t.rows * t.dim for t in i.tables)
+    for p in i.pretrained:   # frozen vectors are a buffer, not parameters
+        n += p.rows * p.dim * p.trainable + (_linears([p.dim, p.projection]) if p.projection else 0)
     c = i.continuous
     if c is not None and c.kind == "linear":
         n += _linears([len(c.columns), c.dim])

@@ -11,6 +11,7 @@ from specc.errors import DataError
 from specc.nn.heads import NextItemHead, ScalarHead
 from specc.nn.masking import causal_targets, mlm_positions, plm_positions
 from specc.plan import RTD_LOSS_NAME, Plan
+from specc.sampled_eval import ranks_as_top_ids, sampled_negatives
 
 
 class Model(nn.Module):
@@ -271,11 +272,42 @@ class Model(nn.Module):
         with _eval_mode(self):
             return self._evaluate(batch, lengths, k, exclude_seen)
 
+    @torch.no_grad()
+    def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
+        """The scores `recommend` ranks by, for given candidates only: `item_ids` [B, M] (or [M], the same for every
+        row) of catalog items -> [B, M] for the position after each sequence's last item."""
+        if self.next_item is None:
+            raise ValueError("this model has no next_item task")
+        item_ids = torch.as_tensor(item_ids)
+        if item_ids.dtype.is_floating_point or item_ids.dtype == torch.bool or item_ids.dim() not in (1, 2):
+            raise ValueError("item_ids must be integer ids, [M] or [B, M]")
+        catalog = self.plan.next_item.n_items
+        if item_ids.numel() and not (1 <= int(item_ids.min()) and int(item_ids.max()) < catalog):
+            raise ValueError(f"item_ids must be catalog items, 1..{catalog - 1} (0 is padding)")
+        batch, lengths = self.prepare(batch)
+        if item_ids.dim() == 2 and item_ids.shape[0] != lengths.shape[0]:
+            raise ValueError(f"item_ids has {item_ids.shape[0]} rows, the batch {lengths.shape[0]}")
+        with _eval_mode(self):
+            return self._score(batch, lengths, item_ids.to(lengths.device))
+
+    def _score(self, batch, lengths, item_ids):
+        h = self.next_hidden(batch, lengths)
+        ids = item_ids.expand(h.shape[0], -1) if item_ids.dim() == 1 else item_ids
+        return self.next_item.score(h, self._item_weight(), ids)
+
     def _evaluate(self, batch, lengths, k, exclude_seen) -> dict:
         out: dict = {}
         if self.next_item is not None:
             stripped, short, target = self._strip_last(batch, lengths)
-            out[self.plan.next_item.name] = (self._topk(stripped, short, k, exclude_seen)[1], target)
+            sampled = self.plan.next_item.sampled
+            if sampled:
+                negatives = sampled_negatives(stripped[self.sequence_column], target, self.plan.next_item.n_items,
+                                              sampled["negatives"], sampled["seed"])
+                scores = self._score(stripped, short, torch.cat([target[:, None], negatives], 1))
+                top = ranks_as_top_ids(scores, target, k)
+            else:
+                top = self._topk(stripped, short, k, exclude_seen)[1]
+            out[self.plan.next_item.name] = (top, target)
         if self.scalar_heads:
             hidden = self.encode(batch, lengths)
             for name, head in self.scalar_heads.items():

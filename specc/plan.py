@@ -44,6 +44,23 @@ class ProjectionPlan:
 
 
 @dataclass(frozen=True)
+class PretrainedPlan:
+    name: str
+    kind: str               # the file's format: npy, safetensors or parquet
+    path: str               # as the spec gives it; relative paths are relative to Plan.base_dir
+    column: str             # the categorical feature whose ids pick the rows
+    sequential: bool        # a list column (else a scalar, broadcast along the sequence)
+    rows: int               # the column's cardinality
+    dim: int
+    trainable: bool         # False: a frozen buffer; True: a parameter
+    projection: int | None  # width of the Linear from dim, if any
+    width: int              # width of its part in the aggregation
+    missing: str = "error"  # "zero": ids without a vector get zeros
+    vectors: str | None = None   # the tensor (safetensors) or column (parquet) holding the vectors
+    ids: str | None = None       # the tensor or column holding each vector's id
+
+
+@dataclass(frozen=True)
 class InputsPlan:
     max_sequence_length: int
     sequence_column: str    # the list column whose non-zero entries define each sequence's length
@@ -51,12 +68,13 @@ class InputsPlan:
     tables: tuple[TablePlan, ...]
     continuous: ContinuousPlan | None
     aggregation: str
-    part_widths: tuple[int, ...]   # sequential categorical, scalar categorical, continuous parts
+    part_widths: tuple[int, ...]   # sequential categorical, scalar categorical, pretrained, continuous parts
     aggregated_width: int
     layer_norm: bool
     dropout: float
     projection: ProjectionPlan | None
     output_width: int
+    pretrained: tuple[PretrainedPlan, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,7 @@ class TaskPlan:
     output_projection: tuple[int, int] | None = None   # (body width, item dim) Linear before tied scoring
     temperature: float = 1.0
     loss: LossPlan | None = None
+    sampled: dict | None = None             # ranking metrics over the full catalog, or sampled (negatives, seed)
     # classification / regression
     summary: str | None = None
     target_sequential: bool = False
@@ -127,13 +146,20 @@ class Plan:
     parameters: int
     kernels: str            # "triton" or "torch" on the target device; "auto" decides at build time
     schema_source: str | None = None
+    base_dir: str | None = None   # the spec's folder: relative file paths in the plan are relative to it
 
     @property
     def next_item(self) -> TaskPlan | None:
         return next((t for t in self.tasks if t.kind == "next_item"), None)
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))
+        """The plan as JSON data; where the spec was read from (base_dir) is not part of it, and plans without
+        pretrained vectors read as before those existed."""
+        out = json.loads(json.dumps(asdict(self)))
+        del out["base_dir"]
+        if not self.inputs.pretrained:
+            del out["inputs"]["pretrained"]
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -165,6 +191,12 @@ def _render(plan: Plan) -> str:
         out += ["", "embedding tables"]
         out += _table([(t.name, f"{_fmt(t.rows)} x {t.dim}", _fmt(t.rows * t.dim), ", ".join(t.columns))
                        for t in i.tables], ("table", "rows x dim", "parameters", "columns"))
+    if i.pretrained:
+        out += ["", "pretrained vectors"]
+        out += _table([(p.name, p.column, f"{_fmt(p.rows)} x {p.dim}", "trainable" if p.trainable else "frozen",
+                        f"linear {p.dim} -> {p.projection}" if p.projection else "-", p.width, f"{p.kind} {p.path}")
+                       for p in i.pretrained], ("vectors", "by", "rows x dim", "weights", "projection", "width",
+                                                "source"))
     if i.continuous:
         c = i.continuous
         extra = f", cardinality {c.cardinality}" if c.cardinality else ""
@@ -199,6 +231,8 @@ def _render(plan: Plan) -> str:
             loss = t.loss.kind + (f" ({t.loss.negatives} negatives, {t.loss.sampler or 'uniform'})"
                                   if t.loss.negatives else "")
             metrics = ", ".join(f"{k}@{','.join(map(str, v))}" for k, v in t.metrics.items())
+            if t.sampled:
+                metrics += f" (sampled: {t.sampled['negatives']} negatives, seed {t.sampled['seed']})"
             rows.append((t.name, t.kind, t.target, f"{_fmt(t.n_items)} items, {head}", loss, metrics, t.weight))
         else:
             loss = "binary cross-entropy" if t.kind == "binary_classification" else "mse"

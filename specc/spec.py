@@ -11,7 +11,8 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Mapping, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator,
+                      model_validator)
 from pydantic_core import PydanticCustomError
 
 from specc.errors import Issue, SpecError, did_you_mean, json_path
@@ -92,6 +93,42 @@ class MlpProjection(Closed):
 Projection = Annotated[Union[MlpProjection], Field(discriminator="kind")]
 
 
+class _PretrainedVectors(Closed):
+    """Fixed vectors per id of a categorical feature (e.g. text or image embeddings of the items), one more part
+    of each position; their file is read when compiling (checked against `dim` and the column's ids) and again
+    when building, and they are saved with the model's weights."""
+    path: Annotated[str, Field(min_length=1)]    # relative to the spec file
+    dim: Width                                    # the vectors' width, as the file must hold them
+    column: str | None = None                     # the categorical feature whose ids pick the rows (the item id)
+    trainable: bool = False                       # false: frozen (a buffer); true: fine-tuned with the model
+    projection: Width | None = None               # a Linear from dim to this width
+    missing: Literal["error", "zero"] = "error"   # ids the file has no vector for: an error, or zero vectors
+
+
+class NpyVectors(_PretrainedVectors):
+    """A .npy array [rows, dim]: row i is the vector of id i (row 0, padding, is ignored)."""
+    kind: Literal["npy"]
+
+
+class SafetensorsVectors(_PretrainedVectors):
+    """A .safetensors file: the tensor `vectors` [n, dim] (default: the file's only tensor besides `ids`) and,
+    optionally, the tensor `ids` [n] naming each row's id (without it, row i is id i)."""
+    kind: Literal["safetensors"]
+    vectors: Annotated[str, Field(min_length=1)] | None = None
+    ids: Annotated[str, Field(min_length=1)] | None = None
+
+
+class ParquetVectors(_PretrainedVectors):
+    """A parquet file or folder: an item table (the id in column `ids`, its vector in the list column `vectors`),
+    or session data (an id list in `ids` and, aligned with it, a list of vectors in `vectors`)."""
+    kind: Literal["parquet"]
+    vectors: Annotated[str, Field(min_length=1)]
+    ids: Annotated[str, Field(min_length=1)]
+
+
+PretrainedVectors = Annotated[Union[NpyVectors, SafetensorsVectors, ParquetVectors], Field(discriminator="kind")]
+
+
 class Inputs(Closed):
     max_sequence_length: Annotated[int, Field(ge=1, le=MAX_SEQUENCE_LENGTH)]
     features: Annotated[list[str], Field(min_length=1)] | None = None
@@ -101,6 +138,7 @@ class Inputs(Closed):
     projection: Projection | None = None
     dropout: Dropout = 0.0
     layer_norm: bool = True
+    pretrained: dict[str, PretrainedVectors] = {}
 
 
 # ---------------------------------------------------------------- masking
@@ -210,9 +248,26 @@ CLASSIFICATION_METRICS = ("auc", "accuracy", "precision", "recall")
 REGRESSION_METRICS = ("rmse", "mae")
 
 
-def _check_metric_names(metrics: Mapping[str, Any] | list[str], allowed: tuple[str, ...]) -> None:
-    """`at` (the metric's key, or its index in a list) makes the error's JSON path point at the metric itself."""
-    for at, name in (((n, n) for n in metrics) if isinstance(metrics, Mapping) else enumerate(metrics)):
+def _metric_value_kind(value: Any) -> str:
+    return "cutoffs" if isinstance(value, list) else "protocol" if isinstance(value, str) else "number"
+
+
+# a next_item metric's cut-offs, or the value of a protocol key; chosen by the JSON type, so one error each
+MetricValue = Annotated[Union[Annotated[Cutoffs, Tag("cutoffs")],
+                              Annotated[str, Tag("protocol")],
+                              Annotated[int, Field(ge=0), Tag("number")]], Discriminator(_metric_value_kind)]
+
+# keys of a next_item task's `metrics` that choose the evaluation protocol, not a metric
+RANKING_PROTOCOL_KEYS = {"protocol": "'full' or 'sampled'", "negatives": "a positive integer",
+                         "seed": "an integer"}
+
+
+def _check_metric_names(metrics: Mapping[str, Any] | list[str], allowed: tuple[str, ...], keyed: bool = False
+                        ) -> None:
+    """`at` (the metric's key, or its index in a list) makes the error's JSON path point at the metric itself;
+    `keyed`: `metrics` lists the keys of a mapping."""
+    keyed = keyed or isinstance(metrics, Mapping)
+    for at, name in (((n, n) for n in metrics) if keyed else enumerate(metrics)):
         if name not in allowed:
             raise PydanticCustomError("unknown_metric", "unknown metric {name}; choose from {choices}",
                                       {"name": repr(name), "choices": ", ".join(allowed), "at": at,
@@ -230,13 +285,34 @@ class NextItemTask(TaskBase):
     weight_tying: bool = True
     temperature: Annotated[float, Field(gt=0.0)] = 1.0
     loss: NextItemLoss = CrossEntropyLoss(kind="cross_entropy")
-    metrics: dict[str, Cutoffs] = {"ndcg": [10, 20], "recall": [10, 20]}
+    # metric name -> cut-offs, and the evaluation protocol's keys (RANKING_PROTOCOL_KEYS)
+    metrics: dict[str, MetricValue] = {"ndcg": [10, 20], "recall": [10, 20]}
 
     @field_validator("metrics")
     @classmethod
     def _ranking_metrics(cls, value):
-        _check_metric_names(value, RANKING_METRICS)
+        _check_metric_names([n for n in value if n not in RANKING_PROTOCOL_KEYS], RANKING_METRICS, keyed=True)
+        for name, v in value.items():
+            expected = RANKING_PROTOCOL_KEYS.get(name, "a list of cut-offs")
+            ok = {"protocol": v in ("full", "sampled"), "negatives": isinstance(v, int) and v >= 1,
+                  "seed": isinstance(v, int)}.get(name, isinstance(v, list))
+            if not ok:
+                raise PydanticCustomError("wrong_type", "{name} must be {expected}",
+                                          {"name": name, "expected": expected, "at": name})
         return value
+
+    @property
+    def cutoffs(self) -> dict[str, list[int]]:
+        return {k: v for k, v in self.metrics.items() if k not in RANKING_PROTOCOL_KEYS}
+
+    @property
+    def sampled_protocol(self) -> dict | None:
+        """None to rank over the full catalog (the default); else the SASRec/BERT4Rec papers' protocol: the target
+        ranked among `negatives` uniform items the sequence does not hold, drawn with `seed`."""
+        m = self.metrics
+        if m.get("protocol", "full") == "full":
+            return None
+        return {"negatives": m.get("negatives", 100), "seed": m.get("seed", 0)}
 
 
 Summary = Literal["last", "first", "mean"]
@@ -278,6 +354,15 @@ class Optimizer(Closed):
     weight_decay: Annotated[float, Field(ge=0.0)] = 0.0
 
 
+class EarlyStopping(Closed):
+    """Stop when the validation `metric` has not improved by more than `min_delta` for `patience` evaluations;
+    the run keeps the weights of its best evaluation."""
+    metric: Annotated[str, Field(min_length=1)] = "ndcg@10"
+    patience: PositiveInt = 3
+    min_delta: Annotated[float, Field(ge=0.0)] = 0.0
+    mode: Literal["max", "min"] | None = None   # default: min for rmse/mae, max for every other metric
+
+
 class Training(Closed):
     batch_size: PositiveInt = 256
     epochs: PositiveInt = 3
@@ -287,6 +372,7 @@ class Training(Closed):
     warmup: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.05
     schedule: Literal["linear", "constant"] = "linear"   # after warm-up: linear decay to 0, or constant
     clip_grad_norm: Annotated[float, Field(gt=0.0)] | None = 1.0
+    early_stopping: EarlyStopping | None = None
 
 
 # ---------------------------------------------------------------- the spec
@@ -368,8 +454,12 @@ def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> 
         if not loc or not isinstance(loc[-1], str):
             return None
         node: Any = data
-        for part in loc[:-1]:
-            node = node[part] if isinstance(node, (Mapping, list)) else None
+        for part in loc[:-1]:   # an earlier removal may have taken the parent away already
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                node = None
+                break
         if isinstance(node, dict):
             node.pop(loc[-1], None)
     try:
@@ -466,6 +556,9 @@ def _code(kind: str, loc: list) -> str:
     return "invalid_type" if kind.endswith("_type") or "parsing" in kind else "invalid_value"
 
 
+_ABSENT = object()   # below a key the data does not have
+
+
 def _json_loc(loc: tuple, data: Any) -> tuple[list, list]:
     """The JSON location of a pydantic error, and the model path (keys plus union tags) to find the model class."""
     out, node = [], data
@@ -481,10 +574,12 @@ def _json_loc(loc: tuple, data: Any) -> tuple[list, list]:
             node = node[part]
         elif isinstance(node, Mapping) and node.get("kind") == part:
             model_path.append(("kind", part))   # a union member's tag, not a key
+        elif node is not _ABSENT and not isinstance(node, Mapping):
+            continue   # under a list or scalar value, a name is a union member's, not a key
         elif isinstance(part, str) and not part.startswith(("function-", "list[", "dict[")):
             out.append(part)
             model_path.append(part)
-            node = None
+            node = _ABSENT
     return out, model_path
 
 

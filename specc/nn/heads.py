@@ -68,6 +68,11 @@ class NextItemHead(nn.Module):
         neg_loss = F.softplus(neg).masked_fill(negatives == target[:, None], 0.0).sum(-1)
         return (-beta * F.logsigmoid(pos) + neg_loss).sum() / max(N, 1)   # 0 for a batch without targets
 
+    def score(self, hidden: torch.Tensor, weight: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+        """[B, M] scores of the items `item_ids` [B, M], as `topk` ranks them."""
+        h, weight = _one_dtype(self.queries(hidden) / self.temperature, weight)
+        return torch.einsum("bd,bmd->bm", h, weight[item_ids])
+
     def topk(self, hidden: torch.Tensor, weight: torch.Tensor, k: int, exclude: torch.Tensor | None, backend: str):
         from specc.kernels import topk_scores
         h, weight = _one_dtype(self.queries(hidden) / self.temperature, weight)

@@ -1,0 +1,59 @@
+"""Model selection by validation: which evaluation is the best so far, and when to stop (`training.early_stopping`).
+
+Pure bookkeeping, saved with each checkpoint so that a resumed run selects as an uninterrupted one would."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+LOWER_IS_BETTER = ("rmse", "mae", "loss")
+
+
+def metric_mode(metric: str) -> str:
+    """"min" for error metrics (`rmse`, `<task>/mae`, ...), "max" for the rest."""
+    return "min" if metric.rsplit("/", 1)[-1] in LOWER_IS_BETTER else "max"
+
+
+@dataclass
+class Selection:
+    metric: str
+    mode: str                       # "max" or "min"
+    patience: int
+    min_delta: float = 0.0
+    best: float | None = None
+    best_epoch: int = 0
+    bad_evaluations: int = 0        # evaluations since the best one
+
+    @classmethod
+    def from_spec(cls, early_stopping, state: dict | None = None) -> "Selection | None":
+        if early_stopping is None:
+            return None
+        es = early_stopping
+        selection = cls(es.metric, es.mode or metric_mode(es.metric), es.patience, es.min_delta)
+        for key, value in (state or {}).items():
+            setattr(selection, key, value)
+        return selection
+
+    def update(self, metrics: dict, epoch: int) -> bool:
+        """Record an evaluation after `epoch`; True when it is the best so far."""
+        value = metrics[self.metric]
+        if value != value:   # NaN: no evaluation rows
+            self.bad_evaluations += 1
+            return False
+        better = self.best is None or (value > self.best + self.min_delta if self.mode == "max"
+                                       else value < self.best - self.min_delta)
+        if better:
+            self.best, self.best_epoch, self.bad_evaluations = float(value), epoch, 0
+        else:
+            self.bad_evaluations += 1
+        return better
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_evaluations >= self.patience
+
+    def state(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k in ("best", "best_epoch", "bad_evaluations")}
+
+    def summary(self) -> dict:
+        """What metrics.json says of the selection."""
+        return {"selected_by": self.metric, "best_epoch": self.best_epoch, f"best_{self.metric}": self.best}

@@ -1,0 +1,118 @@
+"""Scoring given candidates (Model.score) and the sampled evaluation protocol (`metrics.protocol: sampled`)."""
+import json
+
+import pytest
+import torch
+
+import specc
+from specc.errors import SpecError
+from specc.metrics import ranking_metrics
+from specc.sampled_eval import ranks_as_top_ids, sampled_negatives
+from tests.helpers import ROOT
+
+
+def _spec(metrics: dict | None = None) -> dict:
+    spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
+    spec["schema"] = str(ROOT / "specs" / spec["schema"])
+    if metrics is not None:
+        spec["tasks"][0]["metrics"] = metrics
+    return spec
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return specc.build(_spec()).eval()
+
+
+def test_score_equals_the_scores_recommend_ranks_by(model):
+    batch = model.random_batch(5, seed=3)
+    scores, ids = model.recommend(batch, k=7)
+    assert torch.allclose(model.score(batch, ids), scores, atol=1e-5)
+    same_for_all = model.score(batch, torch.tensor([3, 9, 27]))
+    assert same_for_all.shape == (5, 3)
+    assert torch.allclose(same_for_all, model.score(batch, torch.tensor([[3, 9, 27]] * 5)))
+
+
+@pytest.mark.parametrize("ids, message", [
+    (torch.tensor([0, 4]), "catalog items"),
+    (torch.tensor([5, 1000]), "catalog items"),
+    (torch.tensor([1.0, 2.0]), "integer ids"),
+    (torch.tensor([[1, 2]] * 3), "rows"),
+])
+def test_score_refuses_ids_outside_the_catalog_and_bad_shapes(model, ids, message):
+    with pytest.raises(ValueError, match=message):
+        model.score(model.random_batch(5, seed=3), ids)
+
+
+def test_negatives_are_unseen_catalog_items_and_depend_only_on_the_row():
+    g = torch.Generator().manual_seed(0)
+    items = torch.randint(1, 60, (32, 12), generator=g)
+    items[::3, 8:] = 0
+    target = torch.randint(1, 60, (32,), generator=g)
+    negatives = sampled_negatives(items, target, n_items=60, negatives=30, seed=7)
+    assert negatives.shape == (32, 30) and int(negatives.min()) >= 1 and int(negatives.max()) < 60
+    for row in range(32):
+        assert not set(negatives[row].tolist()) & (set(items[row].tolist()) | {int(target[row])})
+    # the same row in another batch, at another position, draws the same negatives; another seed others
+    again = sampled_negatives(items[[5, 0]], target[[5, 0]], n_items=60, negatives=30, seed=7)
+    assert torch.equal(again, negatives[[5, 0]])
+    assert not torch.equal(sampled_negatives(items, target, 60, 30, seed=8), negatives)
+
+
+def test_ranks_as_top_ids_puts_the_target_at_its_rank_ties_against_it():
+    scores = torch.tensor([[0.5, 0.9, 0.1, 0.7], [0.9, 0.1, 0.2, 0.3], [0.4, 0.4, 0.0, 0.0]])
+    target = torch.tensor([11, 12, 13])
+    top = ranks_as_top_ids(scores, target, k=3)
+    assert top.tolist() == [[-1, -1, 11], [12, -1, -1], [-1, 13, -1]]
+    assert ranks_as_top_ids(scores, target, k=2)[0].tolist() == [-1, -1]
+
+
+def test_sampled_protocol_metrics_equal_a_brute_force_ranking(tmp_path):
+    spec = _spec({"ndcg": [5, 10], "recall": [10], "protocol": "sampled", "negatives": 40, "seed": 3})
+    torch.manual_seed(0)
+    model = specc.build(spec).eval()
+    batch = model.random_batch(16, min_length=2, seed=4, targets=True)
+    top, target = model.evaluate_batch(batch, k=10)["next_item"]
+    # brute force: strip each row's last item, rank it among the unseen negatives with Model.score
+    items = batch["item_id-list"]
+    lengths = (items != 0).sum(1)
+    stripped = {c: v.clone() for c, v in batch.items()}
+    for c, v in stripped.items():
+        if v.dim() == 2:
+            v[torch.arange(16), lengths - 1] = 0
+    negatives = sampled_negatives(stripped["item_id-list"], target, 1000, 40, seed=3)
+    scores = model.score(stripped, torch.cat([target[:, None], negatives], 1))
+    rank = (scores[:, 1:] >= scores[:, :1]).sum(1) + 1
+    expected_recall = (rank <= 10).double().mean()
+    expected_ndcg5 = torch.where(rank <= 5, 1 / torch.log2(rank.double() + 1), 0).mean()
+    got = ranking_metrics(top, target, {"recall": [10], "ndcg": [5]})
+    assert float(got["recall@10"].double().mean()) == pytest.approx(float(expected_recall))
+    assert float(got["ndcg@5"].double().mean()) == pytest.approx(float(expected_ndcg5))
+
+
+def test_full_protocol_stays_the_default_and_is_not_in_the_plan():
+    plan = specc.compile(_spec())
+    assert plan.next_item.sampled is None
+    sampled = specc.compile(_spec({"recall": [10], "protocol": "sampled"}))
+    assert sampled.next_item.sampled == {"negatives": 100, "seed": 0}
+    assert sampled.next_item.metrics == {"recall": (10,)}
+    assert "sampled: 100 negatives" in sampled.summary()
+
+
+@pytest.mark.parametrize("metrics, path, code", [
+    ({"recall": [10], "protocol": "sometimes"}, "$.tasks[0].metrics.protocol", "invalid_type"),
+    ({"recall": [10], "protocol": "sampled", "negatives": 0}, "$.tasks[0].metrics.negatives", "invalid_type"),
+    ({"recall": 10}, "$.tasks[0].metrics.recall", "invalid_type"),
+    ({"recal": [10]}, "$.tasks[0].metrics.recal", "unknown_metric"),
+    ({"recall": [10], "protocol": "sampled", "negatives": 990}, "$.tasks[0].metrics.negatives",
+     "too_many_negatives"),
+    ({"recall": [50], "protocol": "sampled", "negatives": 20}, "$.tasks[0].metrics.recall", "shape_mismatch"),
+])
+def test_bad_protocol_keys_are_located_errors(metrics, path, code):
+    with pytest.raises(SpecError) as err:
+        specc.compile(_spec(metrics))
+    issues = [i for i in err.value.issues if i.path == path]
+    assert issues, [str(i) for i in err.value.issues]
+    if code:
+        assert issues[0].code == code

@@ -1,0 +1,58 @@
+"""Model selection by validation: the best evaluation, patience, and the metric checked at compile time."""
+import json
+
+import pytest
+
+import specc
+from specc.errors import SpecError
+from specc.selection import Selection, metric_mode
+from specc.spec import EarlyStopping
+from tests.helpers import ROOT
+
+
+def _selection(**kw) -> Selection:
+    return Selection.from_spec(EarlyStopping(**kw))
+
+
+def test_the_best_epoch_is_kept_and_patience_counts_evaluations_since_it():
+    s = _selection(metric="ndcg@10", patience=2)
+    improved = [s.update({"ndcg@10": v}, epoch) for epoch, v in enumerate([0.1, 0.3, 0.2, 0.3, 0.25], start=1)]
+    assert improved == [True, True, False, False, False]
+    assert (s.best, s.best_epoch, s.should_stop) == (0.3, 2, True)
+
+
+def test_min_delta_and_error_metrics_go_down():
+    s = _selection(metric="recall@10", patience=1, min_delta=0.05)
+    assert s.update({"recall@10": 0.50}, 1) and not s.update({"recall@10": 0.54}, 2) and s.should_stop
+    err = _selection(metric="price/rmse", patience=5)
+    assert err.mode == "min" and metric_mode("ndcg@10") == "max"
+    assert err.update({"price/rmse": 2.0}, 1) and err.update({"price/rmse": 1.5}, 2)
+    assert not err.update({"price/rmse": 1.7}, 3) and err.best_epoch == 2
+
+
+def test_a_nan_evaluation_never_becomes_the_best():
+    s = _selection(metric="ndcg@10", patience=3)
+    assert not s.update({"ndcg@10": float("nan")}, 1) and s.best is None
+    assert s.update({"ndcg@10": 0.0}, 2)
+
+
+def test_the_state_restores_the_selection():
+    s = _selection(metric="ndcg@10", patience=3)
+    s.update({"ndcg@10": 0.4}, 1), s.update({"ndcg@10": 0.3}, 2)
+    again = Selection.from_spec(EarlyStopping(metric="ndcg@10", patience=3), s.state())
+    assert again == s and again.summary() == {"selected_by": "ndcg@10", "best_epoch": 1, "best_ndcg@10": 0.4}
+
+
+def _spec(early_stopping: dict) -> dict:
+    spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
+    spec["schema"] = str(ROOT / "specs" / spec["schema"])
+    spec["training"]["early_stopping"] = early_stopping
+    return spec
+
+
+def test_early_stopping_must_select_by_a_metric_a_task_reports():
+    assert specc.compile(_spec({"metric": "recall@20", "patience": 2}))
+    with pytest.raises(SpecError) as err:
+        specc.compile(_spec({"metric": "ndcg@5"}))
+    issue = next(i for i in err.value.issues if i.path == "$.training.early_stopping.metric")
+    assert issue.code == "unknown_metric" and "ndcg@10" in issue.hint
