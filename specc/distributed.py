@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import zlib
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any, Mapping
 
@@ -133,14 +134,29 @@ class DistributedContext:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextmanager
+    def guard(self, what: str):
+        """Inside, a failure of the process group (e.g. in DDP's gradient all-reduce during backward) raises
+        DistributedError, with the same message as the context's own collectives."""
+        if not self._group_started:
+            yield
+            return
+        try:
+            yield
+        except _dist().DistError as exc:
+            raise self._lost(what, exc) from None
+
     def _run(self, what: str, call, *args, **kwargs):
         try:
             return call(*args, **kwargs)
         except (RuntimeError, ConnectionError, TimeoutError) as exc:   # DistBackendError is a RuntimeError
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise DistributedError(
-                f"rank {self.rank} of {self.world_size}: {what} failed, so another process of the run has died, "
-                f"hung for more than {self.timeout_s:g} s or stopped early; stopping too ({first})") from None
+            raise self._lost(what, exc) from None
+
+    def _lost(self, what: str, exc: BaseException) -> DistributedError:
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        return DistributedError(
+            f"rank {self.rank} of {self.world_size}: {what} failed, so another process of the run has died, "
+            f"hung for more than {self.timeout_s:g} s or stopped early; stopping too ({first})")
 
 
 def launched_by_torchrun(environ: Mapping[str, str] | None = None) -> bool:

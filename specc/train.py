@@ -84,7 +84,8 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                                *(loggers if context.is_main else ())],
                       saved=str(run) if resume else None, agree=context.any, total=context.all_reduce_sum)
         try:
-            outcome = train_loop(context.wrap(model), train_set, optimizer, scheduler, loop, position, hooks)
+            with context.guard("training"):
+                outcome = train_loop(context.wrap(model), train_set, optimizer, scheduler, loop, position, hooks)
         finally:
             for logger in hooks.loggers:
                 logger.close()

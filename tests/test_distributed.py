@@ -263,3 +263,55 @@ def test_the_global_batch_must_divide_over_the_processes():
     assert e.value.issues[0].path == "$.training.batch_size" and "multiple of 3, e.g. 99" in e.value.issues[0].hint
     with pytest.raises(UserError, match="--batch-size: batch size 7 does not divide evenly over 2 processes"):
         _per_process_batch(7, 2, from_spec=False)
+
+
+def _descendant_with_rank(parent: int, rank: int) -> int | None:
+    """The pid of a process under `parent` whose environment says RANK=`rank` (a torchrun worker)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    todo = list(children.get(parent, []))
+    while todo:
+        pid = todo.pop()
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if f"\0RANK={rank}\0".encode() in b"\0" + f.read():
+                    return pid
+        except OSError:
+            pass
+        todo += children.get(pid, [])
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker through /proc")
+def test_a_killed_rank_stops_a_torchrun_training_fast_with_a_clear_message(tmp_path):
+    import signal
+    spec, data = _small_run_files(tmp_path)
+    run = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    training = subprocess.Popen([sys.executable, "-m", "specc", "train", str(spec), "--data", str(data), "--out",
+                                 str(run), "--epochs", "500", "--batch-size", "16", "--device", "cpu", "--quiet",
+                                 "--nproc-per-node", "2"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (run / "log.jsonl").is_file() and time.monotonic() < deadline and training.poll() is None:
+            time.sleep(0.5)                                       # an epoch done: both ranks are training
+        victim = _descendant_with_rank(training.pid, 1)
+        assert victim is not None and training.poll() is None, training.stderr.read()[-2000:]
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        _, err = training.communicate(timeout=120)
+    finally:
+        if training.poll() is None:
+            training.kill()
+    assert training.returncode == 1 and time.monotonic() - killed < 60
+    assert "rank 1 (exit -9)" in err and "of 2 failed" in err, err[-2000:]
