@@ -7,7 +7,7 @@ one row group), session lengths 2..20, 10,000 items, plus a schema.pbtxt. Each m
 process (one per rank) and reports the peak RSS (ru_maxrss) of the biggest one:
   * check: `open_dataset` alone, the validation pass over every row (seconds per million sessions);
   * read: `open_dataset` and one shuffled epoch of batches of 256 per process, at each of `--procs` processes
-    (each reads its own share), sessions/s over all processes;
+    (gloo process group; each validates about 1/procs of the rows and reads its own share), sessions/s over all;
   * train (`--train S`): `specc train` (a 1-layer SASRec-like spec, batch 256; `--nproc-per-node` for 2
     processes) for S seconds, then SIGTERM, which saves and stops it: its peak RSS and sessions/s.
 """
@@ -57,12 +57,14 @@ def child(mode: str, path: str, rank: int, world_size: int) -> None:
     import torch  # noqa: F401  (imported before the baseline is taken, as training would)
 
     from specc.data import open_dataset
+    from specc.distributed import from_environment
     from specc.schema import load_schema
     schema = load_schema(os.path.join(os.path.dirname(path), "schema.pbtxt"))
+    context = from_environment(device="cpu")   # several processes: each validates its part, as training does
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t0 = time.perf_counter()
     ds = open_dataset(path, schema, ["item_id-list"], item_column="item_id-list", max_length=MAX_LENGTH,
-                      min_length=2, rank=rank, world_size=world_size)
+                      min_length=2, rank=rank, world_size=world_size, exchange=context.all_gather_object)
     checked = time.perf_counter() - t0
     rows = 0
     t1 = time.perf_counter()
@@ -70,6 +72,7 @@ def child(mode: str, path: str, rank: int, world_size: int) -> None:
         for batch in ds.batches(BATCH, shuffle=True, seed=0, epoch=0):
             rows += batch["item_id-list"].shape[0]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    context.close()
     print(json.dumps({"check_seconds": checked, "read_seconds": time.perf_counter() - t1, "rows": rows,
                       "n_rows": ds.n_rows, "peak_rss_mb": round(peak, 1),
                       "baseline_rss_mb": round(baseline, 1)}))
@@ -77,8 +80,11 @@ def child(mode: str, path: str, rank: int, world_size: int) -> None:
 
 def measure(mode: str, path: str, procs: int) -> dict:
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    if procs > 1:   # what torchrun would set
+        env.update(WORLD_SIZE=str(procs), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
     t0 = time.perf_counter()
-    running = [subprocess.Popen([sys.executable, __file__, "--child", mode, path, str(r), str(procs)], env=env,
+    running = [subprocess.Popen([sys.executable, __file__, "--child", mode, path, str(r), str(procs)],
+                                env=dict(env, RANK=str(r), LOCAL_RANK=str(r)) if procs > 1 else env,
                                 stdout=subprocess.PIPE, text=True) for r in range(procs)]
     results = [json.loads(p.communicate()[0]) for p in running]
     wall = time.perf_counter() - t0
@@ -91,6 +97,13 @@ def measure(mode: str, path: str, procs: int) -> dict:
                                            max(r["read_seconds"] for r in results))
         out["wall_s"] = round(wall, 1)
     return out
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def train(path: str, procs: int, out_dir: str, seconds: float) -> dict:

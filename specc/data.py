@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from specc.data_check import scan
+from specc.data_check import Scan, groups_of, scan
 from specc.data_columns import plan_columns
 from specc.data_files import read_footers, resolve_files
 from specc.data_stream import SHUFFLE_ROWS, SequenceDataset
@@ -22,10 +22,12 @@ __all__ = ["open_dataset", "SequenceDataset"]
 
 
 def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: str | None, max_length: int,
-                 min_length: int = 1, rank: int = 0, world_size: int = 1,
-                 shuffle_buffer: int = SHUFFLE_ROWS) -> SequenceDataset:
+                 min_length: int = 1, rank: int = 0, world_size: int = 1, shuffle_buffer: int = SHUFFLE_ROWS,
+                 exchange=None) -> SequenceDataset:
     """Open and validate parquet data for a model, as process `rank` of `world_size`; raises `DataError` listing
-    every problem found. Every process validates all the data (and so learns how the rows split into shares)."""
+    every problem found. With `exchange` (every process's object from this one's, in rank order: e.g. a
+    distributed context's `all_gather_object`) each process validates about 1/world_size of the rows and the
+    findings are merged; without it, each validates all of them."""
     source = os.fspath(path)
     columns = list(dict.fromkeys(columns))
     if item_column is not None and item_column not in columns:
@@ -50,8 +52,12 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
     list_names = [p.name for p in plans if p.is_list]
     # a scalar item column is allowed (one item per row); then lengths come from the first list column
     length_column = item_column if item_column in list_names else (list_names[0] if list_names else None)
-    found = scan(footers, plans, item_column=item_column, length_column=length_column, min_length=min_length)
-    problems += found.problems
+    shared = exchange is not None and world_size > 1
+    found = scan(footers, plans, item_column=item_column, length_column=length_column, min_length=min_length,
+                 groups=groups_of(footers.row_groups, rank, world_size) if shared else None)
+    if shared:
+        found = Scan.merge(exchange(found))
+    problems += found.findings.problems(footers.where)
     if problems:
         raise DataError(problems, source=source)
     n_rows = int(found.kept.sum())
@@ -71,4 +77,4 @@ def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: s
                            rank=rank, world_size=world_size, shuffle_buffer=shuffle_buffer,
                            _files=footers.files, _groups=footers.row_groups, _kept=found.kept,
                            _file_starts=file_starts, _plans=plans, _length_column=length_column,
-                           _min_length=min_length, _item_counts=found.item_counts)
+                           _min_length=min_length, _item_counts=found.findings.item_counts)

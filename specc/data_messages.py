@@ -3,15 +3,19 @@ from __future__ import annotations
 
 
 def describe(found, plans: dict, where) -> list[str]:
-    """`found`: the pass's findings (specc.data_check._Findings); `where((file, row))` names a row."""
+    """`found`: the pass's findings (specc.data_findings.Findings); `plans`: the columns' plans by name, in
+    order; `where((file, row))` names a row."""
+    def each(kind: dict):   # in the order of the columns, whichever part of the data found what first
+        return [(name, kind[name]) for name in plans if name in kind]
+
     out = [f"column {name!r}: {count} null value(s) (first in {where(at)}); fill or drop them"
-           for name, (count, at) in found.nulls.items()]
-    for name, (count, lo, hi, at) in found.out_of_range.items():
+           for name, (count, at) in each(found.nulls)]
+    for name, (count, lo, hi, at) in each(found.out_of_range):
         card = plans[name].cardinality
         out.append(f"column {name!r}: {count} value(s) outside [0, {card}) (min seen {lo}, max seen {hi}; first in "
                    f"{where(at)}); ids must be < the schema's cardinality (int_domain.max + 1 = {card}): fix the "
                    "schema's int_domain.max or re-encode the ids")
-    for name, (count, lo, hi, at) in found.out_of_domain.items():
+    for name, (count, lo, hi, at) in each(found.out_of_domain):
         seen = ", ".join(dict.fromkeys(map(_number, (lo, hi))))
         if plans[name].binary:
             out.append(f"column {name!r}: {count} value(s) that are not 0 or 1 (e.g. {seen}; first in {where(at)}); "
@@ -22,7 +26,7 @@ def describe(found, plans: dict, where) -> list[str]:
             out.append(f"column {name!r}: {count} value(s) outside int_domain [{a}, {b}] (e.g. {seen}; first in "
                        f"{where(at)}); fix the data or the schema")
     out += [f"column {name!r}: {count} NaN/inf value(s) (first in {where(at)}); fill or drop them"
-            for name, (count, at) in found.non_finite.items()]
+            for name, (count, at) in each(found.non_finite)]
     if found.ragged[0]:
         count, at, lengths = found.ragged
         shown = ", ".join(f"{k!r} has {v}" for k, v in lengths.items())

@@ -17,7 +17,8 @@ def open_for(model, path: str, schema, min_length: int, with_targets: bool = Tru
     columns = model.input_columns + (model.target_columns if with_targets else [])
     return open_dataset(path, schema, columns, item_column=model.sequence_column,
                         max_length=model.max_length, min_length=min_length,
-                        rank=context.rank if context else 0, world_size=context.world_size if context else 1)
+                        rank=context.rank if context else 0, world_size=context.world_size if context else 1,
+                        exchange=context.all_gather_object if context else None)
 
 
 def accumulators_for(plan) -> dict[str, MetricAccumulator]:

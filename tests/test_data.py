@@ -501,3 +501,30 @@ def test_every_kind_of_problem_is_reported_at_once(tmp_path):
         "must be < the schema's cardinality (int_domain.max + 1 = 50): fix the schema's int_domain.max or "
         "re-encode the ids",
         "column 'price': 1 NaN/inf value(s) (first in row 2 of 'd.parquet'); fill or drop them"]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_the_validation_pass_split_over_processes_finds_what_one_finds(tmp_path, world_size):
+    """Each process validates a part of the row groups; merged, the findings are those of one pass over all."""
+    from specc.data_check import Scan, groups_of, scan
+    from specc.data_columns import plan_columns
+    from specc.data_files import read_footers
+    items = [[1 + i % 40, 2] for i in range(60)]
+    items[5], items[33], items[47] = [1, 99], [0, 3], [77]                 # out of range (twice), 0 inside
+    price = [[0.5, 0.5] for _ in range(60)]
+    price[50], price[47] = [float("nan"), 1.0], [0.1, 0.2, 0.3]                 # NaN, lengths differ
+    pq.write_table(pa.table({"item": pa.array(items, pa.list_(pa.int64())),
+                             "price": pa.array(price, pa.list_(pa.float32())),
+                             "age": pa.array([None if i in (20, 41) else 0.5 for i in range(60)], pa.float64())}),
+                   tmp_path / "d.parquet", row_group_size=7)
+    footers = read_footers([str(tmp_path / "d.parquet")], ["item", "price", "age"])
+    plans = plan_columns(SCHEMA, ["item", "price", "age"], footers.arrow_schema, [])
+    args = dict(item_column="item", length_column="item", min_length=2)
+    whole = scan(footers, plans, **args)
+    parts = [groups_of(footers.row_groups, r, world_size) for r in range(world_size)]
+    assert sorted(g for part in parts for g in part) == list(range(len(footers.row_groups))) and all(parts)
+    merged = Scan.merge([scan(footers, plans, groups=part, **args) for part in parts])
+    assert merged.findings.problems(footers.where) == whole.findings.problems(footers.where)
+    assert len(whole.findings.problems(footers.where)) == 5
+    assert np.array_equal(merged.kept, whole.kept) and merged.n_total == whole.n_total == 60
+    assert np.array_equal(merged.findings.item_counts, whole.findings.item_counts)

@@ -106,7 +106,7 @@ def shard_rows(context, path):
     schema = Schema.from_columns([{"name": "item", "tags": ["item_id", "categorical", "list"], "is_list": True,
                                    "cardinality": 50}, {"name": "row", "tags": ["continuous"], "dtype": "float"}])
     ds = open_dataset(path, schema, ["item", "row"], item_column="item", max_length=4, rank=context.rank,
-                      world_size=context.world_size)
+                      world_size=context.world_size, exchange=context.all_gather_object)
     rows = [b["row"].long().tolist() for b in ds.batches(3, shuffle=True, seed=7, epoch=1)]
     every = context.all_gather_object(rows)
     context.close()
