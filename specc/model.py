@@ -309,8 +309,9 @@ class Model(nn.Module):
                                               sampled["negatives"], sampled["seed"])
                 scores = self._score(stripped, short, torch.cat([target[:, None], negatives], 1))
                 top = ranks_as_top_ids(scores, target, k)
-            else:
-                top = self._topk(stripped, short, k, exclude_seen)[1]
+            else:   # a cut-off beyond a small catalog ranks it all: the missing places hold no item (-1)
+                top = self._topk(stripped, short, min(k, self.plan.next_item.n_items - 1), exclude_seen)[1]
+                top = F.pad(top, (0, k - top.shape[1]), value=-1)
             out[self.plan.next_item.name] = (top, target)
         if self.scalar_heads:
             hidden = self.encode(batch, lengths)
