@@ -127,7 +127,9 @@ def train(path: str, procs: int, out_dir: str, seconds: float) -> dict:
         process.send_signal(signal.SIGTERM)
     _, status, usage = os.wait4(process.pid, 0)   # ru_maxrss: the biggest of it and the processes it waited for
     process.returncode = status
-    with open(os.path.join(run, "train_state.json")) as f:
+    with open(os.path.join(run, "checkpoint.json")) as f:
+        checkpoint = json.load(f)["checkpoint"]
+    with open(os.path.join(run, checkpoint, "train_state.json")) as f:
         state = json.load(f)    # the position saved: sessions and seconds of the epoch in progress (or finished)
     sessions, seconds = (state["sessions"], state["seconds"]) if state["batch"] else \
         (state["train_sessions"], state["train_seconds"])

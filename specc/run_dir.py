@@ -139,6 +139,10 @@ class RunDirectory:
     def saved_world_size(self) -> int:
         return int(self._saved.get("world_size") or 1)
 
+    def stopped_inside_epoch(self) -> bool:
+        """Whether the published checkpoint was taken inside an epoch (not at its end)."""
+        return bool(run_json(self.pointer["path"] / META, "training state").get("batch"))
+
     def restore(self, plan, model, optimizer, scheduler, generator, steps_per_epoch: int) -> Position:
         """Weights, optimizer, schedule and RNG state of the published checkpoint, once it is proven whole: every
         file has its recorded checksum and records the same step. Returns the saved position."""

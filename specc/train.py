@@ -165,11 +165,11 @@ def _restore(run: RunDirectory, plan, model, optimizer, scheduler, generator, co
     """The position of the run's last checkpoint, with its weights and state loaded. A run stopped inside an epoch
     continues only on as many processes as it had (the shares of an epoch depend on them); at an epoch's end
     any number of processes may continue it."""
-    position = run.restore(plan, model, optimizer, scheduler, generator, steps_per_epoch)
     was = run.saved_world_size()
-    if position.batch and was != context.world_size:
-        raise RunError(f"{run} stopped inside epoch {position.epoch + 1} on {was} process(es); resume it on {was} "
-                       f"(a run saved at the end of an epoch resumes on any number), not {context.world_size}")
+    if run.stopped_inside_epoch() and was != context.world_size:
+        raise RunError(f"{run} stopped inside an epoch on {was} process(es); resume it on {was} (a run saved at "
+                       f"the end of an epoch resumes on any number), not {context.world_size}")
+    position = run.restore(plan, model, optimizer, scheduler, generator, steps_per_epoch)
     if not context.is_main:   # the saved epoch sums are all processes' already, counted once on rank 0
         position.loss_sum, position.sessions = 0.0, 0
         generator.manual_seed(seed + context.rank + 7919 * position.step)   # the saved state is rank 0's

@@ -246,10 +246,15 @@ def test_resume_on_two_processes_and_the_world_size_changes_allowed(tmp_path):
     assert [(line["epoch"], line["world_size"]) for line in lines] == [(1, 2), (2, 2), (3, 1)]
     assert lines[1]["step"] == 2 * lines[0]["step"]                # no step lost or repeated
     # inside an epoch, only as many as it had: the shares of the epoch depend on them
-    state = json.loads((run / "train_state.json").read_text())
+    pointer = json.loads((run / "checkpoint.json").read_text())
+    meta = run / pointer["checkpoint"] / "train_state.json"
+    state = json.loads(meta.read_text())
     state.update(batch=1, settings={**state["settings"], "world_size": 2})
-    (run / "train_state.json").write_text(json.dumps(state))
-    with pytest.raises(RunError, match="stopped inside epoch 4 on 2 process"):
+    meta.write_text(json.dumps(state))
+    from specc.checkpoint import sha256_file
+    pointer["sha256"]["train_state.json"] = sha256_file(meta)
+    (run / "checkpoint.json").write_text(json.dumps(pointer))
+    with pytest.raises(RunError, match="stopped inside an epoch on 2 process"):
         train(str(spec), str(data), str(run), epochs=4, resume=True, device="cpu", progress=False,
               log=lambda m: None)
 
