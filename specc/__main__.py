@@ -1,4 +1,4 @@
-"""`python -m specc ...` (and `torchrun ... -m specc train ...`) runs the command line."""
+"""`python -m specc ...` (and `torchrun ... -m specc ...`) is the `specc` command."""
 import sys
 
 from specc.cli import main

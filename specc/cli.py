@@ -15,6 +15,7 @@ from specc.spec import MAX_BATCH_SIZE, MAX_EPOCHS
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if not getattr(args, "run", None):
         parser.print_help(sys.stderr)
         return 2
@@ -89,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="evaluate after every N-th epoch and always after the last one")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
+    t.add_argument("--nproc-per-node", type=_positive_int, metavar="N",
+                   help="train on N processes of this machine (torchrun --standalone; one per GPU on CUDA)")
     t.set_defaults(run=_train)
 
     on_run = argparse.ArgumentParser(add_help=False)   # what evaluate and recommend share
@@ -283,7 +286,23 @@ def _train(args) -> int:
     if not args.out:
         return _usage_error("train", "the following arguments are required: --out (or --resume RUN_DIR)")
     args.resume = bool(args.resume)
+    if args.nproc_per_node:
+        from specc.distributed import launch
+        return launch(args.nproc_per_node, _without_option(args.argv, "--nproc-per-node"))
     return train_command(args)
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """`argv` less `option VALUE` / `option=VALUE`."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            out.append(arg)
+    return out
 
 
 def _usage_error(command: str, message: str) -> int:

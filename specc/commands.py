@@ -1,4 +1,8 @@
-"""The `specc train`, `specc evaluate` and `specc recommend` commands: arguments in, results printed."""
+"""The `specc train`, `specc evaluate` and `specc recommend` commands: arguments in, results printed.
+
+Under torchrun each process takes its share of the data; rank 0 alone prints and writes: `evaluate` prints the
+metrics of all shares together (sums added up over the processes), `recommend` gathers every process's rows and
+writes one output."""
 from __future__ import annotations
 
 import json
@@ -18,64 +22,82 @@ def _note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
+def _context(args):
+    from specc.distributed import from_environment
+    from specc.train import resolve_device
+    return from_environment(resolve_device(args.device))
+
+
 def train_command(args) -> int:
     from specc.tracking import Tracking
     from specc.train import train
-    result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema, epochs=args.epochs,
-                   batch_size=args.batch_size, lr=args.lr, precision=args.precision, device=args.device,
-                   resume=args.resume, exclude_seen=args.exclude_seen, eval_every=args.eval_every,
-                   progress=not args.quiet and sys.stderr.isatty(), log=_note,
-                   tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri))
-    print(json_text(result, indent=2))
+    with _context(args) as context:
+        result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
+                       device=args.device, resume=args.resume, exclude_seen=args.exclude_seen,
+                       eval_every=args.eval_every, progress=not args.quiet and sys.stderr.isatty(), log=_note,
+                       tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri), context=context)
+        if context.is_main:
+            print(json_text(result, indent=2))
     return 130 if result.get("interrupted") else 0
 
 
 def evaluate_command(args) -> int:
-    from specc.train import resolve_device
-    device = resolve_device(args.device)
-    model = load(args.run_dir, device=device)
-    dataset = open_for(model, args.data, run_schema(args.run_dir), 2 if model.plan.next_item else 1)
-    if dataset.n_skipped:
-        _note(f"note: skipped {dataset.n_skipped} of {dataset.n_total} sequence(s) too short to evaluate")
-    metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, device)
-    metrics["eval_sessions"] = dataset.n_rows
-    print(json_text(metrics, indent=2))
+    with _context(args) as context:
+        model = load(args.run_dir, device=context.device)
+        dataset = open_for(model, args.data, run_schema(args.run_dir), 2 if model.plan.next_item else 1,
+                           context=context)
+        if dataset.n_skipped and context.is_main:
+            _note(f"note: skipped {dataset.n_skipped} of {dataset.n_total} sequence(s) too short to evaluate")
+        metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, context.device, context=context)
+        metrics["eval_sessions"] = dataset.n_rows
+        if context.is_main:
+            print(json_text(metrics, indent=2))
     return 0
 
 
 def recommend_command(args) -> int:
-    from specc.train import resolve_device
     if args.out and not args.out.endswith((".parquet", ".jsonl", ".json")):
         raise UserError(f"--out {args.out}: use a .parquet file, or .jsonl / .json for JSON lines")
     if args.out and Path(args.out).resolve() == Path(args.data).resolve():
         raise UserError(f"--out {args.out} is the input data; choose another file")
     if args.out:
         refuse_inside_run(args.out)
-    device = resolve_device(args.device)
+    with _context(args) as context:
+        _recommend(args, context)
+    return 0
+
+
+def _recommend(args, context) -> None:
+    device = context.device
     model = load(args.run_dir, device=device)
     if model.plan.next_item is None:
         raise UserError(f"{args.run_dir}: the model has no next_item task to recommend with")
+    say = _note if context.is_main else (lambda message: None)
     k = min(args.k, model.plan.next_item.n_items - 1)
     if k < args.k:
-        _note(f"note: --k {args.k} is more than the catalog's {k} items; returning all {k}")
-    dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False)
+        say(f"note: --k {args.k} is more than the catalog's {k} items; returning all {k}")
+    dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False, context=context)
     if dataset.n_skipped:
-        _note(f"note: {dataset.n_skipped} of {dataset.n_total} row(s) have no items; their recommendations are empty")
+        say(f"note: {dataset.n_skipped} of {dataset.n_total} row(s) have no items; their recommendations are empty")
+    mine = []   # (input row, ids, scores) of this process's share
+    for rows, batch in dataset.indexed_batches(args.batch_size):
+        scores, ids = model.recommend({c: v.to(device) for c, v in batch.items()}, k=k, exclude_seen=args.exclude_seen)
+        for row, s, i in zip(rows.tolist(), scores.cpu().tolist(), ids.cpu().tolist()):
+            # with --exclude-seen a row can have fewer than k unseen items: those slots (id -1) are left out
+            kept = [(item, score) for item, score in zip(i, s) if item > 0 and math.isfinite(score)]
+            mine.append((row, [item for item, _ in kept], [score for _, score in kept]))
+    every = context.gather_object(mine)
+    if not context.is_main:
+        return
     # every input row gets a line, by its row number in the input; rows without items get empty lists
     ids_out: list = [[] for _ in range(dataset.n_total)]
     scores_out: list = [[] for _ in range(dataset.n_total)]
-    rows = iter(dataset.source_rows().tolist())
-    for batch in dataset.batches(args.batch_size, shuffle=False):
-        scores, ids = model.recommend({c: v.to(device) for c, v in batch.items()}, k=k, exclude_seen=args.exclude_seen)
-        for s, i in zip(scores.cpu().tolist(), ids.cpu().tolist()):
-            row = next(rows)
-            # with --exclude-seen a row can have fewer than k unseen items: those slots (id -1) are left out
-            kept = [(item, score) for item, score in zip(i, s) if item > 0 and math.isfinite(score)]
-            ids_out[row] = [item for item, _ in kept]
-            scores_out[row] = [score for _, score in kept]
+    for share in every:
+        for row, ids, scores in share:
+            ids_out[row], scores_out[row] = ids, scores
     ids_out = raw_item_ids(args.run_dir, model.plan.next_item.target, ids_out, args.ids)
     _write_recommendations(args.out, list(range(dataset.n_total)), ids_out, scores_out)
-    return 0
 
 
 def _write_recommendations(out: str | None, rows, ids, scores) -> None:

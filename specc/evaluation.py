@@ -1,20 +1,24 @@
 """Full-catalog evaluation of a model on a dataset (see README, "Evaluation protocol").
 
-Metrics are accumulated as sums and counts (`accumulate`) and turned into values at the end (`compute`), so
-accumulators of several processes can be summed before computing."""
+Metrics are accumulated as sums and counts (`accumulate`) and turned into values at the end (`compute`); in a
+distributed run each process scores its share of the data and the sums are added up over the processes first
+(`specc.metrics.all_reduce`), so the metrics equal those of one process scoring all of it."""
 from __future__ import annotations
 
 import torch
 
-from specc.metrics import MetricAccumulator
+from specc.metrics import MetricAccumulator, all_reduce
 
 
-def open_for(model, path: str, schema, min_length: int, with_targets: bool = True):
-    """The dataset at `path` with the columns `model` reads (and its targets)."""
+def open_for(model, path: str, schema, min_length: int, with_targets: bool = True, context=None):
+    """The dataset at `path` with the columns `model` reads (and its targets): this process's share of it in a
+    distributed run (`context`, a `specc.distributed` context)."""
     from specc.data import open_dataset
     columns = model.input_columns + (model.target_columns if with_targets else [])
     return open_dataset(path, schema, columns, item_column=model.sequence_column,
-                        max_length=model.max_length, min_length=min_length)
+                        max_length=model.max_length, min_length=min_length,
+                        rank=context.rank if context else 0, world_size=context.world_size if context else 1,
+                        exchange=context.all_gather_object if context else None)
 
 
 def accumulators_for(plan) -> dict[str, MetricAccumulator]:
@@ -57,6 +61,10 @@ def compute(accumulators: dict[str, MetricAccumulator]) -> dict:
     return metrics
 
 
-def evaluate(model, dataset, batch_size: int = 512, exclude_seen: bool = False, device: str = "cpu") -> dict:
-    """Full-catalog metrics of `model` on `dataset`."""
-    return compute(accumulate(model, dataset, batch_size, exclude_seen, device))
+def evaluate(model, dataset, batch_size: int = 512, exclude_seen: bool = False, device: str = "cpu",
+             context=None) -> dict:
+    """Full-catalog metrics of `model` on `dataset` (on every share of it, with a distributed `context`)."""
+    accumulators = accumulate(model, dataset, batch_size, exclude_seen, device)
+    if context is not None:
+        all_reduce(list(accumulators.values()), context)
+    return compute(accumulators)

@@ -67,6 +67,7 @@ class LoopSettings:
     checkpoint_every: int | None = None   # steps; besides the checkpoint at the end of every epoch
     progress: bool = False
     log_every: int = 10
+    world_size: int = 1           # processes, each taking batch_size rows per step (the global batch over them)
 
 
 @dataclass
@@ -76,6 +77,9 @@ class Hooks:
     loggers: list = field(default_factory=list)
     say: Callable[[str], None] = print
     saved: str | None = None                 # the checkpoint training started from, if any
+    # over every process of a distributed run: whether any asks to stop, and the sum of per-process sums
+    agree: Callable[[bool], bool] = bool
+    total: Callable[[dict], dict] = dict
 
 
 def train_loop(model, data, optimizer, scheduler, settings: LoopSettings, position: Position, hooks: Hooks) -> dict:
@@ -84,8 +88,10 @@ def train_loop(model, data, optimizer, scheduler, settings: LoopSettings, positi
     metrics: dict = {}
     with _StopOnInterrupt() as stop:
         while position.epoch < settings.epochs:
-            _train_epoch(model, data, optimizer, scheduler, settings, position, hooks, stop)
-            if stop.requested:
+            stopped = _train_epoch(model, data, optimizer, scheduler, settings, position, hooks, stop)
+            sums = hooks.total({"loss_sum": position.loss_sum, "sessions": position.sessions})
+            position.loss_sum, position.sessions = sums["loss_sum"], int(round(sums["sessions"]))
+            if stopped:
                 where = hooks.saved = hooks.save(position)
                 hooks.say(f"interrupted: saved {where} at epoch {position.epoch + 1}, batch {position.batch}; "
                           "continue with --resume")
@@ -109,10 +115,11 @@ def end_epoch(position: Position, settings: LoopSettings, hooks: Hooks) -> dict:
 
 
 def _train_epoch(model, data, optimizer, scheduler, settings: LoopSettings, position: Position, hooks: Hooks,
-                 stop) -> None:
+                 stop) -> bool:
+    """One epoch (or its rest, when resumed); returns whether it stopped early on a request to stop."""
     model.train()
     # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AVX512-BF16/AMX), where it is ~4x cheaper
-    autocast = torch.autocast(settings.device, dtype=torch.bfloat16, enabled=settings.bf16)
+    autocast = torch.autocast(settings.device.split(":")[0], dtype=torch.bfloat16, enabled=settings.bf16)
     bar = _progress(settings.progress, settings.steps_per_epoch, f"epoch {position.epoch + 1}/{settings.epochs}")
     resumed_at = position.batch
     mark = time.perf_counter()
@@ -143,17 +150,21 @@ def _train_epoch(model, data, optimizer, scheduler, settings: LoopSettings, posi
         if position.step % settings.log_every == 0:
             for logger in hooks.loggers:
                 logger.log({"train/loss": value, "train/lr": scheduler.get_last_lr()[0]}, position.step)
-        if bar is not None:
-            bar.set_postfix(loss=f"{position.loss:.4f}",
-                            sessions_s=f"{position.sessions / max(position.seconds, 1e-9):.0f}")
+        if bar is not None:   # this process's loss; sessions/s of all (the others take batches of the same size)
+            rate = position.sessions * settings.world_size / max(position.seconds, 1e-9)
+            bar.set_postfix(loss=f"{position.loss:.4f}", sessions_s=f"{rate:.0f}")
             bar.update(1)
-        if stop.requested:
+        if hooks.agree(stop.requested):   # every process stops after the same step
+            stopped = True
             break
         if settings.checkpoint_every and position.step % settings.checkpoint_every == 0 \
                 and done < settings.steps_per_epoch:
             hooks.saved = hooks.save(position)
+    else:
+        stopped = False
     if bar is not None:
         bar.close()
+    return stopped
 
 
 class _StopOnInterrupt:

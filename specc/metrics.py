@@ -58,7 +58,7 @@ from torch import Tensor
 
 __all__ = [
     "RANKING_METRICS", "CLASSIFICATION_METRICS", "REGRESSION_METRICS",
-    "ranking_metrics", "binary_auc", "MetricAccumulator",
+    "ranking_metrics", "binary_auc", "MetricAccumulator", "all_reduce",
 ]
 
 RANKING_METRICS = ("ndcg", "recall", "mrr", "precision", "map")
@@ -232,6 +232,34 @@ class MetricAccumulator:
         self._abs_err += float(err.abs().sum())
         self._reg_count += int(err.numel())
 
+    # ---- running sums, for adding up accumulators of several processes --------------------------
+    def sums(self) -> dict[str, float]:
+        """Every running sum and count, by name: what `load_sums` takes back once summed over processes.
+        Classification keeps examples instead (the AUC is exact), see `examples`."""
+        out = {f"rank/{k}": v for k, v in self._rank_sums.items()}
+        out.update({"rank_count": float(self._rank_count), "sq_err": self._sq_err, "abs_err": self._abs_err,
+                    "reg_count": float(self._reg_count)})
+        for name, ks in self.ranking.items():   # a key no batch produced yet is a zero sum, so every rank has it
+            for c in ks:
+                out.setdefault(f"rank/{name}@{c}", 0.0)
+        return out
+
+    def load_sums(self, sums: Mapping[str, float]) -> None:
+        """Replace the running sums and counts by `sums` (e.g. `sums()` added up over every process)."""
+        self._rank_sums = {k[len("rank/"):]: float(v) for k, v in sums.items() if k.startswith("rank/")}
+        self._rank_count = int(round(sums["rank_count"]))
+        self._sq_err, self._abs_err = float(sums["sq_err"]), float(sums["abs_err"])
+        self._reg_count = int(round(sums["reg_count"]))
+
+    def examples(self) -> tuple[Tensor, Tensor]:
+        """The classification probabilities and labels seen, float64 on the CPU."""
+        if not self._probs:
+            return torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.float64)
+        return torch.cat(self._probs), torch.cat(self._labels)
+
+    def load_examples(self, probs: Tensor, labels: Tensor) -> None:
+        self._probs, self._labels = [probs], [labels]
+
     # ---- result -------------------------------------------------------------------------------
     def compute(self) -> dict[str, float]:
         """Flat metrics over everything seen since construction or ``reset()``; NaN where no data."""
@@ -254,10 +282,7 @@ class MetricAccumulator:
 
     def _classification(self) -> dict[str, float]:
         nan = float("nan")
-        if self._probs:
-            probs, labels = torch.cat(self._probs), torch.cat(self._labels)
-        else:
-            probs = labels = torch.zeros(0, dtype=torch.float64)
+        probs, labels = self.examples()
         n = probs.numel()
         pred = probs > CLASSIFICATION_THRESHOLD
         true = labels > 0.5
@@ -272,3 +297,21 @@ class MetricAccumulator:
             "recall": (tp / (tp + fn) if tp + fn else 0.0) if n else nan,
         }
         return {name: values[name] for name in self.classification}
+
+
+def all_reduce(accumulators: Sequence[MetricAccumulator], context) -> None:
+    """Add up, in place, what the accumulators of every process of `context` (a `specc.distributed` context) have
+    seen, so that `compute()` gives on every rank the metrics of all ranks' data together: sums and counts in one
+    all-reduce, classification examples gathered (the AUC is exact). Every rank passes the same accumulators."""
+    if context.world_size == 1:
+        return
+    local = {f"{i}/{k}": v for i, acc in enumerate(accumulators) for k, v in acc.sums().items()}
+    total = context.all_reduce_sum(local)
+    for i, acc in enumerate(accumulators):
+        acc.load_sums({k[len(f"{i}/"):]: v for k, v in total.items() if k.startswith(f"{i}/")})
+    judged = [i for i, acc in enumerate(accumulators) if acc.classification]
+    if judged:
+        every = context.all_gather_object([accumulators[i].examples() for i in judged])
+        for j, i in enumerate(judged):
+            accumulators[i].load_examples(torch.cat([rank[j][0] for rank in every]),
+                                          torch.cat([rank[j][1] for rank in every]))

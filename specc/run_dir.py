@@ -35,11 +35,12 @@ def _ours(names: set[str]) -> bool:
 class RunDirectory:
     """`with RunDirectory(out, resume) as run:` locks `out` and checks that it may be written: a new folder, an
     empty one, the leftovers of a run that never published a checkpoint, or (with `resume`) a run. If the command
-    fails before publishing a checkpoint, what it wrote is removed again."""
+    fails before publishing a checkpoint, what it wrote is removed again. In a distributed run only one process
+    writes (`writer`, rank 0, which holds the lock); the others read the same folder."""
 
-    def __init__(self, path, resume: bool = False, say=print):
+    def __init__(self, path, resume: bool = False, say=print, writer: bool = True):
         self.path = Path(path)
-        self.resume = resume
+        self.resume, self.writer = resume, writer
         self.say = say
         self.pointer: dict | None = None
         self._lock = RunLock(self.path)
@@ -52,6 +53,10 @@ class RunDirectory:
         if self.path.exists() and not self.path.is_dir():
             raise RunError(f"--out {self.path} is a file, not a run directory")
         refuse_inside_run(self.path, itself=False)
+        if not self.writer:
+            if self.resume:
+                self._read_published()
+            return self
         self._created = not self.path.exists()
         self.path.mkdir(parents=True, exist_ok=True)   # fail now, not after an epoch, if it cannot be written
         had_lock = (self.path / LOCK_NAME).exists()
@@ -81,11 +86,16 @@ class RunDirectory:
         if not has_run:
             raise RunError(f"{self.path}: nothing to resume (no published checkpoint; the run stopped before its "
                            "first one). Start it again without --resume: the folder can be reused")
-        self.pointer = published(self.path)
+        self._read_published()
         prune(self.path, self.pointer)
+
+    def _read_published(self) -> None:
+        self.pointer = published(self.path)
         self._saved = saved_settings(self.pointer["path"])
 
     def __exit__(self, kind, exc, tb):
+        if not self.writer:
+            return False
         if kind is not None and self.pointer is None:
             self._undo()
         self._lock.release()
@@ -126,6 +136,13 @@ class RunDirectory:
     def saved_epochs(self) -> int | None:
         return self._saved.get("epochs")
 
+    def saved_world_size(self) -> int:
+        return int(self._saved.get("world_size") or 1)
+
+    def stopped_inside_epoch(self) -> bool:
+        """Whether the published checkpoint was taken inside an epoch (not at its end)."""
+        return bool(run_json(self.pointer["path"] / META, "training state").get("batch"))
+
     def restore(self, plan, model, optimizer, scheduler, generator, steps_per_epoch: int) -> Position:
         """Weights, optimizer, schedule and RNG state of the published checkpoint, once it is proven whole: every
         file has its recorded checksum and records the same step. Returns the saved position."""
@@ -139,8 +156,9 @@ class RunDirectory:
 
     def unlogged_epoch(self, position: Position) -> bool:
         """Drops log.jsonl records of epochs after the checkpoint (they will be trained again) and torn lines; True
-        when the epoch the checkpoint ends has no record yet (the run stopped before logging it)."""
-        return reconcile_log(self.path / "log.jsonl", position)
+        when the epoch the checkpoint ends has no record yet (the run stopped before logging it). Only the writer
+        reads and mends the log."""
+        return self.writer and reconcile_log(self.path / "log.jsonl", position)
 
     # ------------------------------------------------------------------------------------------- writing
 
@@ -152,6 +170,8 @@ class RunDirectory:
 
     def save(self, model, optimizer, scheduler, generator, position: dict, settings: dict) -> str:
         """Write and publish a checkpoint; on failure (a full disk) the last published one is left as it was."""
+        if not self.writer:
+            return f"{self.path} (step {position['step']})"
         def write(folder: Path) -> None:
             save_model(model, str(folder / WEIGHTS), metadata={"format": "specc-1", "step": str(position["step"])})
             save_train_state(folder, optimizer, scheduler, generator, position, settings)
@@ -171,7 +191,9 @@ class RunDirectory:
             return None
 
     def write_metrics(self, result: dict) -> None:
-        atomic_write_text(self.path / "metrics.json", json_text(result, indent=2) + "\n", durable=True)
+        if self.writer:
+            atomic_write_text(self.path / "metrics.json", json_text(result, indent=2) + "\n", durable=True)
 
-    def epoch_log(self) -> JsonlLogger:
-        return JsonlLogger(self.path / "log.jsonl")
+    def epoch_log(self, **fields) -> list:
+        """The loggers of log.jsonl (none where this process does not write); `fields` go into every line."""
+        return [JsonlLogger(self.path / "log.jsonl", fields)] if self.writer else []

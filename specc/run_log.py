@@ -13,13 +13,13 @@ from specc.loop import Position
 class JsonlLogger:
     """log.jsonl: one JSON line per epoch record (records with an "epoch" key); step records are not kept."""
 
-    def __init__(self, path: Path):
-        self.path = path
+    def __init__(self, path: Path, fields: dict | None = None):
+        self.path, self.fields = path, dict(fields or {})   # `fields` go into every line (world_size)
 
     def log(self, metrics: dict, step: int) -> None:
         if "epoch" in metrics:
             with open(self.path, "a") as f:
-                f.write(json_text({**metrics, "step": step}) + "\n")
+                f.write(json_text({**metrics, "step": step, **self.fields}) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
 

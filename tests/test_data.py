@@ -6,11 +6,11 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 torch = pytest.importorskip("torch")
 
-from specc.data import _arrow_column, open_dataset  # noqa: E402
+from specc.data import open_dataset
+from specc.data_chunks import arrow_column  # noqa: E402
 from specc.errors import DataError, UserError  # noqa: E402
 from specc.schema import Schema  # noqa: E402
 
-ENGINES = ["merlin", "pyarrow"]
 
 SCHEMA = Schema.from_columns([
     {"name": "item", "tags": ["item", "id", "categorical", "list"], "is_list": True, "cardinality": 50},
@@ -45,10 +45,12 @@ def _write(path, items, *, cat=None, price=None, weekday=None, age=None, click=N
 
 
 def _all(ds, bs=1000, **kw):
+    """Every batch, list columns padded on to max_length (a batch is padded to its longest row), concatenated."""
     out = {}
     for b in ds.batches(bs, shuffle=kw.pop("shuffle", False), **kw):
         for k, v in b.items():
-            out.setdefault(k, []).append(v)
+            out.setdefault(k, []).append(v if v.dim() == 1 else
+                                         torch.nn.functional.pad(v, (0, ds.max_length - v.shape[1])))
     return {k: torch.cat(v) for k, v in out.items()}
 
 
@@ -58,12 +60,12 @@ def _problems(exc_info) -> str:
 
 # --- shapes, padding, truncation -------------------------------------------------------------------
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_padding_and_truncation_keep_most_recent(tmp_path, engine):
+
+def test_padding_and_truncation_keep_most_recent(tmp_path):
     items = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10]]
     f = _write(tmp_path / "d.parquet", items)
-    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=4, engine=engine)
-    assert ds.engine == engine and ds.n_rows == 3 and ds.n_skipped == 0
+    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=4)
+    assert ds.n_rows == 3 and ds.n_skipped == 0
     b = next(ds.batches(8, shuffle=False))
     assert b["item"].tolist() == [[1, 2, 3, 0], [4, 0, 0, 0], [7, 8, 9, 10]]
     assert b["cat"].tolist() == [[1, 2, 3, 0], [4, 0, 0, 0], [2, 3, 4, 0]]
@@ -75,15 +77,14 @@ def test_padding_and_truncation_keep_most_recent(tmp_path, engine):
     assert b["click"].dtype == torch.int64
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_ragged_matches_python(tmp_path, engine):
+def test_ragged_matches_python(tmp_path):
     rng = np.random.default_rng(0)
     rows = [list(rng.integers(1, 50, rng.integers(1, 30))) for _ in range(333)]
     # spread over two files in a folder, read by folder
     _write(tmp_path / "data" / "part_0.parquet", rows[:200])
     _write(tmp_path / "data" / "part_1.parquet", rows[200:], weekday=[1] * 133, age=[0.5] * 133, click=[0] * 133)
     L = 12
-    ds = open_dataset(tmp_path / "data", SCHEMA, ["item", "price"], item_column="item", max_length=L, engine=engine)
+    ds = open_dataset(tmp_path / "data", SCHEMA, ["item", "price"], item_column="item", max_length=L)
     got = _all(ds, bs=64)
     want = [r[-L:] + [0] * (L - len(r[-L:])) for r in rows]
     assert got["item"].tolist() == want
@@ -91,32 +92,10 @@ def test_ragged_matches_python(tmp_path, engine):
     assert np.allclose(got["price"].numpy(), want_p)
 
 
-def test_engines_agree_and_glob(tmp_path):
-    rng = np.random.default_rng(1)
-    rows = [list(rng.integers(1, 50, rng.integers(0, 15))) for _ in range(500)]
-    _write(tmp_path / "a.parquet", rows[:250])
-    _write(tmp_path / "b.parquet", rows[250:])
-    sets = [open_dataset(str(tmp_path / "*.parquet"), SCHEMA, COLS, item_column="item", max_length=7, engine=e)
-            for e in ENGINES]
-    assert sets[0].n_rows == sets[1].n_rows and sets[0].n_skipped == sets[1].n_skipped > 0
-    a, b = (_all(s, shuffle=True, seed=3, epoch=1) for s in sets)
-    for k in COLS:
-        assert torch.equal(a[k], b[k]), k
-    assert torch.equal(sets[0].item_counts(50), sets[1].item_counts(50))
-    assert np.array_equal(sets[0].source_rows(), sets[1].source_rows())
-
-
-def test_auto_engine_small_uses_merlin(tmp_path):
-    f = _write(tmp_path / "d.parquet", [[1, 2], [3]])
-    assert open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3).engine == "merlin"
-
-
-# --- shuffling ---------------------------------------------------------------------------------------
-
 def test_shuffle_deterministic(tmp_path):
     rows = [[i % 49 + 1, (i * 7) % 49 + 1] for i in range(200)]
     f = _write(tmp_path / "d.parquet", rows, age=[float(i) for i in range(200)])
-    ds = open_dataset(f, SCHEMA, ["item", "age"], item_column="item", max_length=2, engine="pyarrow")
+    ds = open_dataset(f, SCHEMA, ["item", "age"], item_column="item", max_length=2)
 
     def order(**kw):
         return torch.cat([b["age"] for b in ds.batches(32, shuffle=True, **kw)]).long().tolist()
@@ -149,61 +128,57 @@ def test_item_counts(tmp_path):
 
 # --- skipping -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_empty_and_short_sequences_skipped(tmp_path, engine):
+
+def test_empty_and_short_sequences_skipped(tmp_path):
     items = [[1, 2], [], [3], [4, 5, 6], []]
     f = _write(tmp_path / "d.parquet", items)
-    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, engine=engine)
+    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3)
     assert (ds.n_rows, ds.n_skipped) == (3, 2)
     assert _all(ds)["item"].tolist() == [[1, 2, 0], [3, 0, 0], [4, 5, 6]]
     assert _all(ds)["weekday"].tolist() == [0, 2, 3]               # scalars follow their rows
-    ev = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, min_length=2, engine=engine)
+    ev = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, min_length=2)
     assert (ev.n_rows, ev.n_skipped) == (2, 3)
     assert _all(ev)["item"].tolist() == [[1, 2, 0], [4, 5, 6]]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_source_rows_name_the_input_rows_kept(tmp_path, engine):
+def test_source_rows_name_the_input_rows_kept(tmp_path):
     _write(tmp_path / "data" / "a.parquet", [[1, 2], [], [3]])
     _write(tmp_path / "data" / "b.parquet", [[4], [5, 6, 7], [], [8, 9]])
-    ds = open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3, engine=engine)
+    ds = open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3)
     assert (ds.n_rows, ds.n_skipped, ds.n_total) == (5, 2, 7)
     rows = ds.source_rows()
     assert rows.dtype == np.int64 and rows.tolist() == [0, 2, 3, 4, 6]     # across files, skipped rows counted
     assert _all(ds)["item"][:, 0].tolist() == [1, 3, 4, 5, 8]                # in the order batches yield them
-    ev = open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3, min_length=2,
-                      engine=engine)
+    ev = open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3, min_length=2)
     assert ev.source_rows().tolist() == [0, 4, 6] and ev.n_total == 7
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_trailing_zeros_are_padding(tmp_path, engine):
+def test_trailing_zeros_are_padding(tmp_path):
     """Pre-padded rows: trailing 0s are stripped before truncation, the other list columns follow the items."""
     items = [[1, 2, 3, 4, 0, 0], [0, 0, 0], [5, 0], [6, 7]]
     f = _write(tmp_path / "d.parquet", items, cat=[[1, 2, 3, 4, 0, 0], [0, 0, 0], [1, 0], [2, 3]],
                price=[[0.1, 0.2, 0.3, 0.4, 0.0, 0.0], [0.0] * 3, [0.5, 0.0], [0.6, 0.7]])
-    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, engine=engine)
+    ds = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3)
     assert (ds.n_rows, ds.n_skipped) == (3, 1) and ds.source_rows().tolist() == [0, 2, 3]
     got = _all(ds)
     assert got["item"].tolist() == [[2, 3, 4], [5, 0, 0], [6, 7, 0]]
     assert got["cat"].tolist() == [[2, 3, 4], [1, 0, 0], [2, 3, 0]]
     assert np.allclose(got["price"].numpy(), [[0.2, 0.3, 0.4], [0.5, 0, 0], [0.6, 0.7, 0]])
-    ev = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, min_length=2, engine=engine)
+    ev = open_dataset(f, SCHEMA, COLS, item_column="item", max_length=3, min_length=2)
     assert ev.source_rows().tolist() == [0, 3]                  # [5, 0] holds one item, not two
     # side lists that hold only the real interactions of a padded item list are fine too; other lengths are not
     g = _write(tmp_path / "g.parquet", [[1, 2, 0, 0], [3, 4]], cat=[[1, 2], [3]], price=[[0.1, 0.2], [0.3, 0.4]])
     with pytest.raises(DataError, match="1 row\\(s\\) whose list columns differ in length"):
-        open_dataset(g, SCHEMA, COLS, item_column="item", max_length=3, engine=engine)
+        open_dataset(g, SCHEMA, COLS, item_column="item", max_length=3)
     h = _write(tmp_path / "h.parquet", [[1, 2, 0, 0], [3, 4]], cat=[[1, 2], [3, 4]], price=[[0.1, 0.2], [0.3, 0.4]])
-    assert _all(open_dataset(h, SCHEMA, COLS, item_column="item", max_length=3, engine=engine))["cat"].tolist() == \
+    assert _all(open_dataset(h, SCHEMA, COLS, item_column="item", max_length=3))["cat"].tolist() == \
         [[1, 2, 0], [3, 4, 0]]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_fixed_size_list_columns(tmp_path, engine):
+def test_fixed_size_list_columns(tmp_path):
     f = tmp_path / "d.parquet"
     pq.write_table(pa.table({"item": pa.array([[1, 2, 0], [3, 4, 5], [0, 0, 0]], pa.list_(pa.int64(), 3))}), f)
-    ds = open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=2, engine=engine)
+    ds = open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=2)
     assert ds.source_rows().tolist() == [0, 1]
     assert _all(ds)["item"].tolist() == [[1, 2], [4, 5]]
 
@@ -212,20 +187,19 @@ def test_arrow_chunks_that_are_slices():
     """pyarrow may hand over a slice of a bigger buffer: values, offsets and null rows are those of the slice."""
     for arr in (pa.array([[9, 9], [1], [2, None], [3, 4]], pa.list_(pa.int64())).slice(2),
                 pa.array([[9, 9], [None, 2], [3, 4]], pa.list_(pa.int64(), 2)).slice(1)):
-        values, off, null_rows = _arrow_column(arr)
-        assert len(values) == 4 and np.isnan(values).sum() == 1
+        values, off, null_rows = arrow_column(arr, fill=7)
+        assert values.tolist() in ([2, 7, 3, 4], [7, 2, 3, 4])      # a null is read as the fill value
         assert off.tolist() == [0, 2, 4] and null_rows.tolist() == [0]
-    values, off, null_rows = _arrow_column(pa.array([1.0, None, 2.0, None]).slice(1))
-    assert off is None and len(values) == 3 and null_rows.tolist() == [0, 2]
+    values, off, null_rows = arrow_column(pa.array([1.0, None, 2.0, None]).slice(1))
+    assert off is None and values.tolist() == [0.0, 2.0, 0.0] and null_rows.tolist() == [0, 2]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_zero_before_an_item_is_rejected(tmp_path, engine, monkeypatch):
+def test_zero_before_an_item_is_rejected(tmp_path, monkeypatch):
     _write(tmp_path / "a.parquet", [[1, 2], [0, 3]])
     _write(tmp_path / "b.parquet", [[4, 5], [6, 0, 7, 0], [8, 0]])     # [8, 0] is padded, not wrong
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError) as e:
-        open_dataset("*.parquet", SCHEMA, ["item"], item_column="item", max_length=3, engine=engine)
+        open_dataset("*.parquet", SCHEMA, ["item"], item_column="item", max_length=3)
     assert e.value.problems == [
         ("column 'item': id 0 (padding) inside 2 sequence(s) (first: row 1 of 'a.parquet'); item ids start at 1 "
          "— shift 0-based ids by 1 or re-encode")]
@@ -305,43 +279,39 @@ def test_wrong_types(tmp_path):
     assert "'text' holds string" in text
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_ids_out_of_range(tmp_path, engine):
+def test_ids_out_of_range(tmp_path):
     f = _write(tmp_path / "d.parquet", [[1, 50, 51], [-1, 3]], cat=[[0, 1, 2], [1, 9]], weekday=[3, 8])
     with pytest.raises(DataError) as e:
-        open_dataset(f, SCHEMA, ["item", "cat", "weekday"], item_column="item", max_length=3, engine=engine)
+        open_dataset(f, SCHEMA, ["item", "cat", "weekday"], item_column="item", max_length=3)
     text = _problems(e)
     assert len(e.value.problems) == 3
-    assert "column 'item': 3 value(s) outside [0, 50) (min seen -1, max seen 51)" in text
-    assert "column 'cat': 1 value(s) outside [0, 5) (min seen 0, max seen 9)" in text
-    assert "column 'weekday': 1 value(s) outside [0, 8)" in text
+    assert "column 'item': 3 value(s) outside [0, 50) (min seen -1, max seen 51; first in row 0 of 'd.parquet')" in text
+    assert "column 'cat': 1 value(s) outside [0, 5) (min seen 0, max seen 9; first in row 1 of 'd.parquet')" in text
+    assert "column 'weekday': 1 value(s) outside [0, 8) (min seen 3, max seen 8; first in row 1" in text
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_non_finite(tmp_path, engine, monkeypatch):
+def test_non_finite(tmp_path, monkeypatch):
     _write(tmp_path / "d.parquet", [[1, 2], [3], [4]], price=[[0.1, float("nan")], [0.3], [float("inf")]],
            age=[0.1, float("-inf"), 0.2])
     monkeypatch.chdir(tmp_path)                                 # a relative path names its file too
     with pytest.raises(DataError) as e:
-        open_dataset("d.parquet", SCHEMA, ["item", "price", "age"], item_column="item", max_length=3, engine=engine)
+        open_dataset("d.parquet", SCHEMA, ["item", "price", "age"], item_column="item", max_length=3)
     text = _problems(e)
     assert "column 'price': 2 NaN/inf value(s) (first in row 0 of 'd.parquet')" in text
     assert "column 'age': 1 NaN/inf value(s) (first in row 1 of 'd.parquet')" in text
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_list_columns_differ_in_length(tmp_path, engine):
+def test_list_columns_differ_in_length(tmp_path):
     f = _write(tmp_path / "d.parquet", [[1, 2], [3, 4, 5], [6]], cat=[[1, 2], [3, 4], [1, 1]])
     with pytest.raises(DataError) as e:
-        open_dataset(f, SCHEMA, ["item", "cat"], item_column="item", max_length=3, engine=engine)
+        open_dataset(f, SCHEMA, ["item", "cat"], item_column="item", max_length=3)
     text = _problems(e)
     assert "2 row(s) whose list columns differ in length (first: row 1 of 'd.parquet': 'item' has 3, 'cat' has 2)" \
         in text
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_nulls_reported(tmp_path, engine):
-    """A null scalar, a null inside a list and a null list are each one null value, whatever the engine."""
+def test_nulls_reported(tmp_path):
+    """A null scalar, a null inside a list and a null list are each one null value."""
     f = tmp_path / "d.parquet"
     pq.write_table(pa.table({"item": pa.array([[1, None], [2], [3, 4], [5]], pa.list_(pa.int64())),
                              "cat": pa.array([[1, 2], [2], None, None], pa.list_(pa.int64())),
@@ -349,32 +319,30 @@ def test_nulls_reported(tmp_path, engine):
                              "age": pa.array([0.5, 0.1, None, 0.2], pa.float64()),
                              "weekday": pa.array([1, 2, 3, None], pa.int64())}), f)
     with pytest.raises(DataError) as e:
-        open_dataset(f, SCHEMA, ["item", "cat", "price", "age", "weekday"], item_column="item", max_length=3,
-                     engine=engine)
+        open_dataset(f, SCHEMA, ["item", "cat", "price", "age", "weekday"], item_column="item", max_length=3)
     assert e.value.problems == [
         "column 'item': 1 null value(s) (first in row 0 of 'd.parquet'); fill or drop them",
         "column 'cat': 2 null value(s) (first in row 2 of 'd.parquet'); fill or drop them",
         "column 'price': 1 null value(s) (first in row 1 of 'd.parquet'); fill or drop them",
         "column 'age': 1 null value(s) (first in row 2 of 'd.parquet'); fill or drop them",
         "column 'weekday': 1 null value(s) (first in row 3 of 'd.parquet'); fill or drop them"]
-    # no null list here (merlin fails on those and falls back to pyarrow); rows count on across files
+    # rows count on across files
     _write(tmp_path / "data" / "a.parquet", [[1], [2]])
     b = pa.table({"item": pa.array([[3], [4, None]], pa.list_(pa.int64()))})
     pq.write_table(b, tmp_path / "data" / "b.parquet")
     with pytest.raises(DataError) as e:
-        open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3, engine=engine)
+        open_dataset(tmp_path / "data", SCHEMA, ["item"], item_column="item", max_length=3)
     assert e.value.problems == ["column 'item': 1 null value(s) (first in row 1 of 'b.parquet'); fill or drop them"]
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_duplicate_column_names(tmp_path, engine):
+def test_duplicate_column_names(tmp_path):
     f = _write(tmp_path / "d.parquet", [[1, 2], [3]])
     table = pq.read_table(f)
     pq.write_table(table.append_column("weekday", pa.array([5, 6])), f)
     with pytest.raises(DataError) as e:
-        open_dataset(f, SCHEMA, ["item", "weekday"], item_column="item", max_length=3, engine=engine)
+        open_dataset(f, SCHEMA, ["item", "weekday"], item_column="item", max_length=3)
     assert e.value.problems == [f"{str(f)!r} has 2 columns named 'weekday'; rename or drop all but one"]
-    assert open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3, engine=engine).n_rows == 2
+    assert open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3).n_rows == 2
 
 
 def test_message_renders_source(tmp_path):
@@ -384,8 +352,7 @@ def test_message_renders_source(tmp_path):
     assert str(e.value).startswith(str(f)) and "1 data problem" in str(e.value)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_values_outside_a_non_categorical_domain(tmp_path, engine):
+def test_values_outside_a_non_categorical_domain(tmp_path):
     """0/1 targets must hold exactly 0 or 1, and an int column with an int_domain must stay inside it."""
     schema = Schema.from_columns(list(SCHEMA.columns) + [
         {"name": "stars", "tags": ["regression", "target"], "int_range": [1, 5]},
@@ -394,25 +361,14 @@ def test_values_outside_a_non_categorical_domain(tmp_path, engine):
     f = _write(tmp_path / "d.parquet", [[1, 2], [3], [4], [5]], click=pa.array([0, 0.5, 2, 1], pa.float32()),
                stars=pa.array([1, 5, 9, 3]), label=pa.array([1.0, float("nan"), 0.0, 1.0]), bought=[0, 1, 2, 1])
     with pytest.raises(DataError) as e:
-        open_dataset(f, schema, ["item", "click", "stars", "label", "bought"], item_column="item", max_length=3,
-                     engine=engine)
+        open_dataset(f, schema, ["item", "click", "stars", "label", "bought"], item_column="item", max_length=3)
     text = _problems(e)
     # each bad value is reported once: the NaN label is not also "not 0 or 1", nor the id 2 of 'bought'
     assert len(e.value.problems) == 4
-    assert "column 'bought': 1 value(s) outside [0, 2)" in text
-    assert "column 'click': 2 value(s) that are not 0 or 1 (e.g. 0.5, 2)" in text
-    assert "column 'stars': 1 value(s) outside int_domain [1, 5] (e.g. 9)" in text
+    assert "column 'bought': 1 value(s) outside [0, 2) (min seen 0, max seen 2; first in row 2 of 'd.parquet')" in text
+    assert "column 'click': 2 value(s) that are not 0 or 1 (e.g. 0.5, 2; first in row 1 of 'd.parquet')" in text
+    assert "column 'stars': 1 value(s) outside int_domain [1, 5] (e.g. 9; first in row 2 of 'd.parquet')" in text
     assert "column 'label': 1 NaN/inf value(s) (first in row 1 of 'd.parquet')" in text
-
-
-def test_a_schema_file_beside_the_data_does_not_hide_columns(tmp_path):
-    """merlin.io.Dataset adopts a schema.pbtxt found next to the files; specc reads every column it asked for."""
-    from specc.schema import save_schema
-    f = _write(tmp_path / "d.parquet", [[1, 2], [3, 4, 5]])
-    save_schema(Schema.from_columns([c for c in SCHEMA.columns if c.name in ("item", "cat")]), tmp_path)
-    ds = open_dataset(f, SCHEMA, ["item", "cat", "age", "click"], item_column="item", max_length=3, engine="merlin")
-    assert ds.engine == "merlin"
-    assert _all(ds)["age"].shape == (2,) and _all(ds)["click"].tolist() == [0, 1]
 
 
 def _with_column(path, name, array):
@@ -440,3 +396,135 @@ def test_booleans_are_not_categorical_ids(tmp_path):
     f = _with_column(_write(tmp_path / "d.parquet", [[1, 2]]), "cat", pa.array([[True, False]], pa.list_(pa.bool_())))
     with pytest.raises(DataError, match="'cat' holds booleans"):
         open_dataset(f, SCHEMA, ["item", "cat"], item_column="item", max_length=3)
+
+
+# --- streaming: shards, epoch order, shuffle buffer, padding ----------------------------------------------
+
+def _numbered(path, first, n, row_group_size):
+    """Sessions whose 'age' is their row number over all files (from `first`); every fifth one is empty."""
+    rows = range(first, first + n)
+    items = [[1 + i % 9] * (1 + i % 4) if i % 5 else [] for i in rows]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"item": pa.array(items, pa.list_(pa.int64())), "age": pa.array([float(i) for i in rows])}),
+                   path, row_group_size=row_group_size)
+    return [i for i in rows if i % 5]
+
+
+def _rank_rows(path, world_size, **kw):
+    out = []
+    for rank in range(world_size):
+        ds = open_dataset(path, SCHEMA, ["item", "age"], item_column="item", max_length=3, rank=rank,
+                          world_size=world_size, shuffle_buffer=kw.pop("shuffle_buffer", 8))
+        batches = list(ds.batches(4, shuffle=kw.get("shuffle", True), seed=kw.get("seed", 3),
+                                  epoch=kw.get("epoch", 0)))
+        assert len(batches) == ds.steps(4) == len(ds) and min(b["item"].shape[0] for b in batches) >= 1
+        out.append([int(r) for b in batches for r in b["age"].tolist()])
+    return out
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_shards_are_disjoint_and_cover_every_row_once_per_epoch(tmp_path, world_size):
+    usable = _numbered(tmp_path / "d" / "a.parquet", 0, 40, row_group_size=7)
+    usable += _numbered(tmp_path / "d" / "b.parquet", 40, 11, row_group_size=100)      # one row group
+    assert pq.ParquetFile(tmp_path / "d" / "b.parquet").num_row_groups == 1
+    for shuffle in (False, True):
+        for epoch in (0, 1):
+            shares = _rank_rows(tmp_path / "d", world_size, shuffle=shuffle, epoch=epoch)
+            assert sorted(r for share in shares for r in share) == usable
+            assert max(map(len, shares)) - min(map(len, shares)) <= 1
+
+
+def test_a_single_row_group_splits_across_processes(tmp_path):
+    usable = _numbered(tmp_path / "d.parquet", 0, 30, row_group_size=1000)
+    first, second = _rank_rows(tmp_path / "d.parquet", 2, shuffle=False)
+    assert first == usable[:12] and second == usable[12:]
+
+
+def test_equal_steps_when_a_share_is_one_row_short(tmp_path):
+    """7 rows on 2 processes, 3 per batch: 4 rows take 2 batches, so 3 rows take 2 as well (2 + 1), never 0."""
+    f = _write(tmp_path / "d.parquet", [[1]] * 7)
+    sizes = []
+    for rank in (0, 1):
+        ds = open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3, rank=rank, world_size=2)
+        sizes.append([b["item"].shape[0] for b in ds.batches(3, shuffle=False)])
+    assert sizes == [[3, 1], [2, 1]]
+    with pytest.raises(DataError, match="cannot be shared by 8 processes"):
+        open_dataset(f, SCHEMA, ["item"], item_column="item", max_length=3, rank=0, world_size=8)
+
+
+def test_the_global_order_does_not_depend_on_the_world_size(tmp_path):
+    from specc.data_shards import epoch_order
+    _numbered(tmp_path / "d.parquet", 0, 60, row_group_size=6)
+    one = _rank_rows(tmp_path / "d.parquet", 1, shuffle=False)[0]
+    assert sum(_rank_rows(tmp_path / "d.parquet", 3, shuffle=False), []) == one
+    # shuffled: each process holds its contiguous share of the one epoch order of the row groups (before the buffer)
+    ds = open_dataset(tmp_path / "d.parquet", SCHEMA, ["item", "age"], item_column="item", max_length=3)
+    order = [int(r) for rows in ds._stream(epoch_order(10, True, 3, 1)) for r in rows.values["age"]]
+    shares = _rank_rows(tmp_path / "d.parquet", 2, epoch=1)
+    assert sorted(shares[0]) == sorted(order[:len(shares[0])]) and sorted(shares[1]) == sorted(order[len(shares[0]):])
+
+
+def test_the_epoch_order_is_drawn_from_the_seed_and_epoch(tmp_path):
+    _numbered(tmp_path / "d.parquet", 0, 200, row_group_size=16)
+    run = _rank_rows(tmp_path / "d.parquet", 2, seed=1, epoch=0)
+    assert _rank_rows(tmp_path / "d.parquet", 2, seed=1, epoch=0) == run
+    assert _rank_rows(tmp_path / "d.parquet", 2, seed=1, epoch=1) != run
+    assert _rank_rows(tmp_path / "d.parquet", 2, seed=2, epoch=0) != run
+    plain = _rank_rows(tmp_path / "d.parquet", 1, shuffle=False)[0]
+    shuffled = _rank_rows(tmp_path / "d.parquet", 1, shuffle_buffer=64)[0]
+    assert shuffled != plain and sorted(shuffled) == plain
+    # the buffer moves rows beyond their row group: some batch mixes rows of different groups
+    assert any(len({r // 16 for r in shuffled[i:i + 4]}) > 1 for i in range(0, len(shuffled), 4))
+
+
+def test_batches_are_padded_to_their_longest_row(tmp_path):
+    f = _write(tmp_path / "d.parquet", [[1], [2, 3], [4], [5, 6, 7, 8, 9, 10], [11]])
+    ds = open_dataset(f, SCHEMA, ["item", "price"], item_column="item", max_length=4)
+    widths = [(b["item"].shape[1], b["price"].shape[1]) for b in ds.batches(2, shuffle=False)]
+    assert widths == [(2, 2), (4, 4), (1, 1)]                 # the 6-item row keeps its last 4
+
+
+def test_every_kind_of_problem_is_reported_at_once(tmp_path):
+    """A string column, nulls, out-of-range ids and NaN in one file: one error lists them all, each located."""
+    f = tmp_path / "d.parquet"
+    pq.write_table(pa.table({"item": pa.array([[1, 2], [3, 99], [4]], pa.list_(pa.int64())),
+                             "cat": pa.array([[1, 2], None, [3]], pa.list_(pa.int64())),
+                             "price": pa.array([[0.1, 0.2], [0.3, 0.4], [float("nan")]], pa.list_(pa.float32())),
+                             "weekday": pa.array(["mon", "tue", "wed"])}), f)
+    with pytest.raises(DataError) as e:
+        open_dataset(f, SCHEMA, ["item", "cat", "price", "weekday"], item_column="item", max_length=3)
+    assert e.value.problems == [
+        "column 'weekday' holds string, which specc cannot feed to a model: encode it as integer ids (e.g. "
+        "NVTabular Categorify) or floats",
+        "column 'cat': 1 null value(s) (first in row 1 of 'd.parquet'); fill or drop them",
+        "column 'item': 1 value(s) outside [0, 50) (min seen 1, max seen 99; first in row 1 of 'd.parquet'); ids "
+        "must be < the schema's cardinality (int_domain.max + 1 = 50): fix the schema's int_domain.max or "
+        "re-encode the ids",
+        "column 'price': 1 NaN/inf value(s) (first in row 2 of 'd.parquet'); fill or drop them"]
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_the_validation_pass_split_over_processes_finds_what_one_finds(tmp_path, world_size):
+    """Each process validates a part of the row groups; merged, the findings are those of one pass over all."""
+    from specc.data_check import Scan, groups_of, scan
+    from specc.data_columns import plan_columns
+    from specc.data_files import read_footers
+    items = [[1 + i % 40, 2] for i in range(60)]
+    items[5], items[33], items[47] = [1, 99], [0, 3], [77]                 # out of range (twice), 0 inside
+    price = [[0.5, 0.5] for _ in range(60)]
+    price[50], price[47] = [float("nan"), 1.0], [0.1, 0.2, 0.3]                 # NaN, lengths differ
+    pq.write_table(pa.table({"item": pa.array(items, pa.list_(pa.int64())),
+                             "price": pa.array(price, pa.list_(pa.float32())),
+                             "age": pa.array([None if i in (20, 41) else 0.5 for i in range(60)], pa.float64())}),
+                   tmp_path / "d.parquet", row_group_size=7)
+    footers = read_footers([str(tmp_path / "d.parquet")], ["item", "price", "age"])
+    plans = plan_columns(SCHEMA, ["item", "price", "age"], footers.arrow_schema, [])
+    args = dict(item_column="item", length_column="item", min_length=2)
+    whole = scan(footers, plans, **args)
+    parts = [groups_of(footers.row_groups, r, world_size) for r in range(world_size)]
+    assert sorted(g for part in parts for g in part) == list(range(len(footers.row_groups))) and all(parts)
+    merged = Scan.merge([scan(footers, plans, groups=part, **args) for part in parts])
+    assert merged.findings.problems(footers.where) == whole.findings.problems(footers.where)
+    assert len(whole.findings.problems(footers.where)) == 5
+    assert np.array_equal(merged.kept, whole.kept) and merged.n_total == whole.n_total == 60
+    assert np.array_equal(merged.findings.item_counts, whole.findings.item_counts)
