@@ -193,15 +193,9 @@ def _specc(*args, launcher=("-m", "specc")):
 
 @pytest.mark.slow
 def test_two_process_training_writes_one_run_that_evaluates_alike_on_one_or_two_processes(tmp_path):
-    from specc.synth import default_schema, synthesize
-    synthesize(default_schema(), tmp_path / "data", n_train=400, n_valid=60, seed=3)
-    spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
-    spec.pop("schema")
-    spec["body"].update(d_model=16, n_layer=1)
-    spec["inputs"]["embeddings"]["default_dim"] = 16
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    data, valid, run = tmp_path / "data" / "train.parquet", tmp_path / "data" / "valid.parquet", tmp_path / "run"
-    done = _specc("train", tmp_path / "spec.json", "--data", data, "--eval", valid, "--out", run, "--epochs", 2,
+    spec, data = _small_run_files(tmp_path, n_train=400, n_valid=60, seed=3)
+    valid, run = tmp_path / "data" / "valid.parquet", tmp_path / "run"
+    done = _specc("train", spec, "--data", data, "--eval", valid, "--out", run, "--epochs", 2,
                   "--batch-size", 64, "--device", "cpu", "--quiet", "--nproc-per-node", 2)
     assert done.returncode == 0, done.stderr[-3000:]
     printed = json.loads(done.stdout)                     # one result printed, by rank 0 alone
@@ -219,9 +213,10 @@ def test_two_process_training_writes_one_run_that_evaluates_alike_on_one_or_two_
             assert abs(evaluated[key] - metrics[key]) <= 1e-4, (key, evaluated[key], metrics[key])
 
 
-def _small_run_files(tmp_path):
+def _small_run_files(tmp_path, n_train: int = 200, n_valid: int = 40, seed: int = 4):
+    """A small SASRec spec and synthetic data for it: (spec path, training data path)."""
     from specc.synth import default_schema, synthesize
-    synthesize(default_schema(), tmp_path / "data", n_train=200, n_valid=40, seed=4)
+    synthesize(default_schema(), tmp_path / "data", n_train=n_train, n_valid=n_valid, seed=seed)
     spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
     spec.pop("schema")
     spec["body"].update(d_model=16, n_layer=1)
