@@ -85,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--tracking-uri", help="MLflow tracking server or store (default: RUN_DIR/mlflow/mlflow.db)")
     t.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN_DIR",
                    help="continue a run from its last checkpoint (the run in --out, or RUN_DIR)")
+    t.add_argument("--init-from", metavar="RUN_DIR", help="start a new run from a trained run's weights (a daily "
+                   "retrain; a grown catalog keeps its trained rows); default: fresh weights")
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
     t.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
                    help="evaluate after every N-th epoch and always after the last one")

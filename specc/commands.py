@@ -36,7 +36,8 @@ def train_command(args) -> int:
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                        device=args.device, resume=args.resume, exclude_seen=args.exclude_seen,
                        eval_every=args.eval_every, progress=not args.quiet and sys.stderr.isatty(), log=_note,
-                       tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri), context=context)
+                       tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri), context=context,
+                       init_from=args.init_from)
         if context.is_main:
             print(json_text(result, indent=2))
     return 130 if result.get("interrupted") else 0

@@ -23,18 +23,21 @@ from specc.tracking import open_trackers
 def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, epochs: int | None = None,
           batch_size: int | None = None, lr: float | None = None, precision: str | None = None,
           device: str | None = None, resume: bool = False, exclude_seen: bool = False, eval_every: int = 1,
-          progress: bool = True, log=print, loggers=(), tracking=None, context=None) -> dict:
+          progress: bool = True, log=print, loggers=(), tracking=None, context=None, init_from=None) -> dict:
     """Train the spec'd model on `data`, evaluate on `eval_data`, and write the run directory `out`.
     `loggers` get every metric record as well as log.jsonl (see `specc.loop`), and so do the experiment trackers
     that `tracking` (a specc.tracking.Tracking) or the spec's training.log_to name. `context`: the process's
-    `specc.distributed` context (default: from the environment, torchrun's or a single process)."""
+    `specc.distributed` context (default: from the environment, torchrun's or a single process). `init_from`: a
+    trained run whose weights a new run starts from (specc/warm_start.py)."""
     from specc.distributed import from_environment
     if context is None:
         with from_environment(resolve_device(device)) as context:
             return train(spec, data, out, eval_data, schema, epochs, batch_size, lr, precision, device, resume,
-                         exclude_seen, eval_every, progress, log, loggers, tracking, context)
+                         exclude_seen, eval_every, progress, log, loggers, tracking, context, init_from)
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
+    if init_from and resume:
+        raise UserError("--init-from starts a new run from another run's weights; --resume continues a run: pass one")
     spec = _load_spec(spec, schema, data)
     log = log if context.is_main else _silent
     # torchrun restarting the processes after a failure: continue from the last published checkpoint
@@ -55,6 +58,9 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         plan = compile_plan(spec, schema)
         torch.manual_seed(tr.seed)
         model = build_from_plan(plan).to(device)
+        if init_from:
+            from specc.warm_start import warm_start
+            log(warm_start(model, init_from))
         # each process draws its own dropout, masks and negatives
         model.generator = generator = torch.Generator().manual_seed(tr.seed + context.rank)
         train_set, eval_set = _open_data(model, data, eval_data, schema, log, context)
