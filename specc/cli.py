@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
     t.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
                    help="evaluate after every N-th epoch and always after the last one")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true",
+                   help="no progress bar (nor, when stderr is no terminal, its progress lines)")
     t.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
     t.add_argument("--nproc-per-node", type=_positive_int, metavar="N",
                    help="train on N processes of this machine (torchrun --standalone; one per GPU on CUDA)")

@@ -35,7 +35,7 @@ def train_command(args) -> int:
         result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
                        device=args.device, resume=args.resume, exclude_seen=args.exclude_seen,
-                       eval_every=args.eval_every, progress=not args.quiet and sys.stderr.isatty(), log=_note,
+                       eval_every=args.eval_every, progress=not args.quiet, log=_note,
                        tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri), context=context,
                        init_from=args.init_from)
         if context.is_main:
