@@ -20,6 +20,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from specc.synth import walk_sessions
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -102,14 +104,7 @@ class Chain:
 
 
 def sessions(chain: Chain, n: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    lo, hi = chain.s.lengths
-    lengths = rng.integers(lo, hi + 1, n)
-    seq = np.zeros((n, hi), dtype=np.int64)
-    seq[:, 0] = chain.start(n, rng)
-    for t in range(1, hi):
-        seq[:, t] = chain.step(seq[:, t - 1], rng)
-    seq[np.arange(hi)[None, :] >= lengths[:, None]] = 0
-    return seq, lengths
+    return walk_sessions(chain, n, *chain.s.lengths, rng)
 
 
 def optimum(chain: Chain, seq, lengths, k: int = 10) -> dict:

@@ -120,8 +120,9 @@ class _Chain:
         return probs
 
 
-def _sessions(chain: _Chain, n: int, lo: int, hi: int, rng) -> tuple[np.ndarray, np.ndarray]:
-    """n walks with lengths uniform in [lo, hi]: a padded [n, hi] matrix and the lengths."""
+def walk_sessions(chain, n: int, lo: int, hi: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """n walks of `chain` (anything with `start(n, rng)` and `step(items, rng)`) with lengths uniform in [lo, hi]:
+    a padded [n, hi] matrix and the lengths."""
     lengths = rng.integers(lo, hi + 1, size=n)
     seq = np.zeros((n, hi), dtype=np.int64)
     seq[:, 0] = chain.start(n, rng)
@@ -286,8 +287,8 @@ def synthesize(schema: Schema | None, out_dir, *, n_train: int = 8000, n_valid: 
             elif c.is_continuous or c.dtype == "float":
                 maps[c.name] = (rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.2))   # scale, shift per column
 
-    train_seq, train_len = _sessions(chain, n_train, lo, hi, rng)
-    valid_seq, valid_len = _sessions(chain, n_valid, lo, hi, rng)
+    train_seq, train_len = walk_sessions(chain, n_train, lo, hi, rng)
+    valid_seq, valid_len = walk_sessions(chain, n_valid, lo, hi, rng)
 
     out_dir = os.fspath(out_dir)
     try:

@@ -15,6 +15,7 @@ import torch
 
 from specc.distributed import DistributedContext, from_environment
 from specc.metrics import MetricAccumulator, all_reduce
+from tests.helpers import descendants
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -267,25 +268,13 @@ def test_the_global_batch_must_divide_over_the_processes():
 
 def _descendant_with_rank(parent: int, rank: int) -> int | None:
     """The pid of a process under `parent` whose environment says RANK=`rank` (a torchrun worker)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    todo = list(children.get(parent, []))
-    while todo:
-        pid = todo.pop()
+    for pid in sorted(descendants(parent)):
         try:
             with open(f"/proc/{pid}/environ", "rb") as f:
                 if f"\0RANK={rank}\0".encode() in b"\0" + f.read():
                     return pid
         except OSError:
             pass
-        todo += children.get(pid, [])
     return None
 
 

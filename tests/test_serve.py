@@ -17,6 +17,7 @@ httpclient = pytest.importorskip("tritonclient.http")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 import specc  # noqa: E402
+from tests.helpers import descendants  # noqa: E402
 
 pytestmark = pytest.mark.slow
 K = 10
@@ -26,24 +27,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _descendants(pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = set(), [pid]
-    while todo:
-        for c in children.get(todo.pop(), []):
-            out.add(c)
-            todo.append(c)
-    return out
 
 
 def _alive(pid: int) -> bool:
@@ -115,7 +98,7 @@ def server(run_dir, tmp_path_factory):
     yield {"url": url, "client": client, "proc": proc, "metrics": metrics, "grpc": grpc, "log": log, "tmp": tmp,
            "workspaces": workspaces}
     client.close()
-    family = {proc.pid} | _descendants(proc.pid)   # after any restart
+    family = {proc.pid} | descendants(proc.pid)   # after any restart
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=60)
@@ -321,7 +304,7 @@ def _grpc_infer(server, batch, item_shape, item_bytes: bytes):
 
 
 def _tritonserver_pid(server) -> int:
-    pids = [p for p in _descendants(server["proc"].pid) if _comm(p) == "tritonserver"]
+    pids = [p for p in descendants(server["proc"].pid) if _comm(p) == "tritonserver"]
     assert len(pids) == 1, pids
     return pids[0]
 
@@ -425,7 +408,7 @@ def test_crashes_are_restarted_and_health_is_truthful(server, run_dir):
     assert _tritonserver_pid(server) != before
     _assert_answers(server, model)
     # a dead Python-backend stub: Triton itself would keep the model "ready" and answer 500
-    stub = next(p for p in _descendants(_tritonserver_pid(server)) if _comm(p) == "triton_python_b")
+    stub = next(p for p in descendants(_tritonserver_pid(server)) if _comm(p) == "triton_python_b")
     os.kill(stub, signal.SIGKILL)
     _wait_not_ready_then_ready(server)
     _assert_answers(server, model)
@@ -442,7 +425,7 @@ def test_gives_up_after_too_many_crashes(run_dir, tmp_path):
         proc, port, _, _ = _launch(run_dir, tmp_path, log, "--max-restarts", "0")
         try:
             _wait_ready(httpclient.InferenceServerClient(f"127.0.0.1:{port}"), proc, log)
-            family = {proc.pid} | _descendants(proc.pid)
+            family = {proc.pid} | descendants(proc.pid)
             os.kill(next(p for p in family if _comm(p) == "tritonserver"), signal.SIGKILL)
             assert proc.wait(timeout=60) == 1
         finally:
