@@ -77,6 +77,7 @@ class Hooks:
     loggers: list = field(default_factory=list)
     say: Callable[[str], None] = print
     saved: str | None = None                 # the checkpoint training started from, if any
+    selection: object | None = None         # a specc.selection.Selection: stop when it says so
     # over every process of a distributed run: whether any asks to stop, and the sum of per-process sums
     agree: Callable[[bool], bool] = bool
     total: Callable[[dict], dict] = dict
@@ -87,7 +88,7 @@ def train_loop(model, data, optimizer, scheduler, settings: LoopSettings, positi
     Returns the metrics of the last evaluation and whether training was interrupted."""
     metrics: dict = {}
     with _StopOnInterrupt() as stop:
-        while position.epoch < settings.epochs:
+        while position.epoch < settings.epochs and not _selection_stops(hooks, position):
             stopped = _train_epoch(model, data, optimizer, scheduler, settings, position, hooks, stop)
             sums = hooks.total({"loss_sum": position.loss_sum, "sessions": position.sessions})
             position.loss_sum, position.sessions = sums["loss_sum"], int(round(sums["sessions"]))
@@ -107,11 +108,23 @@ def end_epoch(position: Position, settings: LoopSettings, hooks: Hooks) -> dict:
     epoch = position.finished["epoch"]
     due = hooks.evaluate is not None and (epoch % settings.eval_every == 0 or epoch == settings.epochs)
     evaluated = hooks.evaluate() if due else {}
+    if hooks.selection is not None and evaluated:
+        hooks.selection.update(evaluated, epoch)
     record = {**position.finished, **evaluated}
     for logger in hooks.loggers:
         logger.log(record, position.step)
     hooks.say(_epoch_line(record))
     return evaluated
+
+
+def _selection_stops(hooks: Hooks, position: Position) -> bool:
+    s = hooks.selection
+    if s is None or not s.should_stop:
+        return False
+    best = f"epoch {s.best_epoch}'s {s.best:.4f}" if s.best is not None else "any value (every evaluation was NaN)"
+    hooks.say(f"early stopping after epoch {position.epoch}: {s.metric} has not improved on {best} for "
+              f"{s.bad_evaluations} evaluation(s)")
+    return True
 
 
 def _train_epoch(model, data, optimizer, scheduler, settings: LoopSettings, position: Position, hooks: Hooks,

@@ -34,14 +34,26 @@ def reconcile_log(path: Path, position: Position) -> bool:
         lines = read_text(path, limit=RUN_FILE_LIMIT, what="training log").splitlines() if path.exists() else []
     except UnreadableFile as exc:
         raise RunError(f"{exc}; move it away to resume") from None
-    kept = {}
-    for line in lines:
-        record = _record(line)
-        if record is not None and type(record.get("epoch")) is int and record["epoch"] <= position.epoch:
-            kept[line] = record["epoch"]
+    kept = {line: record["epoch"] for line, record in _epoch_records(lines, position.epoch)}
     if list(kept) != lines:
         atomic_write_text(path, "".join(line + "\n" for line in kept), durable=True)
     return position.batch == 0 and position.epoch > 0 and position.epoch not in kept.values()
+
+
+def epoch_records(path: Path, up_to: int) -> list[dict]:
+    """The epoch records of log.jsonl for epochs 1..`up_to` (torn lines and later epochs left out)."""
+    try:
+        lines = read_text(path, limit=RUN_FILE_LIMIT, what="training log").splitlines() if path.exists() else []
+    except UnreadableFile as exc:
+        raise RunError(f"{exc}; move it away to resume") from None
+    return [record for _, record in _epoch_records(lines, up_to)]
+
+
+def _epoch_records(lines: list[str], up_to: int):
+    for line in lines:
+        record = _record(line)
+        if record is not None and type(record.get("epoch")) is int and record["epoch"] <= up_to:
+            yield line, record
 
 
 def _record(line: str) -> dict | None:

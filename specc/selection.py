@@ -1,9 +1,10 @@
 """Model selection by validation: which evaluation is the best so far, and when to stop (`training.early_stopping`).
 
-Pure bookkeeping, saved with each checkpoint so that a resumed run selects as an uninterrupted one would."""
+Pure bookkeeping over the evaluations; a resumed run replays it from log.jsonl, so it selects as an uninterrupted
+run would."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 LOWER_IS_BETTER = ("rmse", "mae", "loss")
 
@@ -24,14 +25,17 @@ class Selection:
     bad_evaluations: int = 0        # evaluations since the best one
 
     @classmethod
-    def from_spec(cls, early_stopping, state: dict | None = None) -> "Selection | None":
+    def from_spec(cls, early_stopping) -> "Selection | None":
         if early_stopping is None:
             return None
         es = early_stopping
-        selection = cls(es.metric, es.mode or metric_mode(es.metric), es.patience, es.min_delta)
-        for key, value in (state or {}).items():
-            setattr(selection, key, value)
-        return selection
+        return cls(es.metric, es.mode or metric_mode(es.metric), es.patience, es.min_delta)
+
+    def replay(self, records: list[dict]) -> None:
+        """Rebuild the selection of a resumed run from its logged epoch records (derivable, so never stored)."""
+        for record in records:
+            if self.metric in record:
+                self.update(record, record["epoch"])
 
     def update(self, metrics: dict, epoch: int) -> bool:
         """Record an evaluation after `epoch`; True when it is the best so far."""
@@ -50,9 +54,6 @@ class Selection:
     @property
     def should_stop(self) -> bool:
         return self.bad_evaluations >= self.patience
-
-    def state(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if k in ("best", "best_epoch", "bad_evaluations")}
 
     def summary(self) -> dict:
         """What metrics.json says of the selection."""

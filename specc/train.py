@@ -17,6 +17,8 @@ from specc.evaluation import evaluate, open_for
 from specc.loop import Hooks, LoopSettings, Position, end_epoch, train_loop
 from specc.optim import build_optimizer, build_schedule
 from specc.run_dir import RunDirectory
+from specc.run_log import epoch_records
+from specc.selection import Selection
 from specc.tracking import open_trackers
 
 
@@ -92,7 +94,8 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
         hooks = Hooks(save=save, evaluate=evaluate_now if eval_set else None, say=log,
                       loggers=[*run.epoch_log(world_size=context.world_size),
                                *(loggers if context.is_main else ()), trackers],
-                      saved=str(run) if resume else None, agree=context.any, total=context.all_reduce_sum)
+                      saved=str(run) if resume else None, agree=context.any, total=context.all_reduce_sum,
+                      selection=_selection(tr, run, position, eval_set))
         try:
             with context.guard("training"):
                 outcome = _continue(run, context.wrap(model), train_set, optimizer, scheduler, loop, position, hooks)
@@ -109,6 +112,9 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
                   "train_sessions_per_s": round(position.train_sessions / max(position.train_seconds, 1e-9), 1),
                   "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0,
                   "interrupted": outcome["interrupted"], "world_size": context.world_size}
+        if hooks.selection is not None:
+            result.update(hooks.selection.summary(), weights="last epoch",
+                          stopped_early=not outcome["interrupted"] and position.epoch < loop.epochs)
         run.write_metrics(result)
         trackers.finish()
     return result
@@ -124,18 +130,31 @@ def _continue(run: RunDirectory, model, train_set, optimizer, scheduler, loop: L
         if unlogged:
             hooks.say(f"{run}: finishing epoch {position.epoch} (its evaluation had not been logged)")
             metrics = end_epoch(position, loop, hooks)
-        if position.epoch >= loop.epochs:
+        stopped_early = position.batch == 0 and hooks.selection is not None and hooks.selection.should_stop
+        if position.epoch >= loop.epochs or stopped_early:
             saved = run.metrics()
             done = saved and saved.get("epochs") == position.epoch and saved.get("interrupted") is False
             if hooks.agree(bool(not unlogged and done)):
-                hooks.say(f"{run} is already trained for {position.epoch} epoch(s); pass --epochs above that to "
-                          "continue")
+                hooks.say(f"{run} is already trained for {position.epoch} epoch(s)" + (
+                    " (early stopping ended it)" if stopped_early else "; pass --epochs above that to continue"))
                 return {"already": saved or {}}
             if not unlogged and hooks.evaluate is not None:   # stopped between logging and writing metrics.json
                 metrics = hooks.evaluate()
             return {"metrics": metrics, "interrupted": False, "loss": position.finished.get("loss", float("nan"))}
         hooks.say(f"resuming {run} at epoch {position.epoch + 1}, batch {position.batch + 1} (step {position.step})")
     return train_loop(model, train_set, optimizer, scheduler, loop, position, hooks)
+
+
+def _selection(tr, run: RunDirectory, position: Position, eval_set):
+    """Early stopping's bookkeeping (training.early_stopping), replayed from the log of a resumed run."""
+    selection = Selection.from_spec(tr.early_stopping)
+    if selection is None:
+        return None
+    if eval_set is None:
+        raise UserError("training.early_stopping selects by validation metrics: pass --eval VALID")
+    if run.resume:
+        selection.replay(epoch_records(run.path / "log.jsonl", position.epoch))
+    return selection
 
 
 def _load_spec(source, schema, data: str):

@@ -36,10 +36,11 @@ def test_a_nan_evaluation_never_becomes_the_best():
     assert s.update({"ndcg@10": 0.0}, 2)
 
 
-def test_the_state_restores_the_selection():
+def test_replaying_the_logged_epochs_rebuilds_the_selection():
     s = _selection(metric="ndcg@10", patience=3)
     s.update({"ndcg@10": 0.4}, 1), s.update({"ndcg@10": 0.3}, 2)
-    again = Selection.from_spec(EarlyStopping(metric="ndcg@10", patience=3), s.state())
+    again = _selection(metric="ndcg@10", patience=3)
+    again.replay([{"epoch": 1, "loss": 2.0, "ndcg@10": 0.4}, {"epoch": 2, "ndcg@10": 0.3}, {"epoch": 3, "loss": 1.0}])
     assert again == s and again.summary() == {"selected_by": "ndcg@10", "best_epoch": 1, "best_ndcg@10": 0.4}
 
 
@@ -56,3 +57,44 @@ def test_early_stopping_must_select_by_a_metric_a_task_reports():
         specc.compile(_spec({"metric": "ndcg@5"}))
     issue = next(i for i in err.value.issues if i.path == "$.training.early_stopping.metric")
     assert issue.code == "unknown_metric" and "ndcg@10" in issue.hint
+
+
+def _train_files(tmp_path, early_stopping: dict):
+    from specc.synth import default_schema, synthesize
+    synthesize(default_schema(), tmp_path / "data", n_train=150, n_valid=30, seed=6)
+    spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
+    spec.pop("schema")
+    spec["body"].update(d_model=16, n_layer=1)
+    spec["inputs"]["embeddings"]["default_dim"] = 16
+    spec["training"]["early_stopping"] = early_stopping
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    return str(tmp_path / "spec.json"), str(tmp_path / "data" / "train.parquet"), str(tmp_path / "data" / "valid.parquet")
+
+
+def test_training_stops_when_the_metric_stops_improving_and_a_resume_keeps_the_selection(tmp_path):
+    from specc.train import train
+    # no later evaluation can beat the first by a whole unit: the run stops after patience evaluations
+    spec, data, valid = _train_files(tmp_path, {"metric": "recall@10", "patience": 2, "min_delta": 1.0})
+    said = []
+    result = train(spec, data, str(tmp_path / "run"), eval_data=valid, epochs=6, batch_size=32, progress=False,
+                   log=said.append)
+    assert (result["epochs"], result["best_epoch"], result["stopped_early"]) == (3, 1, True)
+    assert result["selected_by"] == "recall@10" and result["weights"] == "last epoch"
+    assert any(line.startswith("early stopping after epoch 3") for line in said)
+    # a run cut short after epoch 1, resumed: the selection is replayed from its log, so it stops at the same epoch
+    train(spec, data, str(tmp_path / "cut"), eval_data=valid, epochs=1, batch_size=32, progress=False,
+          log=lambda m: None)
+    resumed = train(spec, data, str(tmp_path / "cut"), eval_data=valid, epochs=6, resume=True, progress=False,
+                    log=lambda m: None)
+    assert (resumed["epochs"], resumed["best_epoch"], resumed["stopped_early"]) == (3, 1, True)
+    again = train(spec, data, str(tmp_path / "cut"), eval_data=valid, epochs=6, resume=True, progress=False,
+                  log=said.append)
+    assert again["epochs"] == 3 and "early stopping ended it" in said[-1]
+
+
+def test_early_stopping_needs_validation_data(tmp_path):
+    from specc.errors import UserError
+    from specc.train import train
+    spec, data, _ = _train_files(tmp_path, {"metric": "recall@10"})
+    with pytest.raises(UserError, match="pass --eval"):
+        train(spec, data, str(tmp_path / "run"), epochs=1, progress=False, log=lambda m: None)
