@@ -76,7 +76,9 @@ def test_session_mode_time_split_golden(tmp_path, log):
     assert report["n_null_continuous"] == {"price": 1}
     assert report["sessions"]["kept"] == 4 and report["sessions"]["dropped_too_short"] == 1
     assert report["items"] == 4 and report["events_kept"] == 9
-    assert report["splits"] == {"train": {"sessions": 3, "events": 7}, "valid": {"sessions": 1, "events": 2}}
+    span = lambda first, last: {"min": at(first).isoformat(), "max": at(last).isoformat()}  # noqa: E731
+    assert report["splits"] == {"train": {"sessions": 3, "events": 7, "time_range": span(0, 180)},
+                                "valid": {"sessions": 1, "events": 2, "time_range": span(240, 245)}}
     assert report["split"]["valid_after"] == at(180).isoformat()
     assert report["time_range"] == {"min": at(0).isoformat(), "max": at(245).isoformat()}
     assert json.load(open(f"{out}/report.json"))["n_duplicates"] == 1
@@ -97,18 +99,23 @@ def test_user_mode_with_session_gap_and_last_split(tmp_path):
     assert train.sort("session", "session_index")["session_index"].to_list() == [0, 1, 0]
     assert as_raw(train) == [["a"], ["d", "a"], ["a", "b"]]       # the 3-item session gave 1 to train
     assert as_raw(valid) == [["a", "b"]] and as_raw(test) == [["a", "b", "c"]]
-    assert report["splits"]["test"] == {"sessions": 1, "events": 3}
+    span = lambda first, last: {"min": at(first).isoformat(), "max": at(last).isoformat()}  # noqa: E731
+    assert report["splits"] == {"train": {"sessions": 3, "events": 5, "time_range": span(0, 125)},  # a, d a, a b
+                                "valid": {"sessions": 1, "events": 2, "time_range": span(0, 10)},   # a b
+                                "test": {"sessions": 1, "events": 3, "time_range": span(0, 20)}}    # a b c
 
 
 def test_user_mode_one_sequence_per_user_and_max_length(tmp_path, log):
     out = str(tmp_path / "out")
-    prepare({"events": log, "out": out, "item": "item", "time": "ts", "user": "session", "split": "last",
+    report = prepare({"events": log, "out": out, "item": "item", "time": "ts", "user": "session", "split": "last",
              "max_length": 2})
     test = read(out, "test")
     assert test["session"].to_list() == ["s1"]                  # the only user with >= 3 events
     assert test["item-list"].to_list() == [[3, 2]]              # the most recent 2 of a, c, b
     assert read(out, "valid")["item-list"].to_list() == [[1, 3]]
     assert "session_index" not in test.columns
+    assert report["splits"]["test"]["time_range"] == {"min": at(1).isoformat(), "max": at(2).isoformat()}  # c, b
+    assert not any(c.startswith("__") for c in test.columns)
 
 
 def test_categories_reused_across_batches(tmp_path, log):
