@@ -190,19 +190,48 @@ def test_cli_exact_form_and_spec_file(tmp_path, log, capsys):
         assert read(out, split).equals(read(tmp_path / "from_spec", split))
 
 
-def test_item_vectors_feed_pretrained_inputs(tmp_path, log):
+def test_item_features_in_the_schema_as_merlin_reads_it(tmp_path, log):
+    items = tmp_path / "items.parquet"
+    pl.DataFrame({"item": ["a", "b", "c"], "brand": ["p", "q", "p"], "weight": [0.5, 1.5, None],
+                  "vec": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]}).write_parquet(items)
+    out = tmp_path / "out"
+    prepare({"events": log, "out": str(out), "item": "item", "time": "ts", "session": "session",
+             "item_features": str(items)})
+    from specc import load_schema
+    schema = load_schema(out / "schema.pbtxt")
+    assert schema["brand-list"].is_categorical and schema["brand-list"].cardinality == 4   # pad, null, p, q
+    assert schema["weight-list"].is_continuous and schema["weight-list"].is_list
+    assert "vec-list" not in schema                  # vectors live in item_features.parquet
+    from merlin.schema import Tags
+    from merlin.schema.io.tensorflow_metadata import TensorflowMetadata
+    merlin = TensorflowMetadata.from_proto_text_file(str(out), "schema.pbtxt").to_merlin_schema()
+    assert set(merlin.select_by_tag(Tags.ITEM).column_names) >= {"brand-list", "weight-list"}
+    assert merlin["brand-list"].int_domain.max == 3 and Tags.CATEGORICAL in merlin["brand-list"].tags
+    assert Tags.CONTINUOUS in merlin["weight-list"].tags
+
+
+def test_item_vectors_feed_a_pretrained_input_through_train_and_recommend(tmp_path, log):
     items = tmp_path / "items.parquet"
     pl.DataFrame({"item": ["a", "b", "c"], "vec": [[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]}).write_parquet(items)
     out = tmp_path / "out"
     prepare({"events": log, "out": str(out), "item": "item", "time": "ts", "session": "session",
              "item_features": str(items)})
     import specc
+    vectors = {"kind": "parquet", "path": "out/item_features.parquet", "ids": "id", "vectors": "vec", "dim": 2}
     spec = {"specc": 1, "inputs": {"max_sequence_length": 4, "features": ["item-list"],
-                                   "embeddings": {"default_dim": 4},
-                                   "pretrained": {"vec": {"kind": "parquet", "path": str(out / "item_features.parquet"),
-                                                          "ids": "id", "vectors": "vec", "dim": 2,
-                                                          "missing": "zero"}}},
+                                   "embeddings": {"default_dim": 4}, "pretrained": {"vec": vectors}},
             "masking": {"kind": "causal"}, "body": {"kind": "gru", "d_model": 4},
-            "tasks": [{"kind": "next_item"}]}
-    plan = specc.compile(spec, specc.load_schema(out / "schema.pbtxt"))
-    assert "vec" in plan.summary()
+            "tasks": [{"kind": "next_item"}], "training": {"batch_size": 2, "epochs": 1, "seed": 1}}
+    (tmp_path / "uncovered.json").write_text(json.dumps(spec))
+    schema = specc.load_schema(out / "schema.pbtxt")
+    with pytest.raises(specc.SpecError) as error:                # ü日 (id 4) has no row in item_features.parquet
+        specc.compile(tmp_path / "uncovered.json", schema)
+    assert [i.code for i in error.value.issues] == ["incomplete_coverage"]
+    vectors["missing"] = "zero"
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    assert main(["train", str(tmp_path / "spec.json"), "--data", str(out / "train"), "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 0
+    assert main(["recommend", str(tmp_path / "run"), "--data", str(out / "valid"), "--k", "2",
+                 "--out", str(tmp_path / "recs.jsonl")]) == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "recs.jsonl").read_text().splitlines()]
+    assert len(row["item_ids"]) == 2 and set(row["item_ids"]) <= {"a", "b", "c", "ü日"}   # raw ids out
