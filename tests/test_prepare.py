@@ -91,7 +91,7 @@ def test_user_mode_with_session_gap_and_last_split(tmp_path):
     log = write_log(tmp_path / "log.csv", rows, fmt="csv")
     out = str(tmp_path / "out")
     report = prepare({"events": log, "out": out, "item": "item", "time": "ts", "user": "session",
-                      "session_gap": "30m", "split": "last"})
+                      "session_gap": "30m", "split": "last", "derive": ["weekday", "hour", "time_since_prev"]})
     ids = mapping(out, "item")
     train, valid, test = read(out, "train"), read(out, "valid"), read(out, "test")
     decode = {v: k for k, v in ids.items()}
@@ -99,6 +99,10 @@ def test_user_mode_with_session_gap_and_last_split(tmp_path):
     assert train.sort("session", "session_index")["session_index"].to_list() == [0, 1, 0]
     assert as_raw(train) == [["a"], ["d", "a"], ["a", "b"]]       # the 3-item session gave 1 to train
     assert as_raw(valid) == [["a", "b"]] and as_raw(test) == [["a", "b", "c"]]
+    by_session = train.sort("session", "session_index")
+    assert by_session["time_since_prev-list"].to_list() == [[0.0], [0.0, 300.0], [0.0, 60.0]]   # a gap restarts it
+    assert by_session["hour"].to_list() == [10, 12, 10] and by_session["weekday"].to_list() == [1, 1, 1]
+    assert test["time_since_prev-list"].to_list() == [[0.0, 600.0, 600.0]]
     span = lambda first, last: {"min": at(first).isoformat(), "max": at(last).isoformat()}  # noqa: E731
     assert report["splits"] == {"train": {"sessions": 3, "events": 5, "time_range": span(0, 125)},  # a, d a, a b
                                 "valid": {"sessions": 1, "events": 2, "time_range": span(0, 10)},   # a b
@@ -120,13 +124,17 @@ def test_user_mode_one_sequence_per_user_and_max_length(tmp_path, log):
 
 def test_categories_reused_across_batches(tmp_path, log):
     first, second = str(tmp_path / "day1"), str(tmp_path / "day2")
-    prepare({"events": log, "out": first, "item": "item", "time": "ts", "session": "session"})
-    day2 = write_log(tmp_path / "day2.parquet", [("t1", "new", 0, "x", 1.0), ("t1", "new", 1, "x", 1.0),
+    prepare({"events": log, "out": first, "item": "item", "time": "ts", "session": "session",
+             "categorical": ["category"]})
+    day2 = write_log(tmp_path / "day2.parquet", [("t1", "new", 0, "w", 1.0), ("t1", "new", 1, "x", 1.0),
                                                  ("t1", "a", 2, "x", 1.0), ("t2", "zz", 3, "x", 1.0),
                                                  ("t2", "c", 4, "x", 1.0), ("t3", "a", 9, "x", 1.0),
                                                  ("t3", "b", 9, "x", 1.0)])
     report = prepare({"events": day2, "out": second, "item": "item", "time": "ts", "session": "session",
-                      "categories": first, "valid_fraction": 0.3})
+                      "categorical": ["category"], "categories": first, "valid_fraction": 0.3})
+    assert mapping(second, "category") == {None: 1, "x": 2, "y": 3, "w": 4}   # y unseen today, kept
+    assert report["categories"]["category"]["new_values"] == 1
+    assert read(second, "train").filter(pl.col("session") == "t1")["category-list"].to_list() == [[4, 2, 2]]
     old, new = mapping(first, "item"), mapping(second, "item")
     assert all(new[v] == i for v, i in old.items())             # known ids unchanged
     assert new["new"] == 5 and new["zz"] == 6                   # appended, by frequency
