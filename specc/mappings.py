@@ -56,6 +56,15 @@ class Mapping:
         self._values = pa.array(values).take(pa.array(positions, mask=positions < 0))
         self._index = {v: int(i) for i, v in zip(ids.tolist(), pa.array(values).to_pylist()) if v is not None}
 
+    @property
+    def value_type(self):
+        """The pyarrow type of the raw values."""
+        return self._values.type
+
+    def known_values(self) -> list:
+        """The raw values that have an id (not padding, not the out-of-vocabulary bucket)."""
+        return list(self._index)
+
     @classmethod
     def load(cls, run_dir, column: str) -> "Mapping | None":
         """The mapping of `column` (a session column such as `item_id-list`, or the raw name), or None."""
