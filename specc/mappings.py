@@ -53,8 +53,12 @@ class Mapping:
         size = int(ids.max()) + 1 if len(ids) else 1
         positions = np.full(size, -1, dtype=np.int64)
         positions[ids] = np.arange(len(ids))
-        self._values = pa.array(values).take(pa.array(positions, mask=positions < 0))
-        self._index = {v: int(i) for i, v in zip(ids.tolist(), pa.array(values).to_pylist()) if v is not None}
+        values = pa.array(values)
+        self._values = values.take(pa.array(positions, mask=positions < 0))
+        self._index = {v: int(i) for i, v in zip(ids.tolist(), values.to_pylist()) if v is not None}
+        known = values.is_valid()
+        self._known = _comparable(values.filter(known))   # what `lookup` searches, and the ids it gives
+        self._known_ids = np.append(ids[known.to_numpy(zero_copy_only=False)], OOV if oov else -1)   # last: unknown
 
     @property
     def value_type(self):
@@ -82,14 +86,18 @@ class Mapping:
         has_oov = bool(len(ids)) and OOV in ids.tolist() and values[ids.tolist().index(OOV)].as_py() is None
         return cls(name, ids, values, has_oov)
 
-    def decode(self, rows: list[list[int]]) -> list[list]:
-        """Raw values for rows of ids (every id must be one the mapping holds)."""
+    def take(self, ids: np.ndarray):
+        """The raw values of ids as a pyarrow array (null for padding and unused ids); every id must be one the
+        mapping holds."""
         import pyarrow as pa
-        flat = np.fromiter((i for row in rows for i in row), dtype=np.int64)
-        if len(flat) and (flat.min() < 0 or flat.max() >= len(self._values)):
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self._values)):
             raise UserError(f"ids outside the mapping of {self.column!r} (0..{len(self._values) - 1}); the run and "
                             "its categories do not belong together")
-        values = self._values.take(pa.array(flat)).to_pylist()
+        return self._values.take(pa.array(ids))
+
+    def decode(self, rows: list[list[int]]) -> list[list]:
+        """Raw values for rows of ids (every id must be one the mapping holds)."""
+        values = self.take(np.fromiter((i for row in rows for i in row), dtype=np.int64)).to_pylist()
         out, start = [], 0
         for row in rows:
             out.append(values[start:start + len(row)])
@@ -99,9 +107,10 @@ class Mapping:
     def encode(self, rows: list[list]) -> list[list[int]]:
         """Ids for rows of raw values; an unknown value is the OOV id where the column has one, else a DataError
         listing the rows and values."""
-        out, unknown = [], []
+        flat = self.lookup([v for row in rows for v in row]).tolist()
+        out, unknown, start = [], [], 0
         for r, row in enumerate(rows):
-            ids = [self._index.get(v, OOV if self.oov else -1) for v in row]
+            ids, start = flat[start:start + len(row)], start + len(row)
             unknown += [(r, v) for v, i in zip(row, ids) if i < 0]
             out.append(ids)
         if unknown:
@@ -109,6 +118,30 @@ class Mapping:
             raise DataError([f"{len(unknown)} value(s) of {self.column!r} unknown to the model's mapping ({shown}"
                              f"{' ...' if len(unknown) > 5 else ''}); the model cannot score items it never saw"])
         return out
+
+    def lookup(self, values) -> np.ndarray:
+        """The ids of raw values (a sequence or a pyarrow array), vectorised: an unknown value (null too) gets the
+        column's OOV id where it has one, else -1."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        try:
+            array = values.cast(self._known.type) if isinstance(values, pa.Array) else \
+                pa.array(values, type=self._known.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):   # values of several types
+            plain = values.to_pylist() if isinstance(values, pa.Array) else values
+            return np.array([self._index.get(v, self._known_ids[-1]) for v in plain], dtype=np.int64)
+        positions = pc.fill_null(pc.index_in(array, value_set=self._known), -1).to_numpy()
+        return self._known_ids[positions]
+
+
+def _comparable(values):
+    """Raw values in the type that requests are compared in: strings as string, integers as int64."""
+    import pyarrow as pa
+    if pa.types.is_large_string(values.type):
+        return values.cast(pa.string())
+    if pa.types.is_integer(values.type) and not pa.types.is_uint64(values.type):
+        return values.cast(pa.int64())
+    return values
 
 
 def raw_item_ids(run_dir, column: str, rows: list[list[int]], ids: str | None) -> list[list]:

@@ -149,7 +149,7 @@ class Handler:
         gaps = np.flatnonzero((nonzero[:, 1:] & ~nonzero[:, :-1]).any(1))
         if gaps.size:
             raise BadRequest(f"{column!r} is not right-padded in row(s) {rows_text(gaps)}: items must come first, "
-                             "then zeros")
+                             "then padding")
 
     def _check_ids(self, arrays: dict) -> None:
         for c, rows in self.signature.id_ranges.items():

@@ -92,57 +92,65 @@ class RawIds:
     def encode(self, arrays: dict, batch: int, offsets: np.ndarray | None = None) -> dict:
         """`arrays` (of `batch` rows; ragged list columns split by `offsets`) with each raw input column as int64
         ids, padding as 0. Ragged list values must not hold padding."""
+        import pyarrow.compute as pc
         out = dict(arrays)
         for column, entry in self.raw.items():
             if column == OUTPUT:
                 continue
             ragged = column in self.ragged_lists
             name = f"{column}__values" if ragged else column
-            values = _python_values(out[name], name, entry["dtype"])
-            pad = np.fromiter((v == entry["pad"] for v in values), dtype=bool, count=len(values))
+            values = _arrow_values(out[name], name, entry["dtype"])
+            pad = pc.equal(values, entry["pad"]).to_numpy(zero_copy_only=False)
             bounds = offsets if ragged else np.arange(batch + 1) * (len(values) // batch)
-            rows = np.searchsorted(bounds, np.arange(len(values)), side="right") - 1
             if ragged and pad.any():
                 raise BadRequest(f"{name} holds the padding value {entry['pad']!r} in row(s) "
-                                 f"{rows_text(np.unique(rows[pad]))}; ragged values hold real items")
-            grouped = [[] for _ in range(batch)]
-            for r, v, p in zip(rows.tolist(), values, pad.tolist()):
-                if not p:
-                    grouped[r].append(v)
-            try:
-                ids = self.mappings[column].encode(grouped)
-            except DataError as exc:
-                raise BadRequest(f"input {name!r}: {'; '.join(exc.problems)}") from None
-            flat = np.zeros(len(values), dtype=np.int64)
-            flat[~pad] = [i for row in ids for i in row]
-            out[name] = flat.reshape(out[name].shape)
+                                 f"{rows_text(np.unique(_rows(bounds, pad)))}; ragged values hold real items")
+            ids = self.mappings[column].lookup(values)
+            ids[pad] = 0
+            if (ids < 0).any():
+                self._explain_unknown(column, name, values, pad, _rows(bounds, np.ones(len(values), dtype=bool)))
+            out[name] = ids.reshape(out[name].shape)
         return out
+
+    def _explain_unknown(self, column: str, name: str, values, pad: np.ndarray, rows: np.ndarray) -> None:
+        """Raise the BadRequest that names the rows and values the mapping does not know (Mapping.encode's words)."""
+        grouped = [[] for _ in range(int(rows.max()) + 1)]
+        for r, v, p in zip(rows.tolist(), values.to_pylist(), pad.tolist()):
+            if not p:
+                grouped[r].append(v)
+        try:
+            self.mappings[column].encode(grouped)
+        except DataError as exc:
+            raise BadRequest(f"input {name!r}: {'; '.join(exc.problems)}") from None
 
     def decode(self, outputs: dict) -> dict:
         """The outputs with `item_ids` as raw values (slots without an item: padding)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
         entry = self.raw.get(OUTPUT)
         if entry is None or OUTPUT not in outputs:
             return outputs
         ids = outputs[OUTPUT]
-        values = self.mappings[OUTPUT].decode(np.where(ids > 0, ids, 0).tolist())
-        flat = [entry["pad"] if v is None else v for row in values for v in row]
+        values = pc.fill_null(self.mappings[OUTPUT].take(np.where(ids > 0, ids, 0).reshape(-1)), entry["pad"])
         if entry["dtype"] == "object":
-            raw = np.array([v.encode() for v in flat], dtype=object)
+            raw = values.cast(pa.binary()).to_numpy(zero_copy_only=False)
         else:
-            raw = np.array(flat, dtype=np.int64)
+            raw = values.cast(pa.int64()).to_numpy()
         return {**outputs, OUTPUT: raw.reshape(ids.shape)}
 
 
-def _python_values(a: np.ndarray, name: str, dtype: str) -> list:
-    """A raw input's values as Python str / int (Triton hands BYTES over as bytes)."""
-    flat = a.reshape(-1).tolist()
-    return flat if dtype != "object" else [_text(v, name) for v in flat]
-
-
-def _text(value, name: str) -> str:
-    if isinstance(value, str):
-        return value
+def _arrow_values(a: np.ndarray, name: str, dtype: str):
+    """A raw input's values as a pyarrow array: int64, or UTF-8 checked strings (Triton hands BYTES over as bytes)."""
+    import pyarrow as pa
+    flat = a.reshape(-1)
+    if dtype != "object":
+        return pa.array(flat)
     try:
-        return value.decode()
-    except (UnicodeDecodeError, AttributeError):
+        return pa.array(flat, type=pa.binary()).cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
         raise BadRequest(f"input {name!r} must hold UTF-8 strings") from None
+
+
+def _rows(bounds: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """The request row of each flat value where `where` holds."""
+    return np.searchsorted(bounds, np.flatnonzero(where), side="right") - 1

@@ -49,12 +49,11 @@ def run_dir(tmp_path_factory):
     return root / "run"
 
 
-def _wait_ready(client, proc, log, timeout=180) -> None:
+def _wait_ready(client, proc, log, timeout=180, model="multitask") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         try:
-            if client.is_server_ready() and client.is_model_ready("multitask") and \
-                    client.is_model_ready("multitask_ragged"):
+            if client.is_server_ready() and client.is_model_ready(model) and client.is_model_ready(f"{model}_ragged"):
                 return
         except Exception:
             pass
@@ -88,15 +87,20 @@ def _launch(run_dir, tmp: Path, log, *flags):
 
 @pytest.fixture(scope="module")
 def server(run_dir, tmp_path_factory):
-    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
     tmp = tmp_path_factory.mktemp("serve_tmp")   # the server's TMPDIR, with folders of earlier servers
     workspaces = _stale_workspaces(tmp)
-    proc, port, grpc, metrics = _launch(run_dir, tmp, log, "--max-request-mb", "1")
+    yield from serving(run_dir, tmp_path_factory, tmp, "--max-request-mb", "1", workspaces=workspaces)
+
+
+def serving(run_dir, tmp_path_factory, tmp, *flags, model="multitask", **extra):
+    """A fixture's body: `specc serve RUN_DIR` started and ready, then stopped by SIGTERM with nothing left."""
+    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
+    proc, port, grpc, metrics = _launch(run_dir, tmp, log, *flags)
     url = f"127.0.0.1:{port}"
     client = httpclient.InferenceServerClient(url)
-    _wait_ready(client, proc, log)
+    _wait_ready(client, proc, log, model=model)
     yield {"url": url, "client": client, "proc": proc, "metrics": metrics, "grpc": grpc, "log": log, "tmp": tmp,
-           "workspaces": workspaces}
+           **extra}
     client.close()
     family = {proc.pid} | descendants(proc.pid)   # after any restart
     proc.send_signal(signal.SIGTERM)
