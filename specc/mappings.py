@@ -53,12 +53,8 @@ class Mapping:
         size = int(ids.max()) + 1 if len(ids) else 1
         positions = np.full(size, -1, dtype=np.int64)
         positions[ids] = np.arange(len(ids))
-        values = pa.array(values)
-        self._values = values.take(pa.array(positions, mask=positions < 0))
-        self._index = {v: int(i) for i, v in zip(ids.tolist(), values.to_pylist()) if v is not None}
-        known = values.is_valid()
-        self._known = _comparable(values.filter(known))   # what `lookup` searches, and the ids it gives
-        self._known_ids = np.append(ids[known.to_numpy(zero_copy_only=False)], OOV if oov else -1)   # last: unknown
+        self._values = pa.array(values).take(pa.array(positions, mask=positions < 0))
+        self._index = {v: int(i) for i, v in zip(ids.tolist(), pa.array(values).to_pylist()) if v is not None}
 
     @property
     def value_type(self):
@@ -120,28 +116,10 @@ class Mapping:
         return out
 
     def lookup(self, values) -> np.ndarray:
-        """The ids of raw values (a sequence or a pyarrow array), vectorised: an unknown value (null too) gets the
-        column's OOV id where it has one, else -1."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-        try:
-            array = values.cast(self._known.type) if isinstance(values, pa.Array) else \
-                pa.array(values, type=self._known.type)
-        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):   # values of several types
-            plain = values.to_pylist() if isinstance(values, pa.Array) else values
-            return np.array([self._index.get(v, self._known_ids[-1]) for v in plain], dtype=np.int64)
-        positions = pc.fill_null(pc.index_in(array, value_set=self._known), -1).to_numpy()
-        return self._known_ids[positions]
-
-
-def _comparable(values):
-    """Raw values in the type that requests are compared in: strings as string, integers as int64."""
-    import pyarrow as pa
-    if pa.types.is_large_string(values.type):
-        return values.cast(pa.string())
-    if pa.types.is_integer(values.type) and not pa.types.is_uint64(values.type):
-        return values.cast(pa.int64())
-    return values
+        """The ids of a sequence of raw values as int64; an unknown value gets the column's OOV id where it has
+        one, else -1. (A dict lookup per value: pyarrow's index_in would hash the whole catalog on every call.)"""
+        miss = OOV if self.oov else -1
+        return np.fromiter((self._index.get(v, miss) for v in values), dtype=np.int64, count=len(values))
 
 
 def raw_item_ids(run_dir, column: str, rows: list[list[int]], ids: str | None) -> list[list]:

@@ -92,15 +92,14 @@ class RawIds:
     def encode(self, arrays: dict, batch: int, offsets: np.ndarray | None = None) -> dict:
         """`arrays` (of `batch` rows; ragged list columns split by `offsets`) with each raw input column as int64
         ids, padding as 0. Ragged list values must not hold padding."""
-        import pyarrow.compute as pc
         out = dict(arrays)
         for column, entry in self.raw.items():
             if column == OUTPUT:
                 continue
             ragged = column in self.ragged_lists
             name = f"{column}__values" if ragged else column
-            values = _arrow_values(out[name], name, entry["dtype"])
-            pad = pc.equal(values, entry["pad"]).to_numpy(zero_copy_only=False)
+            values = _python_values(out[name], name, entry["dtype"])
+            pad = np.fromiter((v == entry["pad"] for v in values), dtype=bool, count=len(values))
             bounds = offsets if ragged else np.arange(batch + 1) * (len(values) // batch)
             if ragged and pad.any():
                 raise BadRequest(f"{name} holds the padding value {entry['pad']!r} in row(s) "
@@ -115,7 +114,7 @@ class RawIds:
     def _explain_unknown(self, column: str, name: str, values, pad: np.ndarray, rows: np.ndarray) -> None:
         """Raise the BadRequest that names the rows and values the mapping does not know (Mapping.encode's words)."""
         grouped = [[] for _ in range(int(rows.max()) + 1)]
-        for r, v, p in zip(rows.tolist(), values.to_pylist(), pad.tolist()):
+        for r, v, p in zip(rows.tolist(), values, pad.tolist()):
             if not p:
                 grouped[r].append(v)
         try:
@@ -139,15 +138,14 @@ class RawIds:
         return {**outputs, OUTPUT: raw.reshape(ids.shape)}
 
 
-def _arrow_values(a: np.ndarray, name: str, dtype: str):
-    """A raw input's values as a pyarrow array: int64, or UTF-8 checked strings (Triton hands BYTES over as bytes)."""
-    import pyarrow as pa
-    flat = a.reshape(-1)
+def _python_values(a: np.ndarray, name: str, dtype: str) -> list:
+    """A raw input's values as Python int / str (Triton hands BYTES over as bytes)."""
+    flat = a.reshape(-1).tolist()
     if dtype != "object":
-        return pa.array(flat)
+        return flat
     try:
-        return pa.array(flat, type=pa.binary()).cast(pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return [v if isinstance(v, str) else v.decode() for v in flat]
+    except (UnicodeDecodeError, AttributeError):
         raise BadRequest(f"input {name!r} must hold UTF-8 strings") from None
 
 

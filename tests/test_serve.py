@@ -270,6 +270,30 @@ def _post(server, body: bytes, headers=None, model="multitask"):
         return exc.code, exc.read()
 
 
+def test_responses_are_compressed_only_when_the_client_asks(server, run_dir):
+    import gzip
+    import http.client
+    import json
+    batch = _batch(specc.load(run_dir), 2, seed=8)
+    body = json.dumps({"inputs": [{"name": c, "shape": list(t.shape if t.dim() == 2 else (t.shape[0], 1)),
+                                   "datatype": "FP32" if t.dtype == torch.float32 else "INT64",
+                                   "data": t.reshape(-1).tolist()} for c, t in batch.items()]}).encode()
+    answers = {}
+    for asked in (None, "gzip"):
+        connection = http.client.HTTPConnection(server["url"], timeout=60)
+        connection.putrequest("POST", "/v2/models/multitask/infer", skip_accept_encoding=True)   # like curl
+        for key, value in (("Content-Length", str(len(body))), ("Accept-Encoding", asked)):
+            if value:
+                connection.putheader(key, value)
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        answers[asked] = (answer.status, answer.getheader("Content-Encoding"), answer.read())
+        connection.close()
+    assert answers[None][:2] == (200, None) and json.loads(answers[None][2])["outputs"]
+    assert answers["gzip"][:2] == (200, "gzip") and json.loads(gzip.decompress(answers["gzip"][2])) == \
+        json.loads(answers[None][2])
+
+
 def _json_request(shape, data=(5, 6), datatype="INT64") -> bytes:
     import json
     return json.dumps({"inputs": [{"name": "item_id-list", "shape": shape, "datatype": datatype,

@@ -175,7 +175,13 @@ def test_a_raw_value_that_is_the_padding_cannot_be_served_raw(prepared, tmp_path
         write_repository(run, tmp_path / "repo", k=K)
 
 
-# ---------------------------------------------------------------------- through the real server
+def test_top_k_slots_without_an_item_come_back_as_padding(prepared, repo):
+    codec = _handler(repo, "shop").codec
+    known = Mapping.load(prepared / "run", "item_id-list").decode([[3]])[0][0]
+    out = codec.decode({"item_ids": np.array([[3, -1]]), "scores": np.array([[0.5, -np.inf]])})
+    assert out["item_ids"].tolist() == [[known.encode(), b""]] and out["scores"][0, 1] == -np.inf
+
+# ---------------------------------------------------------------------- through the real server (slow)
 
 @pytest.fixture(scope="module")
 def raw_server(prepared, tmp_path_factory):
@@ -239,3 +245,4 @@ def test_server_answers_unknown_raw_ids_with_a_400_naming_them(raw_server, prepa
         {"name": "brand-list", "shape": shape, "datatype": "INT64", "data": brands}])
     assert status == 200 and answer["outputs"][0]["name"] == "item_ids"
     assert all(v in ITEMS for v in answer["outputs"][0]["data"]), answer
+
