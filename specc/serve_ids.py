@@ -26,6 +26,7 @@ from specc.serve_workspace import ServeError
 OUTPUT = "item_ids"
 IDS = ("raw", "internal")
 
+
 # ---------------------------------------------------------------------- at start-up: which columns are raw
 
 def _raw_form(mapping: Mapping, column: str) -> dict | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import numpy as np
 import polars as pl
