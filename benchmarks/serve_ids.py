@@ -34,7 +34,8 @@ def _prepared_run(root: Path, n_items: int, n_sessions: int) -> Path:
         start = datetime(2024, 1, 1) + timedelta(minutes=s)
         for j, item in enumerate(rng.integers(0, n_items, rng.integers(5, 31))):
             rows.append((f"s{s}", f"item-{item:06d}", int(item) % 50, start + timedelta(seconds=j)))
-    pl.DataFrame(rows, schema=["session_id", "item_id", "brand", "ts"], orient="row").write_parquet(root / "log.parquet")
+    log = pl.DataFrame(rows, schema=["session_id", "item_id", "brand", "ts"], orient="row")
+    log.write_parquet(root / "log.parquet")
     assert main(["data", "prepare", str(root / "log.parquet"), "--out", str(root / "data"), "--item", "item_id",
                  "--time", "ts", "--session", "session_id", "--categorical", "brand", "--quiet"]) == 0
     spec = {"specc": 1, "name": "shop",
