@@ -76,6 +76,14 @@ def padded(rows: list[dict]) -> dict:
             "brand-list": np.array([r["brand-list"] + [-1] * (L - len(r["brand-list"])) for r in rows], dtype=np.int64)}
 
 
+def ragged_form(rows: list[dict]) -> dict:
+    """Raw rows as the ragged model's inputs (`col__values`, `col__offsets`)."""
+    offsets = np.cumsum([0] + [len(r["item_id-list"]) for r in rows]).astype(np.int64)
+    return {"item_id-list__values": np.array([v.encode() for r in rows for v in r["item_id-list"]], dtype=object),
+            "item_id-list__offsets": offsets, "brand-list__offsets": offsets,
+            "brand-list__values": np.array([v for r in rows for v in r["brand-list"]], dtype=np.int64)}
+
+
 def test_raw_columns_are_declared_with_their_datatypes_and_padding(repo):
     path, line = repo
     padded_config, ragged_config = ((path / n / "config.pbtxt").read_text() for n in ("shop", "shop_ragged"))
@@ -99,11 +107,7 @@ def test_raw_ids_in_and_out_equal_the_model_on_internal_ids(prepared, repo):
     result = _handler(repo, "shop")([padded(rows)])[0]
     assert [[v.decode() for v in r] for r in result["item_ids"]] == expected
     np.testing.assert_allclose(result["scores"], scores.numpy(), rtol=1e-5, atol=1e-6)
-    ragged = {"item_id-list__values": np.array([v.encode() for r in rows for v in r["item_id-list"]], dtype=object),
-              "brand-list__values": np.array([v for r in rows for v in r["brand-list"]], dtype=np.int64)}
-    offsets = np.cumsum([0] + [len(r["item_id-list"]) for r in rows]).astype(np.int64)
-    ragged |= {"item_id-list__offsets": offsets, "brand-list__offsets": offsets}
-    result = _handler(repo, "shop_ragged")([ragged])[0]
+    result = _handler(repo, "shop_ragged")([ragged_form(rows)])[0]
     assert [[v.decode() for v in r] for r in result["item_ids"]] == expected
 
 
@@ -224,6 +228,12 @@ def test_server_takes_and_returns_raw_ids_like_recommend(raw_server, prepared):
         result = client.infer("shop", inputs)
         assert [[v.decode() for v in r] for r in result.as_numpy("item_ids")] == [e["item_ids"] for e in expected]
         np.testing.assert_allclose(result.as_numpy("scores"), [e["scores"] for e in expected], atol=1e-5)
+    ragged = []
+    for name, a in ragged_form(raw_rows(prepared, len(expected))).items():
+        ragged.append(httpclient.InferInput(name, list(a.shape), "BYTES" if a.dtype == object else "INT64"))
+        ragged[-1].set_data_from_numpy(a)
+    result = raw_server["client"].infer("shop_ragged", ragged)
+    assert [[v.decode() for v in r] for r in result.as_numpy("item_ids")] == [e["item_ids"] for e in expected]
 
 
 @pytest.mark.slow
