@@ -76,7 +76,9 @@ def test_session_mode_time_split_golden(tmp_path, log):
     assert report["n_null_continuous"] == {"price": 1}
     assert report["sessions"]["kept"] == 4 and report["sessions"]["dropped_too_short"] == 1
     assert report["items"] == 4 and report["events_kept"] == 9
-    assert report["splits"] == {"train": {"sessions": 3, "events": 7}, "valid": {"sessions": 1, "events": 2}}
+    span = lambda a, b: {"min": at(a).isoformat(), "max": at(b).isoformat()}  # noqa: E731
+    assert report["splits"] == {"train": {"sessions": 3, "events": 7, "time_range": span(0, 180)},
+                                "valid": {"sessions": 1, "events": 2, "time_range": span(240, 245)}}
     assert report["split"]["valid_after"] == at(180).isoformat()
     assert report["time_range"] == {"min": at(0).isoformat(), "max": at(245).isoformat()}
     assert json.load(open(f"{out}/report.json"))["n_duplicates"] == 1
@@ -97,7 +99,12 @@ def test_user_mode_with_session_gap_and_last_split(tmp_path):
     assert train.sort("session", "session_index")["session_index"].to_list() == [0, 1, 0]
     assert as_raw(train) == [["a"], ["d", "a"], ["a", "b"]]       # the 3-item session gave 1 to train
     assert as_raw(valid) == [["a", "b"]] and as_raw(test) == [["a", "b", "c"]]
-    assert report["splits"]["test"] == {"sessions": 1, "events": 3}
+    assert {k: v for k, v in report["splits"]["test"].items() if k != "time_range"} == {"sessions": 1, "events": 3}
+    # the sessions each split's rows come from: valid and test rows are u1's first session, train rows all three
+    held = report["splits"]["test"]["time_range"]
+    assert report["splits"]["valid"]["time_range"] == held
+    assert held["min"] == report["time_range"]["min"] and held["max"] < report["time_range"]["max"]
+    assert report["splits"]["train"]["time_range"] == report["time_range"]
 
 
 def test_user_mode_one_sequence_per_user_and_max_length(tmp_path, log):

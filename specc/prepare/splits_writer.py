@@ -11,7 +11,7 @@ import os
 import polars as pl
 
 from specc.prepare.output import write_parquet
-from specc.prepare.sessions import START
+from specc.prepare.sessions import END, START
 from specc.prepare.split import split_last, split_time, time_cutoff
 
 
@@ -21,10 +21,12 @@ def write_splits(root: str, frames: dict, part: int, item_list: str) -> dict:
     for name, frame in frames.items():
         if not len(frame):
             continue
+        first, last = frame[START].min(), frame[END].max()
+        frame = frame.drop(START, END)
         write_parquet(frame, os.path.join(root, name, f"part-{part:05d}.parquet"))
         lengths = frame[item_list].list.len()
         counts[name] = {"sessions": len(frame), "events": int(lengths.sum()), "shortest": int(lengths.min()),
-                        "longest": int(lengths.max())}
+                        "longest": int(lengths.max()), "first": first, "last": last}
     return counts
 
 
@@ -48,6 +50,7 @@ class SplitWriter:
         self.max_length, self.valid_fraction = max_length, valid_fraction
         names = ("train", "valid", "test") if kind == "last" else ("train", "valid")
         self.counts = {name: {"sessions": 0, "events": 0} for name in names}
+        self._times: dict[str, list] = {}   # split -> [first, last] event time of the sessions its rows come from
         self.shortest, self.longest = None, 0
         self.cutoff = None
         self.parts = 0
@@ -70,6 +73,8 @@ class SplitWriter:
             self.counts[name]["events"] += c["events"]
             self.shortest = c["shortest"] if self.shortest is None else min(self.shortest, c["shortest"])
             self.longest = max(self.longest, c["longest"])
+            was = self._times.setdefault(name, [c["first"], c["last"]])
+            was[:] = [min(was[0], c["first"]), max(was[1], c["last"])]
 
     def finish(self, map_parts=None) -> dict:
         """Split the staged parts at the time cut (through `map_parts(function, *iterables)`, e.g. a Dask
@@ -82,3 +87,7 @@ class SplitWriter:
             for counts in (map_parts or map)(split_staged, *args):
                 self.merge(counts)
         return self.counts
+
+    def time_ranges(self) -> dict[str, list]:
+        """Per split, the first and last event time of the sessions its rows come from (before --max-length)."""
+        return dict(self._times)
