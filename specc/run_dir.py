@@ -24,8 +24,8 @@ from specc.train_state import META, TENSORS, checked_position, load_train_state,
 
 _IDENTITY = ("spec.json", "plan.json", "columns.json")
 # what a run directory holds: its files, and what the trackers and specc report write into it
-_OURS = {LOCK_NAME, POINTER, BEST, CHECKPOINTS, "metrics.json", "log.jsonl", "tensorboard", "mlflow", "report", CATEGORIES,
-         *_IDENTITY}
+_OURS = {LOCK_NAME, POINTER, BEST, CHECKPOINTS, "metrics.json", "log.jsonl", "tensorboard", "mlflow", "report",
+         CATEGORIES, *_IDENTITY}
 
 
 def _ours(names: set[str]) -> bool:
