@@ -11,6 +11,7 @@ import specc
 from specc.checkpoint import BEST, load_weights, published
 from specc.cli import main
 from specc.train import train
+from specc.warm_start import warm_start
 from tests.helpers import ROOT
 
 # no evaluation after the first beats it by a whole unit, and patience outlasts the run: the best is epoch 1
@@ -55,6 +56,7 @@ def test_the_best_epoch_is_kept_loaded_and_reported_beside_the_latest(synth, tmp
     assert (best["epoch"], best["step"], latest["step"]) == (1, 4, 12)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [best["path"].name, latest["path"].name]
     assert _same_weights(specc.load(run), specc.load(one))   # the kept weights are epoch 1's
+    assert f"initialised from {run} (step 4)" == warm_start(specc.load(one), run)   # --init-from starts from them
     record = json.loads((run / "log.jsonl").read_text().splitlines()[0])
     metrics = json.loads((run / "metrics.json").read_text())
     assert all(metrics[k] == record[k] for k in record if "@" in k) and metrics["kept_epoch"] == 1
