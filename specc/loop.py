@@ -9,7 +9,6 @@ sessions/s and the evaluation metrics) and one per `log_every` steps (`train/los
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -17,6 +16,7 @@ from typing import Callable
 import torch
 
 from specc.errors import UserError
+from specc.progress import progress_bar
 
 
 class TrainingDiverged(UserError):
@@ -155,7 +155,7 @@ def _train_epoch(model, data, optimizer, scheduler, settings: LoopSettings, posi
     model.train()
     # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AVX512-BF16/AMX), where it is ~4x cheaper
     autocast = torch.autocast(settings.device.split(":")[0], dtype=torch.bfloat16, enabled=settings.bf16)
-    bar = _progress(settings.progress, settings.steps_per_epoch, f"epoch {position.epoch + 1}/{settings.epochs}",
+    bar = progress_bar(settings.progress, settings.steps_per_epoch, f"epoch {position.epoch + 1}/{settings.epochs}",
                     hooks.say)
     resumed_at = position.batch
     mark = time.perf_counter()
@@ -229,41 +229,6 @@ class _StopOnInterrupt:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-def _progress(enabled: bool, total: int, desc: str, say):
-    """A progress bar on a terminal; elsewhere (a log file, CI, a pipe) a line every PROGRESS_LINE_SECONDS."""
-    if not enabled:
-        return None
-    if not sys.stderr.isatty():
-        return _ProgressLines(total, desc, say)
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
-
-
-PROGRESS_LINE_SECONDS = 60.0
-
-
-class _ProgressLines:
-    """The progress bar's interface (`set_postfix`, `update`, `close`) as periodic log lines."""
-
-    def __init__(self, total: int, desc: str, say, every: float | None = None):
-        self.total, self.desc, self.say = total, desc, say
-        self.every = PROGRESS_LINE_SECONDS if every is None else every
-        self.done, self.postfix, self.last = 0, {}, time.monotonic()
-
-    def set_postfix(self, **values) -> None:
-        self.postfix = values
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if time.monotonic() - self.last >= self.every:
-            self.last = time.monotonic()
-            shown = "  ".join(f"{k.replace('_', '/')} {v}" for k, v in self.postfix.items())
-            self.say(f"{self.desc}: batch {self.done}/{self.total}  {shown}")
-
-    def close(self) -> None:
-        pass
 
 
 def _epoch_line(line: dict) -> str:

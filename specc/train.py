@@ -1,7 +1,9 @@
 """`train`: a spec, training data and a run directory in; a trained, evaluated model in the run directory out.
 
-It composes the rooms of training: the run directory (`run_dir.py`), the optimizer and schedule (`optim.py`),
-the loop (`loop.py`) and evaluation (`evaluation.py`); under torchrun, the distributed context (`distributed.py`)
+It composes the rooms of training: what is asked (`train_request.py`), what is read (`train_inputs.py`), the run
+directory (`run_dir.py`) and continuing it (`train_resume.py`), the optimizer and schedule (`optim.py`), the loop
+(`loop.py`, with the selection of `selection.py` and the budget of `time_budget.py`) and evaluation
+(`evaluation.py`); under torchrun, the distributed context (`distributed.py`)
 says which process this is: each trains on its share of the data with batch_size / world_size rows per step,
 gradients are averaged by DistributedDataParallel, and rank 0 alone writes the run directory."""
 from __future__ import annotations
@@ -13,12 +15,13 @@ import torch
 from specc.checkpoint import POINTER
 from specc.cpu import keep_freed_memory
 from specc.errors import Issue, SpecError, UserError
-from specc.evaluation import evaluate, open_for
+from specc.evaluation import evaluate
 from specc.loop import Hooks, LoopSettings, Position
 from specc.optim import build_optimizer, build_schedule
 from specc.run_dir import RunDirectory
 from specc.time_budget import TimeBudget
 from specc.tracking import open_trackers
+from specc.train_inputs import load_training_spec, open_training_data, resolve_training_schema
 from specc.train_request import TrainRequest
 from specc.train_resume import continue_run, restore, selection_for
 
@@ -46,7 +49,7 @@ def _train(request: TrainRequest, context) -> dict:
     if request.init_from and request.resume:
         raise UserError("--init-from starts a new run from another run's weights; --resume continues a run: pass one")
     data, out = request.data, request.out
-    spec = _load_spec(request.spec, request.schema, data)
+    spec = load_training_spec(request.spec, request.schema, data)
     log = request.log if context.is_main else _silent
     # torchrun restarting the processes after a failure: continue from the last published checkpoint
     resume = request.resume or (context.restart_count > 0 and (Path(out) / POINTER).is_file())
@@ -66,7 +69,7 @@ def _train(request: TrainRequest, context) -> dict:
             log(warm_start(model, request.init_from))
         # each process draws its own dropout, masks and negatives
         model.generator = generator = torch.Generator().manual_seed(tr.seed + context.rank)
-        train_set, eval_set = _open_data(model, data, request.eval_data, schema, log, context)
+        train_set, eval_set = open_training_data(model, data, request.eval_data, schema, log, context)
 
         _say_if_schedule_is_replanned(run, tr, settings["epochs"], log)
         loop = LoopSettings(epochs=settings["epochs"], batch_size=per_process,
@@ -148,17 +151,6 @@ def _kept(outcome: dict, hooks: Hooks, position: Position) -> tuple[dict, dict]:
     return metrics, {"weights": f"last step (epoch {position.epoch + 1}, batch {position.batch})", "kept_epoch": None}
 
 
-def _load_spec(source, schema, data: str):
-    from specc.check import compile as compile_plan
-    from specc.spec import load_spec
-    try:
-        return load_spec(source)
-    except SpecError as exc:
-        if exc.partial is not None:   # report the semantic errors of the rest of the spec too
-            compile_plan(source, resolve_training_schema(exc.partial, schema, data))
-        raise
-
-
 def _silent(message: str) -> None:
     """What a process other than rank 0 says: nothing (its errors still raise)."""
 
@@ -176,40 +168,12 @@ def _per_process_batch(batch_size: int, world_size: int, from_spec: bool) -> int
     raise UserError(f"--batch-size: {message}")
 
 
-def _open_data(model, data: str, eval_data: str | None, schema, log, context):
-    plan = model.plan
-    has_next_item = plan.next_item is not None
-    min_train = 2 if has_next_item and plan.masking.kind == "causal" else 1
-    train_set = open_for(model, data, schema, min_train, context=context)
-    eval_set = open_for(model, eval_data, schema, 2 if has_next_item else 1, context=context) if eval_data else None
-    for ds, role in ((train_set, "training"), (eval_set, "evaluation")):
-        if ds is not None and ds.n_skipped:
-            log(f"{role} data: skipped {ds.n_skipped} sequence(s) too short to use ({ds.n_rows} kept)")
-    if has_next_item and plan.next_item.loss.sampler == "popularity":
-        counts = train_set.item_counts(plan.next_item.n_items)
-        model.next_item.item_counts.copy_(counts.to(model.next_item.item_counts.device))
-    return train_set, eval_set
-
-
 def _say_if_schedule_is_replanned(run: RunDirectory, tr, epochs: int, log) -> None:
     was = run.saved_epochs()
     if was and epochs > was and (tr.schedule != "constant" or tr.warmup > 0):
         log(f"note: extending a {was}-epoch run to {epochs} epochs re-plans its learning-rate schedule "
             f"({tr.schedule}, warm-up {tr.warmup:g}) over {epochs} epochs, so it will not equal a run trained for "
             f"{epochs} epochs from the start")
-
-
-def resolve_training_schema(spec, schema_arg, data_path: str):
-    """The --schema flag, else the spec's schema, else schema.pbtxt beside the data."""
-    from specc.check import resolve_schema
-    from specc.schema import load_schema
-    if schema_arg or spec.schema_path:
-        return resolve_schema(spec, schema_arg)
-    data = Path(data_path)
-    for folder in (data if data.is_dir() else data.parent, (data if data.is_dir() else data.parent).parent):
-        if (folder / "schema.pbtxt").is_file():
-            return load_schema(str(folder / "schema.pbtxt"))
-    raise UserError(f"no schema: pass --schema, name one in the spec, or put schema.pbtxt beside {data_path}")
 
 
 def resolve_device(device: str | None) -> str:

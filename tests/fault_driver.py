@@ -63,9 +63,10 @@ def before_writing(name: str, k: int) -> None:
 def inject(fault: str) -> None:
     import specc.run_dir as run_dir
     import specc.train as train
+    import specc.train_inputs as inputs
     kind, _, arg = fault.partition(":")
     if kind == "validation":
-        train.open_for = on_call(train.open_for, 1)
+        inputs.open_for = on_call(inputs.open_for, 1)
     elif kind == "step":
         after_steps(int(arg), die)
     elif kind == "hold":
