@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="RUN_DIR", help="start a new run from a trained run's weights (a daily "
                    "retrain; a grown catalog keeps its trained rows); default: fresh weights")
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
+    t.add_argument("--max-time", type=_duration, metavar="TIME", help="stop cleanly after this long (90s, 15m, 2h "
+                   "or seconds): finish the step, save, evaluate the kept weights; --resume continues")
     t.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
                    help="evaluate after every N-th epoch and always after the last one")
     t.add_argument("--quiet", action="store_true",
@@ -224,6 +226,14 @@ def _at_most(limit: int, what: str):
 
 _epochs = _at_most(MAX_EPOCHS, "epochs")
 _batch_size = _at_most(MAX_BATCH_SIZE, "sessions per batch")
+
+
+def _duration(text: str) -> float:
+    from specc.time_budget import max_time_seconds
+    try:
+        return max_time_seconds(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("max_time: ")) from None
 
 
 def _port(text: str) -> int:

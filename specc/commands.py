@@ -30,14 +30,14 @@ def _context(args):
 
 def train_command(args) -> int:
     from specc.tracking import Tracking
-    from specc.train import train
+    from specc.train import run_training
+    from specc.train_request import TrainRequest
+    request = TrainRequest(args.spec, args.data, args.out, args.eval_data, **{
+        k: getattr(args, k) for k in ("schema", "epochs", "batch_size", "lr", "precision", "device", "resume",
+                                      "exclude_seen", "eval_every", "max_time", "init_from")},
+        progress=not args.quiet, log=_note, tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri))
     with _context(args) as context:
-        result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema,
-                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
-                       device=args.device, resume=args.resume, exclude_seen=args.exclude_seen,
-                       eval_every=args.eval_every, progress=not args.quiet, log=_note,
-                       tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri), context=context,
-                       init_from=args.init_from)
+        result = run_training(request, context)
         if context.is_main:
             print(json_text(result, indent=2))
     return 130 if result.get("interrupted") else 0

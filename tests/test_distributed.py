@@ -304,3 +304,22 @@ def test_a_killed_rank_stops_a_torchrun_training_fast_with_a_clear_message(tmp_p
             training.kill()
     assert training.returncode == 1 and time.monotonic() - killed < 60
     assert "rank 1 (exit -9)" in err and "of 2 failed" in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_max_time_stops_every_process_after_the_same_step_and_resume_continues(tmp_path):
+    spec, data = _small_run_files(tmp_path)
+    valid, run = tmp_path / "data" / "valid.parquet", tmp_path / "run"
+    steps = []
+    for resume in ([], ["--resume"]):
+        done = _specc("train", spec, "--data", data, "--eval", valid, "--out", run, "--epochs", 500,
+                      "--batch-size", 16, "--device", "cpu", "--quiet", "--nproc-per-node", 2, "--max-time", "4s",
+                      *resume)
+        assert done.returncode == 0, done.stderr[-3000:]   # the processes agreed: a disagreement would hang
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["stopped"], metrics["world_size"], metrics["interrupted"]) == ("max_time", 2, False)
+        assert "ndcg@10" in metrics and "stopped at --max-time" in done.stderr
+        pointer = json.loads((run / "checkpoint.json").read_text())
+        steps.append(pointer["step"])
+        assert pointer["step"] == pointer["epoch"] * 13 + pointer["batch"]   # 100 rows and 8 per step on each
+    assert steps[1] > steps[0] > 0
