@@ -12,7 +12,7 @@ from pathlib import Path
 
 from specc.checkpoint import load, run_schema
 from specc.errors import UserError
-from specc.evaluation import evaluate, open_for
+from specc.evaluation import evaluate, open_evaluation, open_for
 from specc.files import json_text
 from specc.lock import refuse_inside_run
 from specc.mappings import raw_item_ids
@@ -46,8 +46,7 @@ def train_command(args) -> int:
 def evaluate_command(args) -> int:
     with _context(args) as context:
         model = load(args.run_dir, device=context.device)
-        dataset = open_for(model, args.data, run_schema(args.run_dir), 2 if model.plan.next_item else 1,
-                           context=context)
+        dataset = open_evaluation(model, args.data, run_schema(args.run_dir), args.exclude_seen, context=context)
         if dataset.n_skipped and context.is_main:
             _note(f"note: skipped {dataset.n_skipped} of {dataset.n_total} sequence(s) too short to evaluate")
         metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, context.device, context=context)
@@ -78,7 +77,8 @@ def _recommend(args, context) -> None:
     k = min(args.k, model.plan.next_item.n_items - 1)
     if k < args.k:
         say(f"note: --k {args.k} is more than the catalog's {k} items; returning all {k}")
-    dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False, context=context)
+    dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False, context=context,
+                       whole_rows=args.exclude_seen)
     if dataset.n_skipped:
         say(f"note: {dataset.n_skipped} of {dataset.n_total} row(s) have no items; their recommendations are empty")
     mine = []   # (input row, ids, scores) of this process's share

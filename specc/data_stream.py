@@ -31,7 +31,7 @@ class SequenceDataset:
     columns: list[str]
     n_rows: int                    # usable rows over every process's share
     n_skipped: int
-    max_length: int
+    max_length: int | None         # the most recent values each row keeps; None: all of them
     item_column: str | None = None
     rank: int = 0
     world_size: int = 1

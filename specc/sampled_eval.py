@@ -2,7 +2,9 @@
 items drawn uniformly from those its sequence does not hold.
 
 The draws are a counter-based hash of (seed, the row's items, draw number), not a stateful generator: a row gets
-the same negatives whatever the batch size, the order of the rows or the number of processes evaluating them."""
+the same negatives whatever the batch size, the order of the rows, the padding of its batch or the number of
+processes evaluating them. "Never interacted with" is the row's whole history as the batch holds it (the evaluation
+reads whole rows for this protocol, not only the model's window)."""
 from __future__ import annotations
 
 import torch
@@ -26,11 +28,12 @@ def _mix(x: torch.Tensor) -> torch.Tensor:
 
 
 def row_keys(items: torch.Tensor, seed: int) -> torch.Tensor:
-    """One 64-bit key per row of `items` [B, L] (0-padded), from its items in order and `seed`."""
+    """One 64-bit key per row of `items` [B, L], from its non-zero items in order and `seed` (padding 0s, wherever
+    they are, leave the key as it is)."""
     key = torch.full(items.shape[:1], _signed((seed * _GOLDEN + 1) & _MASK64), dtype=torch.int64,
                      device=items.device)
     for column in items.long().unbind(1):
-        key = _mix(key ^ column)
+        key = torch.where(column != 0, _mix(key ^ column), key)
     return key
 
 
@@ -39,13 +42,15 @@ def sampled_negatives(items: torch.Tensor, target: torch.Tensor, n_items: int, n
     """[B, negatives] ids in [1, n_items), none of them in the row's `items` [B, L] nor its `target` [B]."""
     seen = torch.cat([items.long(), target.long()[:, None]], 1)
     base = row_keys(seen, seed)
+    ordered = seen.sort(1).values
     draw = torch.arange(negatives, device=items.device)
     out = torch.zeros(items.shape[0], negatives, dtype=torch.int64, device=items.device)
     todo = torch.ones_like(out, dtype=torch.bool)
     for round_ in range(_MAX_ROUNDS):
         counter = base[:, None] + (draw + round_ * negatives)[None] * _signed(_GOLDEN)
         candidate = (_mix(counter) & ((1 << 62) - 1)) % (n_items - 1) + 1
-        fresh = todo & ~(candidate[:, :, None] == seen[:, None, :]).any(-1)
+        at = torch.searchsorted(ordered, candidate).clamp(max=ordered.shape[1] - 1)
+        fresh = todo & (ordered.gather(1, at) != candidate)
         out = torch.where(fresh, candidate, out)
         todo &= ~fresh
         if not bool(todo.any()):

@@ -13,7 +13,7 @@ import torch
 from specc.checkpoint import POINTER, RunError
 from specc.cpu import keep_freed_memory
 from specc.errors import Issue, SpecError, UserError
-from specc.evaluation import evaluate, open_for
+from specc.evaluation import evaluate, open_evaluation, open_for
 from specc.loop import Hooks, LoopSettings, Position, end_epoch, train_loop
 from specc.optim import build_optimizer, build_schedule
 from specc.run_dir import RunDirectory
@@ -65,7 +65,7 @@ def train(spec, data: str, out: str, eval_data: str | None = None, schema=None, 
             log(warm_start(model, init_from))
         # each process draws its own dropout, masks and negatives
         model.generator = generator = torch.Generator().manual_seed(tr.seed + context.rank)
-        train_set, eval_set = _open_data(model, data, eval_data, schema, log, context)
+        train_set, eval_set = _open_data(model, data, eval_data, schema, log, context, exclude_seen)
 
         _say_if_schedule_is_replanned(run, tr, settings["epochs"], log)
         loop = LoopSettings(epochs=settings["epochs"], batch_size=per_process,
@@ -201,12 +201,12 @@ def _restore(run: RunDirectory, plan, model, optimizer, scheduler, generator, co
     return position
 
 
-def _open_data(model, data: str, eval_data: str | None, schema, log, context):
+def _open_data(model, data: str, eval_data: str | None, schema, log, context, exclude_seen: bool):
     plan = model.plan
     has_next_item = plan.next_item is not None
     min_train = 2 if has_next_item and plan.masking.kind == "causal" else 1
     train_set = open_for(model, data, schema, min_train, context=context)
-    eval_set = open_for(model, eval_data, schema, 2 if has_next_item else 1, context=context) if eval_data else None
+    eval_set = open_evaluation(model, eval_data, schema, exclude_seen, context=context) if eval_data else None
     for ds, role in ((train_set, "training"), (eval_set, "evaluation")):
         if ds is not None and ds.n_skipped:
             log(f"{role} data: skipped {ds.n_skipped} sequence(s) too short to use ({ds.n_rows} kept)")
