@@ -146,6 +146,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--max-restarts", type=_non_negative_int, default=5,
                    help="tritonserver crashes tolerated within --restart-window seconds; one more and serve exits")
     v.add_argument("--restart-window", type=_positive_int, default=300)
+    v.add_argument("--ids", choices=["raw", "internal"], help="raw ids in and out (default where the run has id "
+                   "mappings) or the model's integer ids")
     v.set_defaults(run=_serve)
 
     d = sub.add_parser("data", help="data utilities")
@@ -341,7 +343,7 @@ def _serve(args) -> int:
     serve(args.run_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
           max_batch_size=args.max_batch_size, k=args.k, exclude_seen=args.exclude_seen,
           max_queue_delay_us=args.max_queue_delay_us, threads=args.threads, max_request_mb=args.max_request_mb,
-          restart=RestartPolicy(args.max_restarts, args.restart_window))
+          restart=RestartPolicy(args.max_restarts, args.restart_window), ids=args.ids)
     return 0
 
 

@@ -51,12 +51,12 @@ class ExportError(UserError):
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str           # numpy dtype name: "int64", "float32"
+    dtype: str           # numpy dtype name: "int64", "float32" ("object": strings, raw ids at `specc serve`)
     dims: Tuple[int, ...]  # per request row, without the batch dimension (-1: variable)
 
     @property
     def triton_dtype(self) -> str:
-        return {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}[self.dtype]
+        return {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL", "object": "TYPE_STRING"}[self.dtype]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
