@@ -53,6 +53,11 @@ class SequenceDataset:
         return self.n_rows + self.n_skipped
 
     @property
+    def files(self) -> list[str]:
+        """The parquet files read, in reading order (source rows are counted over them in this order)."""
+        return list(self._files)
+
+    @property
     def rank_rows(self) -> int:
         """Usable rows in this process's share of each epoch."""
         start, stop = share(self.n_rows, self.rank, self.world_size)

@@ -122,3 +122,28 @@ def test_sampled_negatives_avoid_the_whole_history_whatever_the_padding(tmp_path
         assert not set(drawn) & set(row)
     wider = torch.nn.functional.pad(history, (0, 7))
     assert torch.equal(sampled_negatives(wider, target, N_ITEMS, 9, seed=2), negatives)
+
+
+def test_the_commands_read_whole_rows_for_exclude_seen(tmp_path, capsys):
+    import json
+
+    from specc.cli import main
+    from specc.train import train
+    spec = {"specc": 1, "inputs": {"max_sequence_length": WINDOW, "embeddings": {"default_dim": 8}},
+            "masking": {"kind": "causal"},
+            "body": {"kind": "transformer", "architecture": "native", "d_model": 8, "n_head": 1, "n_layer": 1},
+            "tasks": [{"kind": "next_item", "metrics": {"recall": [N_ITEMS - 1]}}],
+            "training": {"batch_size": 4, "epochs": 1}}
+    whole = rows()
+    train(spec, write(tmp_path / "t.parquet", whole * 4), str(tmp_path / "run"), schema=SCHEMA, progress=False,
+          log=lambda message: None)
+    history = write(tmp_path / "h.parquet", [r[:-1] for r in whole])
+    assert main(["recommend", str(tmp_path / "run"), "--data", history, "--k", str(N_ITEMS - 1), "--exclude-seen",
+                 "--out", str(tmp_path / "recs.jsonl")]) == 0
+    for line, seen in zip((tmp_path / "recs.jsonl").read_text().splitlines(), [r[:-1] for r in whole]):
+        assert set(json.loads(line)["item_ids"]) == set(range(1, N_ITEMS)) - set(seen)
+    capsys.readouterr()
+    assert main(["evaluate", str(tmp_path / "run"), "--data", write(tmp_path / "e.parquet", whole),
+                 "--exclude-seen"]) == 0
+    # every unseen item is ranked: the first and last targets are hits, the second (seen before) is excluded
+    assert json.loads(capsys.readouterr().out)["recall@40"] == pytest.approx(2 / 3)
