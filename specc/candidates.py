@@ -21,7 +21,6 @@ class CandidateColumn:
     group of the column; row groups before the rows asked for are skipped unread."""
 
     def __init__(self, files: list[str], column: str, source: str):
-        import pyarrow as pa
         import pyarrow.parquet as pq
         problems = []
         for f in files:

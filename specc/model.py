@@ -118,11 +118,11 @@ class Model(nn.Module):
 
     def _window(self, rows: dict[str, torch.Tensor], lengths: torch.Tensor
                 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        """What the model reads of whole rows: each row's most recent max_sequence_length positions, [B, L]."""
+        """What the model reads of whole rows: each row's most recent max_sequence_length positions, as
+        [B, max_sequence_length] list columns (scalars as they are), and the lengths of those."""
         out = dict(rows)
         for c in self.list_columns:
-            if c in out:
-                out[c] = keep_most_recent(out[c], lengths, self.max_length)
+            out[c] = keep_most_recent(out[c], lengths, self.max_length)
         return out, lengths.clamp(max=self.max_length)
 
     # ------------------------------------------------------------------ forward
