@@ -150,3 +150,16 @@ def test_two_processes_write_what_one_writes(run, tmp_path):
                           "-m", "specc", *args], capture_output=True, text=True)
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-3000:]
     assert one.stdout.splitlines() == two.stdout.splitlines() and len(one.stdout.splitlines()) > 5
+
+
+def test_raw_candidates_need_the_run_s_mapping(run, tmp_path, capsys):
+    import shutil
+    bare = tmp_path / "bare"
+    shutil.copytree(run / "run", bare)
+    shutil.rmtree(bare / "categories")
+    valid = str(run / "data" / "valid")
+    assert main(["score", str(bare), "--data", valid, "--items", "sku-1", "--ids", "raw"]) == 1
+    assert "--ids internal" in capsys.readouterr().err
+    # without a mapping the candidates are the model's ids, as they are without --ids
+    assert main(["score", str(bare), "--data", valid, "--items", "2,5", "--out", str(tmp_path / "s.jsonl")]) == 0
+    assert {tuple(line["item_ids"]) for line in lines(tmp_path / "s.jsonl")} == {(2, 5)}
