@@ -99,13 +99,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="train on N processes of this machine (torchrun --standalone; one per GPU on CUDA)")
     t.set_defaults(run=_train)
 
-    on_run = argparse.ArgumentParser(add_help=False)   # what evaluate and recommend share
-    on_run.add_argument("run_dir", help="a run directory written by specc train")
-    on_run.add_argument("--data", required=True, help="parquet file or folder")
-    on_run.add_argument("--batch-size", type=_batch_size, default=512)
-    on_run.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
-    on_run.add_argument("--device", choices=["cpu", "cuda"], default=None, help=_DEVICE_HELP)
-    on_run.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
+    on_data = argparse.ArgumentParser(add_help=False)   # what evaluate, recommend and score share
+    on_data.add_argument("run_dir", help="a run directory written by specc train")
+    on_data.add_argument("--data", required=True, help="parquet file or folder")
+    on_data.add_argument("--batch-size", type=_batch_size, default=512)
+    on_data.add_argument("--device", choices=["cpu", "cuda"], default=None, help=_DEVICE_HELP)
+    on_data.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
+    on_run = argparse.ArgumentParser(add_help=False, parents=[on_data])
+    on_run.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence "
+                        "(its whole history, also the items older than max_sequence_length)")
 
     e = sub.add_parser("evaluate", parents=[on_run], help="evaluate a trained run on parquet data")
     e.set_defaults(run=_evaluate)
@@ -116,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ids", choices=["raw", "internal"], help="raw item values (default where the run has id mappings) "
                    "or the model's integer ids")
     r.set_defaults(run=_recommend)
+
+    sc = sub.add_parser("score", parents=[on_data], help="the model's scores of given candidate items for each row")
+    given = sc.add_mutually_exclusive_group(required=True)
+    given.add_argument("--candidates", metavar="COLUMN", help="a list column of the data: each row's candidates")
+    given.add_argument("--items", metavar="A,B,...", help="the same candidates for every row, separated by commas")
+    sc.add_argument("--out", help="output file: .parquet, or .jsonl / .json (default: JSON lines on stdout)")
+    sc.add_argument("--ids", choices=["raw", "internal"], help="candidates are raw item values (default where the "
+                    "run has id mappings) or the model's integer ids; they are written as given")
+    sc.set_defaults(run=_score)
 
     x = sub.add_parser("export", help="export a trained run for inference (TorchScript, ExportedProgram or ONNX) "
                        "with a Triton model repository")
@@ -337,6 +348,13 @@ def _recommend(args) -> int:
     from specc.cpu import use_threads
     use_threads(args.threads)
     return recommend_command(args)
+
+
+def _score(args) -> int:
+    from specc.commands import score_command
+    from specc.cpu import use_threads
+    use_threads(args.threads)
+    return score_command(args)
 
 
 def _export(args) -> int:

@@ -69,7 +69,8 @@ def _train(request: TrainRequest, context) -> dict:
             log(warm_start(model, request.init_from))
         # each process draws its own dropout, masks and negatives
         model.generator = generator = torch.Generator().manual_seed(tr.seed + context.rank)
-        train_set, eval_set = open_training_data(model, data, request.eval_data, schema, log, context)
+        train_set, eval_set = open_training_data(model, data, request.eval_data, schema, log, context,
+                                                 request.exclude_seen)
 
         _say_if_schedule_is_replanned(run, tr, settings["epochs"], log)
         loop = LoopSettings(epochs=settings["epochs"], batch_size=per_process,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from specc.errors import SpecError, UserError
-from specc.evaluation import open_for
+from specc.evaluation import open_evaluation, open_for
 
 
 def load_training_spec(source, schema, data: str):
@@ -32,12 +32,12 @@ def resolve_training_schema(spec, schema_arg, data_path: str):
     raise UserError(f"no schema: pass --schema, name one in the spec, or put schema.pbtxt beside {data_path}")
 
 
-def open_training_data(model, data: str, eval_data: str | None, schema, log, context):
+def open_training_data(model, data: str, eval_data: str | None, schema, log, context, exclude_seen: bool = False):
     plan = model.plan
     has_next_item = plan.next_item is not None
     min_train = 2 if has_next_item and plan.masking.kind == "causal" else 1
     train_set = open_for(model, data, schema, min_train, context=context)
-    eval_set = open_for(model, eval_data, schema, 2 if has_next_item else 1, context=context) if eval_data else None
+    eval_set = open_evaluation(model, eval_data, schema, exclude_seen, context=context) if eval_data else None
     for ds, role in ((train_set, "training"), (eval_set, "evaluation")):
         if ds is not None and ds.n_skipped:
             log(f"{role} data: skipped {ds.n_skipped} sequence(s) too short to use ({ds.n_rows} kept)")
