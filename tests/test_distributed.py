@@ -209,9 +209,19 @@ def test_two_process_training_writes_one_run_that_evaluates_alike_on_one_or_two_
     double = _specc("--standalone", "--nproc_per_node", 2, "-m", "specc", "evaluate", run, "--data", valid,
                     "--device", "cpu", launcher=("-m", "torch.distributed.run"))
     assert double.returncode == 0, double.stderr[-3000:]
-    for evaluated in (json.loads(single.stdout), json.loads(double.stdout)):
+    plain = json.loads(single.stdout)
+    for evaluated in (plain, json.loads(double.stdout)):
         for key in ("ndcg@10", "recall@10", "recall@20", "mrr@10"):
             assert abs(evaluated[key] - metrics[key]) <= 1e-4, (key, evaluated[key], metrics[key])
+    # with each row's whole history excluded, the shares still add up to the single process's metrics
+    single = _specc("evaluate", run, "--data", valid, "--device", "cpu", "--exclude-seen")
+    double = _specc("--standalone", "--nproc_per_node", 2, "-m", "specc", "evaluate", run, "--data", valid,
+                    "--device", "cpu", "--exclude-seen", launcher=("-m", "torch.distributed.run"))
+    assert single.returncode == 0 and double.returncode == 0, (single.stderr + double.stderr)[-3000:]
+    one, two = json.loads(single.stdout), json.loads(double.stdout)
+    assert any(one[k] != plain[k] for k in ("ndcg@10", "recall@20", "mrr@10"))   # the exclusion changed the ranking
+    for key in ("ndcg@10", "recall@10", "recall@20", "mrr@10"):
+        assert abs(one[key] - two[key]) <= 1e-4, (key, one[key], two[key])
 
 
 def _small_run_files(tmp_path, n_train: int = 200, n_valid: int = 40, seed: int = 4):
