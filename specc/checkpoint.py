@@ -8,7 +8,9 @@ RUN_DIR/
   checkpoints/step-N/ one checkpoint: model.safetensors (the weights, with their step), train_state.safetensors
                       and train_state.json (optimizer, schedule and RNG state, position, settings) for --resume
   checkpoint.json     the published checkpoint: its folder, step and the SHA-256 of each of its files; written
-                      last, so it always names a whole checkpoint
+                      last, so it always names a whole checkpoint. --resume continues from it
+  best.json           with training.early_stopping: the same for the checkpoint of the best evaluated epoch (the
+                      kept weights), with its metrics; readers load it where it is there, else checkpoint.json
   metrics.json, log.jsonl, .specc.lock (the writer's pid and host)
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from specc.files import UnreadableFile, read_json
 from specc.schema import Schema
 
 POINTER = "checkpoint.json"
+BEST = "best.json"
 CHECKPOINTS = "checkpoints"
 WEIGHTS = "model.safetensors"
 
@@ -45,18 +48,25 @@ def run_json(path: Path, what: str):
     return value
 
 
-def published(run_dir: Path) -> dict:
-    """The published checkpoint (RUN_DIR/checkpoint.json), its folder as "path"; RunError when there is none."""
-    if not (run_dir / POINTER).exists():
-        raise RunError(f"{run_dir}: not a complete run directory (no published checkpoint: {POINTER} is missing)")
-    pointer = run_json(run_dir / POINTER, "checkpoint pointer")
+def published(run_dir: Path, name: str = POINTER) -> dict:
+    """The published checkpoint (RUN_DIR/checkpoint.json, or the pointer `name`), its folder as "path"; RunError
+    when there is none."""
+    if not (run_dir / name).exists():
+        raise RunError(f"{run_dir}: not a complete run directory (no published checkpoint: {name} is missing)")
+    pointer = run_json(run_dir / name, "checkpoint pointer")
     folder, step, sums = pointer.get("checkpoint"), pointer.get("step"), pointer.get("sha256")
     if (not isinstance(folder, str) or Path(folder).parent != Path(CHECKPOINTS) or Path(folder).name in ("", "..")
             or type(step) is not int or step < 0 or not isinstance(sums, dict)
             or not all(isinstance(v, str) for v in sums.values())):
-        raise RunError(f"{run_dir / POINTER} is damaged (it must name a folder under {CHECKPOINTS}/, a step and "
+        raise RunError(f"{run_dir / name} is damaged (it must name a folder under {CHECKPOINTS}/, a step and "
                        "checksums)")
     return {**pointer, "path": run_dir / folder}
+
+
+def kept(run_dir: Path) -> dict:
+    """The pointer of the weights a run keeps: the best epoch's (best.json) where the run selects by validation,
+    else the latest checkpoint's. Every reader of a run directory loads these."""
+    return published(run_dir, BEST if (run_dir / BEST).exists() else POINTER)
 
 
 def sha256_file(path: Path) -> str:
@@ -81,7 +91,7 @@ def verify_file(path: Path, pointer: dict) -> None:
 
 
 def load(run_dir, device: str | None = None, kernels: str = "auto"):
-    """The trained model of a run directory (its published checkpoint), in eval mode. Checks the recompiled plan
+    """The trained model of a run directory (its kept weights: see `kept`), in eval mode. Checks the recompiled plan
     matches the saved one."""
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
@@ -91,7 +101,7 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     missing = [n for n in ("spec.json", "plan.json", "columns.json") if not (run_dir / n).is_file()]
     if missing:
         raise RunError(f"{run_dir}: not a complete run directory (missing {', '.join(missing)})")
-    pointer = published(run_dir)
+    pointer = kept(run_dir)
     spec = run_json(run_dir / "spec.json", "spec")
     # the plan is compared with the saved one below; its body already ran when the run was trained
     plan = compile_plan(spec, run_schema(run_dir), kernels, trial_run=False)

@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", metavar="RUN_DIR", help="start a new run from a trained run's weights (a daily "
                    "retrain; a grown catalog keeps its trained rows); default: fresh weights")
     t.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
+    t.add_argument("--max-time", type=_duration, metavar="TIME", help="stop cleanly after this long (90s, 15m, 2h "
+                   "or seconds): finish the step, save, evaluate the kept weights; --resume continues")
     t.add_argument("--eval-every", type=_positive_int, default=1, metavar="N",
                    help="evaluate after every N-th epoch and always after the last one")
     t.add_argument("--quiet", action="store_true",
@@ -97,13 +99,15 @@ def _parser() -> argparse.ArgumentParser:
                    help="train on N processes of this machine (torchrun --standalone; one per GPU on CUDA)")
     t.set_defaults(run=_train)
 
-    on_run = argparse.ArgumentParser(add_help=False)   # what evaluate and recommend share
-    on_run.add_argument("run_dir", help="a run directory written by specc train")
-    on_run.add_argument("--data", required=True, help="parquet file or folder")
-    on_run.add_argument("--batch-size", type=_batch_size, default=512)
-    on_run.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence")
-    on_run.add_argument("--device", choices=["cpu", "cuda"], default=None, help=_DEVICE_HELP)
-    on_run.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
+    on_data = argparse.ArgumentParser(add_help=False)   # what evaluate, recommend and score share
+    on_data.add_argument("run_dir", help="a run directory written by specc train")
+    on_data.add_argument("--data", required=True, help="parquet file or folder")
+    on_data.add_argument("--batch-size", type=_batch_size, default=512)
+    on_data.add_argument("--device", choices=["cpu", "cuda"], default=None, help=_DEVICE_HELP)
+    on_data.add_argument("--threads", type=_positive_int, default=None, help=THREADS_HELP)
+    on_run = argparse.ArgumentParser(add_help=False, parents=[on_data])
+    on_run.add_argument("--exclude-seen", action="store_true", help="never recommend items already in the sequence "
+                        "(its whole history, also the items older than max_sequence_length)")
 
     e = sub.add_parser("evaluate", parents=[on_run], help="evaluate a trained run on parquet data")
     e.set_defaults(run=_evaluate)
@@ -114,6 +118,15 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--ids", choices=["raw", "internal"], help="raw item values (default where the run has id mappings) "
                    "or the model's integer ids")
     r.set_defaults(run=_recommend)
+
+    sc = sub.add_parser("score", parents=[on_data], help="the model's scores of given candidate items for each row")
+    given = sc.add_mutually_exclusive_group(required=True)
+    given.add_argument("--candidates", metavar="COLUMN", help="a list column of the data: each row's candidates")
+    given.add_argument("--items", metavar="A,B,...", help="the same candidates for every row, separated by commas")
+    sc.add_argument("--out", help="output file: .parquet, or .jsonl / .json (default: JSON lines on stdout)")
+    sc.add_argument("--ids", choices=["raw", "internal"], help="candidates are raw item values (default where the "
+                    "run has id mappings) or the model's integer ids; they are written as given")
+    sc.set_defaults(run=_score)
 
     x = sub.add_parser("export", help="export a trained run for inference (TorchScript, ExportedProgram or ONNX) "
                        "with a Triton model repository")
@@ -146,6 +159,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--max-restarts", type=_non_negative_int, default=5,
                    help="tritonserver crashes tolerated within --restart-window seconds; one more and serve exits")
     v.add_argument("--restart-window", type=_positive_int, default=300)
+    v.add_argument("--ids", choices=["raw", "internal"], help="raw ids in and out (default where the run has id "
+                   "mappings) or the model's integer ids")
     v.set_defaults(run=_serve)
 
     d = sub.add_parser("data", help="data utilities")
@@ -222,6 +237,14 @@ def _at_most(limit: int, what: str):
 
 _epochs = _at_most(MAX_EPOCHS, "epochs")
 _batch_size = _at_most(MAX_BATCH_SIZE, "sessions per batch")
+
+
+def _duration(text: str) -> float:
+    from specc.time_budget import max_time_seconds
+    try:
+        return max_time_seconds(text)
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("max_time: ")) from None
 
 
 def _port(text: str) -> int:
@@ -327,6 +350,13 @@ def _recommend(args) -> int:
     return recommend_command(args)
 
 
+def _score(args) -> int:
+    from specc.commands import score_command
+    from specc.cpu import use_threads
+    use_threads(args.threads)
+    return score_command(args)
+
+
 def _export(args) -> int:
     from specc.export import export
     from specc.lock import refuse_inside_run
@@ -341,7 +371,7 @@ def _serve(args) -> int:
     serve(args.run_dir, host=args.host, port=args.port, grpc_port=args.grpc_port, metrics_port=args.metrics_port,
           max_batch_size=args.max_batch_size, k=args.k, exclude_seen=args.exclude_seen,
           max_queue_delay_us=args.max_queue_delay_us, threads=args.threads, max_request_mb=args.max_request_mb,
-          restart=RestartPolicy(args.max_restarts, args.restart_window))
+          restart=RestartPolicy(args.max_restarts, args.restart_window), ids=args.ids)
     return 0
 
 

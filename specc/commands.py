@@ -1,8 +1,9 @@
-"""The `specc train`, `specc evaluate` and `specc recommend` commands: arguments in, results printed.
+"""The `specc train`, `specc evaluate`, `specc recommend` and `specc score` commands: arguments in, results
+printed.
 
 Under torchrun each process takes its share of the data; rank 0 alone prints and writes: `evaluate` prints the
-metrics of all shares together (sums added up over the processes), `recommend` gathers every process's rows and
-writes one output."""
+metrics of all shares together (sums added up over the processes), `recommend` and `score` gather every process's
+rows and write one output."""
 from __future__ import annotations
 
 import json
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from specc.checkpoint import load, run_schema
 from specc.errors import UserError
-from specc.evaluation import evaluate, open_for
+from specc.evaluation import evaluate, open_evaluation, open_for
 from specc.files import json_text
 from specc.lock import refuse_inside_run
 from specc.mappings import raw_item_ids
@@ -30,14 +31,14 @@ def _context(args):
 
 def train_command(args) -> int:
     from specc.tracking import Tracking
-    from specc.train import train
+    from specc.train import run_training
+    from specc.train_request import TrainRequest
+    request = TrainRequest(args.spec, args.data, args.out, args.eval_data, **{
+        k: getattr(args, k) for k in ("schema", "epochs", "batch_size", "lr", "precision", "device", "resume",
+                                      "exclude_seen", "eval_every", "max_time", "init_from")},
+        progress=not args.quiet, log=_note, tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri))
     with _context(args) as context:
-        result = train(args.spec, args.data, args.out, eval_data=args.eval_data, schema=args.schema,
-                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, precision=args.precision,
-                       device=args.device, resume=args.resume, exclude_seen=args.exclude_seen,
-                       eval_every=args.eval_every, progress=not args.quiet, log=_note,
-                       tracking=Tracking(args.log_to and tuple(args.log_to), args.tracking_uri), context=context,
-                       init_from=args.init_from)
+        result = run_training(request, context)
         if context.is_main:
             print(json_text(result, indent=2))
     return 130 if result.get("interrupted") else 0
@@ -46,8 +47,7 @@ def train_command(args) -> int:
 def evaluate_command(args) -> int:
     with _context(args) as context:
         model = load(args.run_dir, device=context.device)
-        dataset = open_for(model, args.data, run_schema(args.run_dir), 2 if model.plan.next_item else 1,
-                           context=context)
+        dataset = open_evaluation(model, args.data, run_schema(args.run_dir), args.exclude_seen, context=context)
         if dataset.n_skipped and context.is_main:
             _note(f"note: skipped {dataset.n_skipped} of {dataset.n_total} sequence(s) too short to evaluate")
         metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, context.device, context=context)
@@ -58,15 +58,28 @@ def evaluate_command(args) -> int:
 
 
 def recommend_command(args) -> int:
-    if args.out and not args.out.endswith((".parquet", ".jsonl", ".json")):
-        raise UserError(f"--out {args.out}: use a .parquet file, or .jsonl / .json for JSON lines")
-    if args.out and Path(args.out).resolve() == Path(args.data).resolve():
-        raise UserError(f"--out {args.out} is the input data; choose another file")
-    if args.out:
-        refuse_inside_run(args.out)
+    check_out(args.out, args.data)
     with _context(args) as context:
         _recommend(args, context)
     return 0
+
+
+def score_command(args) -> int:
+    from specc.score import score
+    check_out(args.out, args.data)
+    with _context(args) as context:
+        score(args, context, _note if context.is_main else (lambda message: None))
+    return 0
+
+
+def check_out(out: str | None, data: str) -> None:
+    """An --out file for rows of items: a new .parquet or JSON lines file, not the input, not inside a run."""
+    if out and not out.endswith((".parquet", ".jsonl", ".json")):
+        raise UserError(f"--out {out}: use a .parquet file, or .jsonl / .json for JSON lines")
+    if out and Path(out).resolve() == Path(data).resolve():
+        raise UserError(f"--out {out} is the input data; choose another file")
+    if out:
+        refuse_inside_run(out)
 
 
 def _recommend(args, context) -> None:
@@ -78,7 +91,8 @@ def _recommend(args, context) -> None:
     k = min(args.k, model.plan.next_item.n_items - 1)
     if k < args.k:
         say(f"note: --k {args.k} is more than the catalog's {k} items; returning all {k}")
-    dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False, context=context)
+    dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False, context=context,
+                       whole_rows=args.exclude_seen)
     if dataset.n_skipped:
         say(f"note: {dataset.n_skipped} of {dataset.n_total} row(s) have no items; their recommendations are empty")
     mine = []   # (input row, ids, scores) of this process's share
@@ -91,17 +105,24 @@ def _recommend(args, context) -> None:
     every = context.gather_object(mine)
     if not context.is_main:
         return
-    # every input row gets a line, by its row number in the input; rows without items get empty lists
-    ids_out: list = [[] for _ in range(dataset.n_total)]
-    scores_out: list = [[] for _ in range(dataset.n_total)]
-    for share in every:
+    ids_out, scores_out = in_row_order(every, dataset.n_total)
+    ids_out = raw_item_ids(args.run_dir, model.plan.next_item.target, ids_out, args.ids)
+    write_item_rows(args.out, list(range(dataset.n_total)), ids_out, scores_out)
+
+
+def in_row_order(shares, n_total: int) -> tuple[list, list]:
+    """Every process's (input row, ids, scores) -> ids and scores for each of the `n_total` input rows, by row
+    number; rows without items (skipped) get empty lists."""
+    ids_out: list = [[] for _ in range(n_total)]
+    scores_out: list = [[] for _ in range(n_total)]
+    for share in shares:
         for row, ids, scores in share:
             ids_out[row], scores_out[row] = ids, scores
-    ids_out = raw_item_ids(args.run_dir, model.plan.next_item.target, ids_out, args.ids)
-    _write_recommendations(args.out, list(range(dataset.n_total)), ids_out, scores_out)
+    return ids_out, scores_out
 
 
-def _write_recommendations(out: str | None, rows, ids, scores) -> None:
+def write_item_rows(out: str | None, rows, ids, scores) -> None:
+    """One line (or parquet row) per input row: its row number, item ids and their scores; stdout without `out`."""
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
     if out and out.endswith(".parquet"):

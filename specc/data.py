@@ -21,18 +21,18 @@ from specc.schema import Schema
 __all__ = ["open_dataset", "SequenceDataset"]
 
 
-def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: str | None, max_length: int,
+def open_dataset(path, schema: Schema, columns: Sequence[str], *, item_column: str | None, max_length: int | None,
                  min_length: int = 1, rank: int = 0, world_size: int = 1, shuffle_buffer: int = SHUFFLE_ROWS,
                  exchange=None) -> SequenceDataset:
     """Open and validate parquet data for a model, as process `rank` of `world_size`; raises `DataError` listing
-    every problem found. With `exchange` (every process's object from this one's, in rank order: e.g. a
+    every problem found. Each row keeps its most recent `max_length` values (None: all of them). With `exchange` (every process's object from this one's, in rank order: e.g. a
     distributed context's `all_gather_object`) each process validates about 1/world_size of the rows and the
     findings are merged; without it, each validates all of them."""
     source = os.fspath(path)
     columns = list(dict.fromkeys(columns))
     if item_column is not None and item_column not in columns:
         columns.append(item_column)
-    if max_length < 1:
+    if max_length is not None and max_length < 1:
         raise DataError([f"max_length must be >= 1 (got {max_length})"], source=source)
     if not columns:
         raise ValueError("columns (or item_column) must name at least one column to read")

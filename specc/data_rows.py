@@ -2,7 +2,7 @@
 the padded batches.
 
 A batch pads its list columns to the longest row *in the batch* (at most max_length, since each row keeps only
-its most recent max_length values), with 0 on the right; ids are int64, values float32.
+its most recent max_length values, unless max_length is None), with 0 on the right; ids are int64, values float32.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ class Rows:
     offsets: dict[str, np.ndarray]      # list columns only; int64 from 0
 
     @staticmethod
-    def kept(chunk: Chunk, lengths: Lengths, keep: np.ndarray, max_length: int) -> "Rows":
+    def kept(chunk: Chunk, lengths: Lengths, keep: np.ndarray, max_length: int | None) -> "Rows":
         """The rows of `chunk` marked in `keep`, each list column cut where the items stop and to its last
-        `max_length` values."""
+        `max_length` values (None: all of them)."""
         used = lengths.used()
         values, offsets = {}, {}
         for name, (v, off) in chunk.columns.items():
@@ -32,7 +32,8 @@ class Rows:
                 values[name] = v[keep]
                 continue
             ends = off[:-1][keep] + used[name][keep]
-            values[name], offsets[name] = _ranges(v, np.maximum(off[:-1][keep], ends - max_length), ends)
+            starts = off[:-1][keep] if max_length is None else np.maximum(off[:-1][keep], ends - max_length)
+            values[name], offsets[name] = _ranges(v, starts, ends)
         return Rows(int(keep.sum()), values, offsets)
 
     def take(self, index: np.ndarray) -> "Rows":

@@ -31,7 +31,7 @@ class SequenceDataset:
     columns: list[str]
     n_rows: int                    # usable rows over every process's share
     n_skipped: int
-    max_length: int
+    max_length: int | None         # the most recent values each row keeps; None: all of them
     item_column: str | None = None
     rank: int = 0
     world_size: int = 1
@@ -51,6 +51,11 @@ class SequenceDataset:
     def n_total(self) -> int:
         """Rows read from the data: those kept (`n_rows`) and those skipped as too short (`n_skipped`)."""
         return self.n_rows + self.n_skipped
+
+    @property
+    def files(self) -> list[str]:
+        """The parquet files read, in reading order (source rows are counted over them in this order)."""
+        return list(self._files)
 
     @property
     def rank_rows(self) -> int:

@@ -143,8 +143,10 @@ class DistributedContext:
             return
         try:
             yield
-        except _dist().DistError as exc:
-            raise self._lost(what, exc) from None
+        except RuntimeError as exc:   # DDP's all-reduce in backward surfaces a dead peer as a plain RuntimeError
+            if isinstance(exc, _dist().DistError) or _names_the_transport(exc):
+                raise self._lost(what, exc) from None
+            raise
 
     def _run(self, what: str, call, *args, **kwargs):
         try:
@@ -189,9 +191,28 @@ def from_environment(device: str | None = None, timeout_s: float = DEFAULT_TIMEO
     restarts = int(environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
     context = DistributedContext(rank, world_size, local_rank, where, timeout_s, group_started=True,
                                  restarts=restarts)
-    context._run("joining the process group", _dist().init_process_group, backend=backend, init_method="env://",
-                 rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout_s))
+    timeout = timedelta(seconds=timeout_s)
+    store = context._run("joining the process group", _round_store, rank, world_size, timeout)
+    context._run("joining the process group", _dist().init_process_group, backend=backend, store=store,
+                 rank=rank, world_size=world_size, timeout=timeout)
     return context
+
+
+def _round_store(rank: int, world_size: int, timeout: timedelta):
+    """torchrun's store (env://), under a prefix of its own for this start of the processes.
+
+    After a restart (--max-restarts) torchrun hands the new processes the store the old ones used, keys and all
+    (pytorch/pytorch#135712), so a process could read a dead peer's address and fail to connect. Every process
+    counts itself in on arrival; the count says which start this is, alike on every process and node."""
+    dist = _dist()
+    store, _, _ = next(dist.rendezvous("env://", rank=rank, world_size=world_size, timeout=timeout))
+    arrivals = store.add("specc/arrivals", 1)
+    return dist.PrefixStore(f"specc/start-{(arrivals - 1) // world_size}", store)
+
+
+def _names_the_transport(exc: BaseException) -> bool:
+    text = str(exc)
+    return any(mark in text for mark in ("gloo", "NCCL", "Connection closed by peer", "Connection reset by peer"))
 
 
 def launch(nproc_per_node: int, specc_arguments: list[str]) -> int:

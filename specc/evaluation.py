@@ -10,13 +10,30 @@ import torch
 from specc.metrics import MetricAccumulator, all_reduce
 
 
-def open_for(model, path: str, schema, min_length: int, with_targets: bool = True, context=None):
+def open_for(model, path: str, schema, min_length: int, with_targets: bool = True, context=None,
+             whole_rows: bool = False):
     """The dataset at `path` with the columns `model` reads (and its targets): this process's share of it in a
-    distributed run (`context`, a `specc.distributed` context)."""
+    distributed run (`context`, a `specc.distributed` context). Each row keeps the model's window, its most recent
+    max_sequence_length items, or all of them with `whole_rows` (what `exclude_seen` reads)."""
+    return _open(model, path, schema, min_length, with_targets, context, None if whole_rows else model.max_length)
+
+
+def open_evaluation(model, path: str, schema, exclude_seen: bool = False, context=None):
+    """The dataset at `path` as the eval protocol reads it: for each row, its last item (the target) and the
+    max_sequence_length items before it, the context `recommend` reads for the row without that item; whole rows
+    where the items seen before the window matter too (`exclude_seen`, the sampled protocol's negatives)."""
+    task = model.plan.next_item
+    if task is None:
+        return _open(model, path, schema, 1, True, context, model.max_length)
+    whole = exclude_seen or bool(task.sampled)
+    return _open(model, path, schema, 2, True, context, None if whole else model.max_length + 1)
+
+
+def _open(model, path, schema, min_length, with_targets, context, max_length):
     from specc.data import open_dataset
     columns = model.input_columns + (model.target_columns if with_targets else [])
     return open_dataset(path, schema, columns, item_column=model.sequence_column,
-                        max_length=model.max_length, min_length=min_length,
+                        max_length=max_length, min_length=min_length,
                         rank=context.rank if context else 0, world_size=context.world_size if context else 1,
                         exchange=context.all_gather_object if context else None)
 
@@ -36,7 +53,8 @@ def accumulators_for(plan) -> dict[str, MetricAccumulator]:
 
 def accumulate(model, dataset, batch_size: int = 512, exclude_seen: bool = False,
                device: str = "cpu") -> dict[str, MetricAccumulator]:
-    """Every task's metric sums over `dataset`: each sequence's last item predicted from the items before it."""
+    """Every task's metric sums over `dataset` (opened by `open_evaluation`): each sequence's last item predicted
+    from the items before it."""
     plan = model.plan
     task = plan.next_item
     k = max((c for cs in task.metrics.values() for c in cs), default=1) if task else 1

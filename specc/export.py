@@ -51,12 +51,12 @@ class ExportError(UserError):
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
-    dtype: str           # numpy dtype name: "int64", "float32"
+    dtype: str           # numpy dtype name: "int64", "float32" ("object": strings, raw ids at `specc serve`)
     dims: Tuple[int, ...]  # per request row, without the batch dimension (-1: variable)
 
     @property
     def triton_dtype(self) -> str:
-        return {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL"}[self.dtype]
+        return {"int64": "TYPE_INT64", "float32": "TYPE_FP32", "bool": "TYPE_BOOL", "object": "TYPE_STRING"}[self.dtype]
 
     def to_dict(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "dims": list(self.dims)}
@@ -148,8 +148,10 @@ class InferenceModel(nn.Module):
                 idx = idx.clamp(min=0, max=values.shape[0])
                 batch[c] = padded_values[idx] * (pos[None] < keep[:, None]).to(values.dtype)
             lengths = (batch[self.sequence_column] != 0).sum(1)
+            history = self._ragged_history(inputs) if self.exclude_seen else batch[self.sequence_column]
         else:
-            lengths = (inputs[self.sequence_column] != 0).sum(1)
+            history = inputs[self.sequence_column]
+            lengths = (history != 0).sum(1)
             for c in self.list_columns:
                 batch[c] = keep_most_recent(inputs[c], lengths, M)
             lengths = lengths.clamp(max=M)
@@ -160,7 +162,10 @@ class InferenceModel(nn.Module):
             batch[c] = torch.where((v >= 0) & (v < rows), v, torch.zeros_like(v))
         outputs: List[Tensor] = []
         if self.has_next_item:
-            scores, ids = self._topk(batch, lengths)
+            rows = self.id_ranges.get(self.sequence_column)
+            if self.exclude_seen and rows is not None:   # as the inputs: out-of-range ids read as padding
+                history = torch.where((history >= 0) & (history < rows), history, torch.zeros_like(history))
+            scores, ids = self._topk(batch, lengths, history)
             outputs += [ids, scores]
         if self.head_names:
             hidden = self.model.encode(batch, lengths)
@@ -169,13 +174,22 @@ class InferenceModel(nn.Module):
                 outputs.append(head.predict(head(hidden, lengths)).float()[:, None])
         return tuple(outputs)
 
-    def _topk(self, batch: Dict[str, Tensor], lengths: Tensor) -> Tuple[Tensor, Tensor]:
+    def _ragged_history(self, inputs: Dict[str, Tensor]) -> Tensor:
+        """[B, N] every item of each row (0-padded), N the request's value count: what exclude_seen excludes."""
+        values = inputs[self.sequence_column + "__values"]
+        offsets = inputs[self.sequence_column + "__offsets"].long()
+        every = torch.arange(values.shape[0])
+        idx = (offsets[:-1][:, None] + every[None]).clamp(min=0, max=values.shape[0])
+        inside = every[None] < (offsets[1:] - offsets[:-1])[:, None]
+        return F.pad(values, (0, 1))[idx] * inside.to(values.dtype)
+
+    def _topk(self, batch: Dict[str, Tensor], lengths: Tensor, history: Tensor) -> Tuple[Tensor, Tensor]:
         from specc.kernels.topk_scores import topk_scores_reference
         m = self.model
         h = m.next_hidden(batch, lengths)
-        seq = batch[self.sequence_column]
-        # id 0 (padding) is always excluded; with exclude_seen, every id of the sequence as well
-        exclude = F.pad(seq, (0, 1)) if self.exclude_seen else torch.zeros_like(seq[:, :1])
+        # id 0 (padding) is always excluded; with exclude_seen, every id of the row's whole history as well (the
+        # model reads only its last max_sequence_length items)
+        exclude = F.pad(history, (0, 1)) if self.exclude_seen else torch.zeros_like(history[:, :1])
         q = m.next_item.queries(h) / m.next_item.temperature
         return topk_scores_reference(q, m._item_weight(), self.k, exclude, block=self.block)
 

@@ -1,14 +1,14 @@
 """The training loop: epochs of optimizer steps over the training data, composing what it is given.
 
 It knows nothing of run directories or the command line: it calls `hooks.save` to checkpoint, `hooks.evaluate`
-for metrics, and every logger in `hooks.loggers` with each record. A logger is any object with
+for metrics, `hooks.keep_best` when the selection finds a new best epoch, `hooks.out_of_time` for a time budget,
+and every logger in `hooks.loggers` with each record. A logger is any object with
 `log(metrics: dict, step: int)` and `close()`; it gets one record per epoch (with an "epoch" key: loss, seconds,
 sessions/s and the evaluation metrics) and one per `log_every` steps (`train/loss`, `train/lr`).
 """
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from specc.errors import UserError
+from specc.progress import progress_bar
 
 
 class TrainingDiverged(UserError):
@@ -78,29 +79,48 @@ class Hooks:
     say: Callable[[str], None] = print
     saved: str | None = None                 # the checkpoint training started from, if any
     selection: object | None = None         # a specc.selection.Selection: stop when it says so
+    keep_best: Callable[[], None] = lambda: None   # keeps the checkpoint just evaluated: the selection's new best
+    out_of_time: Callable[[], bool] | None = None  # a time budget (--max-time): stop once it says it is spent
     # over every process of a distributed run: whether any asks to stop, and the sum of per-process sums
     agree: Callable[[bool], bool] = bool
     total: Callable[[dict], dict] = dict
 
 
 def train_loop(model, data, optimizer, scheduler, settings: LoopSettings, position: Position, hooks: Hooks) -> dict:
-    """Train from `position` to the end of the last epoch, or until Ctrl-C/SIGTERM (then save and stop).
-    Returns the metrics of the last evaluation and whether training was interrupted."""
+    """Train from `position` to the end of the last epoch, or until early stopping, the time budget or
+    Ctrl-C/SIGTERM (then save and stop). Returns why it stopped ("epochs", "early_stopping", "max_time",
+    "interrupted") and the metrics of the last epoch's evaluation, if the last weights are that epoch's."""
     metrics: dict = {}
+    trained = False   # an epoch in this command: a budget spent on starting up still trains a step or more
     with _StopOnInterrupt() as stop:
-        while position.epoch < settings.epochs and not _selection_stops(hooks, position):
+        while position.epoch < settings.epochs:
+            if _selection_stops(hooks, position):
+                return outcome(metrics, "early_stopping", position.finished.get("loss", float("nan")))
+            # between epochs too (after one, at least): the next one would run past the budget by more than a step
+            if trained and hooks.out_of_time and hooks.agree(hooks.out_of_time()):
+                hooks.say(f"{_STOPPED['max_time']} after epoch {position.epoch}; continue with --resume")
+                return outcome(metrics, "max_time", position.finished["loss"])
             stopped = _train_epoch(model, data, optimizer, scheduler, settings, position, hooks, stop)
+            trained = True
             sums = hooks.total({"loss_sum": position.loss_sum, "sessions": position.sessions})
             position.loss_sum, position.sessions = sums["loss_sum"], int(round(sums["sessions"]))
             if stopped:
                 where = hooks.saved = hooks.save(position)
-                hooks.say(f"interrupted: saved {where} at epoch {position.epoch + 1}, batch {position.batch}; "
-                          "continue with --resume")
-                return {"metrics": metrics, "interrupted": True, "loss": position.loss}
+                hooks.say(f"{_STOPPED[stopped]}: saved {where} at epoch {position.epoch + 1}, batch "
+                          f"{position.batch}; continue with --resume")
+                return outcome({}, stopped, position.loss)
             position.finish_epoch()
             hooks.saved = hooks.save(position)
-            metrics = end_epoch(position, settings, hooks) or metrics
-    return {"metrics": metrics, "interrupted": False, "loss": position.finished.get("loss", float("nan"))}
+            metrics = end_epoch(position, settings, hooks)
+    return outcome(metrics, "epochs", position.finished.get("loss", float("nan")))
+
+
+_STOPPED = {"interrupted": "interrupted", "max_time": "stopped at --max-time"}
+
+
+def outcome(metrics: dict, stopped: str, loss: float) -> dict:
+    """What a training command did: its last evaluation, why it stopped, and its last loss."""
+    return {"metrics": metrics, "stopped": stopped, "interrupted": stopped == "interrupted", "loss": loss}
 
 
 def end_epoch(position: Position, settings: LoopSettings, hooks: Hooks) -> dict:
@@ -108,11 +128,12 @@ def end_epoch(position: Position, settings: LoopSettings, hooks: Hooks) -> dict:
     epoch = position.finished["epoch"]
     due = hooks.evaluate is not None and (epoch % settings.eval_every == 0 or epoch == settings.epochs)
     evaluated = hooks.evaluate() if due else {}
-    if hooks.selection is not None and evaluated:
-        hooks.selection.update(evaluated, epoch)
+    best = hooks.selection is not None and bool(evaluated) and hooks.selection.update(evaluated, epoch)
     record = {**position.finished, **evaluated}
     for logger in hooks.loggers:
         logger.log(record, position.step)
+    if best:   # after the record: a resumed run's selection, replayed from the log, then keeps the same one
+        hooks.keep_best()
     hooks.say(_epoch_line(record))
     return evaluated
 
@@ -128,12 +149,13 @@ def _selection_stops(hooks: Hooks, position: Position) -> bool:
 
 
 def _train_epoch(model, data, optimizer, scheduler, settings: LoopSettings, position: Position, hooks: Hooks,
-                 stop) -> bool:
-    """One epoch (or its rest, when resumed); returns whether it stopped early on a request to stop."""
+                 stop) -> str | None:
+    """One epoch (or its rest, when resumed); returns why it stopped before its end ("interrupted": a request to
+    stop; "max_time": the time budget is spent), else None."""
     model.train()
     # bf16 autocast on CUDA, and on CPUs with bf16 matrix units (AVX512-BF16/AMX), where it is ~4x cheaper
     autocast = torch.autocast(settings.device.split(":")[0], dtype=torch.bfloat16, enabled=settings.bf16)
-    bar = _progress(settings.progress, settings.steps_per_epoch, f"epoch {position.epoch + 1}/{settings.epochs}",
+    bar = progress_bar(settings.progress, settings.steps_per_epoch, f"epoch {position.epoch + 1}/{settings.epochs}",
                     hooks.say)
     resumed_at = position.batch
     mark = time.perf_counter()
@@ -168,14 +190,15 @@ def _train_epoch(model, data, optimizer, scheduler, settings: LoopSettings, posi
             rate = position.sessions * settings.world_size / max(position.seconds, 1e-9)
             bar.set_postfix(loss=f"{position.loss:.4f}", sessions_s=f"{rate:.0f}")
             bar.update(1)
-        if hooks.agree(stop.requested):   # every process stops after the same step
-            stopped = True
+        # every process stops after the same step: when any one is asked to, or finds the budget spent
+        if hooks.agree(stop.requested or bool(hooks.out_of_time and hooks.out_of_time())):
+            stopped = "interrupted" if hooks.agree(stop.requested) else "max_time"
             break
         if settings.checkpoint_every and position.step % settings.checkpoint_every == 0 \
                 and done < settings.steps_per_epoch:
             hooks.saved = hooks.save(position)
     else:
-        stopped = False
+        stopped = None
     if bar is not None:
         bar.close()
     return stopped
@@ -206,41 +229,6 @@ class _StopOnInterrupt:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         return False
-
-
-def _progress(enabled: bool, total: int, desc: str, say):
-    """A progress bar on a terminal; elsewhere (a log file, CI, a pipe) a line every PROGRESS_LINE_SECONDS."""
-    if not enabled:
-        return None
-    if not sys.stderr.isatty():
-        return _ProgressLines(total, desc, say)
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="batch", leave=False, file=sys.stderr, dynamic_ncols=True)
-
-
-PROGRESS_LINE_SECONDS = 60.0
-
-
-class _ProgressLines:
-    """The progress bar's interface (`set_postfix`, `update`, `close`) as periodic log lines."""
-
-    def __init__(self, total: int, desc: str, say, every: float | None = None):
-        self.total, self.desc, self.say = total, desc, say
-        self.every = PROGRESS_LINE_SECONDS if every is None else every
-        self.done, self.postfix, self.last = 0, {}, time.monotonic()
-
-    def set_postfix(self, **values) -> None:
-        self.postfix = values
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        if time.monotonic() - self.last >= self.every:
-            self.last = time.monotonic()
-            shown = "  ".join(f"{k.replace('_', '/')} {v}" for k, v in self.postfix.items())
-            self.say(f"{self.desc}: batch {self.done}/{self.total}  {shown}")
-
-    def close(self) -> None:
-        pass
 
 
 def _epoch_line(line: dict) -> str:

@@ -56,6 +56,15 @@ class Mapping:
         self._values = pa.array(values).take(pa.array(positions, mask=positions < 0))
         self._index = {v: int(i) for i, v in zip(ids.tolist(), pa.array(values).to_pylist()) if v is not None}
 
+    @property
+    def value_type(self):
+        """The pyarrow type of the raw values."""
+        return self._values.type
+
+    def known_values(self) -> list:
+        """The raw values that have an id (not padding, not the out-of-vocabulary bucket)."""
+        return list(self._index)
+
     @classmethod
     def load(cls, run_dir, column: str) -> "Mapping | None":
         """The mapping of `column` (a session column such as `item_id-list`, or the raw name), or None."""
@@ -73,14 +82,18 @@ class Mapping:
         has_oov = bool(len(ids)) and OOV in ids.tolist() and values[ids.tolist().index(OOV)].as_py() is None
         return cls(name, ids, values, has_oov)
 
-    def decode(self, rows: list[list[int]]) -> list[list]:
-        """Raw values for rows of ids (every id must be one the mapping holds)."""
+    def take(self, ids: np.ndarray):
+        """The raw values of ids as a pyarrow array (null for padding and unused ids); every id must be one the
+        mapping holds."""
         import pyarrow as pa
-        flat = np.fromiter((i for row in rows for i in row), dtype=np.int64)
-        if len(flat) and (flat.min() < 0 or flat.max() >= len(self._values)):
+        if len(ids) and (ids.min() < 0 or ids.max() >= len(self._values)):
             raise UserError(f"ids outside the mapping of {self.column!r} (0..{len(self._values) - 1}); the run and "
                             "its categories do not belong together")
-        values = self._values.take(pa.array(flat)).to_pylist()
+        return self._values.take(pa.array(ids))
+
+    def decode(self, rows: list[list[int]]) -> list[list]:
+        """Raw values for rows of ids (every id must be one the mapping holds)."""
+        values = self.take(np.fromiter((i for row in rows for i in row), dtype=np.int64)).to_pylist()
         out, start = [], 0
         for row in rows:
             out.append(values[start:start + len(row)])
@@ -90,9 +103,10 @@ class Mapping:
     def encode(self, rows: list[list]) -> list[list[int]]:
         """Ids for rows of raw values; an unknown value is the OOV id where the column has one, else a DataError
         listing the rows and values."""
-        out, unknown = [], []
+        flat = self.lookup([v for row in rows for v in row]).tolist()
+        out, unknown, start = [], [], 0
         for r, row in enumerate(rows):
-            ids = [self._index.get(v, OOV if self.oov else -1) for v in row]
+            ids, start = flat[start:start + len(row)], start + len(row)
             unknown += [(r, v) for v, i in zip(row, ids) if i < 0]
             out.append(ids)
         if unknown:
@@ -100,6 +114,12 @@ class Mapping:
             raise DataError([f"{len(unknown)} value(s) of {self.column!r} unknown to the model's mapping ({shown}"
                              f"{' ...' if len(unknown) > 5 else ''}); the model cannot score items it never saw"])
         return out
+
+    def lookup(self, values) -> np.ndarray:
+        """The ids of a sequence of raw values as int64; an unknown value gets the column's OOV id where it has
+        one, else -1. (A dict lookup per value: pyarrow's index_in would hash the whole catalog on every call.)"""
+        miss = OOV if self.oov else -1
+        return np.fromiter((self._index.get(v, miss) for v in values), dtype=np.int64, count=len(values))
 
 
 def raw_item_ids(run_dir, column: str, rows: list[list[int]], ids: str | None) -> list[list]:

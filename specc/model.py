@@ -78,6 +78,11 @@ class Model(nn.Module):
 
     def prepare(self, batch: dict[str, torch.Tensor], targets: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Padded [B, L] list columns (most recent max_sequence_length items kept), [B] scalars, and lengths."""
+        return self._window(*self._rows(batch, targets))
+
+    def _rows(self, batch: dict[str, torch.Tensor], targets: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The batch's columns as given, whole rows checked (right-padded [B, W] lists, [B] scalars), and the
+        rows' lengths."""
         needed = self.input_columns + (self.target_columns if targets else [])
         missing = [c for c in needed if c not in batch and f"{c}__values" not in batch]
         if missing:
@@ -97,10 +102,6 @@ class Model(nn.Module):
         if seq.shape[1] > 1 and (real[:, 1:] & ~real[:, :-1]).any():
             raise DataError([f"column {self.sequence_column!r} is not right-padded: each row must hold its items "
                              "first, then zeros"], "batch")
-        lengths = real.sum(1)
-        for c in self.list_columns:
-            out[c] = keep_most_recent(out[c], lengths, self.max_length)
-        lengths = lengths.clamp(max=self.max_length)
         checked = [c for c in self.id_ranges if out[c].numel()]
         floats = [c for c in needed if out[c].is_floating_point() and out[c].numel()]
         if checked or floats:   # one device sync for all columns
@@ -113,7 +114,16 @@ class Model(nn.Module):
                     if not ok]
             if bad:
                 raise DataError(bad, "batch")
-        return out, lengths
+        return out, real.sum(1)
+
+    def _window(self, rows: dict[str, torch.Tensor], lengths: torch.Tensor
+                ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """What the model reads of whole rows: each row's most recent max_sequence_length positions, as
+        [B, max_sequence_length] list columns (scalars as they are), and the lengths of those."""
+        out = dict(rows)
+        for c in self.list_columns:
+            out[c] = keep_most_recent(out[c], lengths, self.max_length)
+        return out, lengths.clamp(max=self.max_length)
 
     # ------------------------------------------------------------------ forward
 
@@ -138,9 +148,9 @@ class Model(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict:
         """Training: {"loss", "losses": {task: loss}}. In eval mode the next-item loss follows the eval protocol
         (the last item predicted from the ones before it) and "predictions" holds the other tasks' outputs."""
-        batch, lengths = self.prepare(batch, targets=True)
         if not self.training:
-            return self._eval_forward(batch, lengths)
+            return self._eval_forward(*self._rows(batch, targets=True))
+        batch, lengths = self.prepare(batch, targets=True)
         losses: dict[str, torch.Tensor] = {}
         m = self.plan.masking
         items = batch[self.sequence_column]
@@ -228,7 +238,7 @@ class Model(nn.Module):
         return self.encode(batch, lengths, replace, query=lengths)
 
     def _strip_last(self, batch, lengths):
-        """The eval protocol's input: every sequence without its last item, and that item as the target."""
+        """Every sequence without its last item, and that item as the target."""
         rows = torch.arange(lengths.shape[0], device=lengths.device)
         last = (lengths - 1).clamp(min=0)
         target = batch[self.sequence_column][rows, last]
@@ -239,14 +249,23 @@ class Model(nn.Module):
             stripped[c] = v
         return stripped, (lengths - 1).clamp(min=0), target
 
-    def _eval_forward(self, batch, lengths) -> dict:
+    def _held_out(self, rows, lengths):
+        """The eval protocol's input from whole rows: each row's last item as the target and the window before it
+        as the context, the very one `recommend` reads for the row without that item. -> (context batch, context
+        lengths, target [B], history [B, W]: every item of the row before the target)."""
+        stripped, short, target = self._strip_last(rows, lengths)
+        context, short = self._window(stripped, short)
+        return context, short, target, stripped[self.sequence_column]
+
+    def _eval_forward(self, rows, lengths) -> dict:
         losses, predictions = {}, {}
         if self.next_item is not None:
-            stripped, short, target = self._strip_last(batch, lengths)
-            h = self.next_hidden(stripped, short)
+            context, short, target, _ = self._held_out(rows, lengths)
+            h = self.next_hidden(context, short)
             name = next(t.name for t in self.plan.tasks if t.kind == "next_item")
             losses[name] = self.next_item.full_catalog_loss(h, self._item_weight(), target, self._backend(h))
         if self.scalar_heads:
+            batch, lengths = self._window(rows, lengths)
             hidden = self.encode(batch, lengths)
             for name, head in self.scalar_heads.items():
                 out = head(hidden, lengths)
@@ -258,23 +277,27 @@ class Model(nn.Module):
     @torch.no_grad()
     def recommend(self, batch: dict[str, torch.Tensor], k: int = 20, exclude_seen: bool = False
                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Top-k next items after each sequence's last item: (scores [B, k], ids [B, k]). Never returns id 0."""
+        """Top-k next items after each sequence's last item: (scores [B, k], ids [B, k]). Never returns id 0.
+        The model reads each row's last max_sequence_length items; `exclude_seen` excludes every item the batch
+        holds for the row, older ones included."""
         if self.next_item is None:
             raise ValueError("this model has no next_item task")
         catalog = self.plan.next_item.n_items - 1
         if not 1 <= k <= catalog:
             raise ValueError(f"k must be between 1 and the catalog's {catalog} items (id 0 is padding), got {k}")
-        batch, lengths = self.prepare(batch)
+        rows, lengths = self._rows(batch, targets=False)
+        seen = rows[self.sequence_column] if exclude_seen else None
         with _eval_mode(self):
-            return self._topk(batch, lengths, k, exclude_seen)
+            return self._topk(*self._window(rows, lengths), k, seen)
 
     @torch.no_grad()
     def evaluate_batch(self, batch: dict[str, torch.Tensor], k: int, exclude_seen: bool = False) -> dict:
         """The eval protocol for one batch, by task name: (top-k ids, last items) for the next-item task, each
-        last item predicted from the ones before it; (predictions, labels) for the other tasks."""
-        batch, lengths = self.prepare(batch, targets=True)
+        last item predicted from the max_sequence_length ones before it (`exclude_seen`: none of the row's earlier
+        items ranked); (predictions, labels) for the other tasks."""
+        rows, lengths = self._rows(batch, targets=True)
         with _eval_mode(self):
-            return self._evaluate(batch, lengths, k, exclude_seen)
+            return self._evaluate(rows, lengths, k, exclude_seen)
 
     @torch.no_grad()
     def score(self, batch: dict[str, torch.Tensor], item_ids: torch.Tensor) -> torch.Tensor:
@@ -299,31 +322,33 @@ class Model(nn.Module):
         ids = item_ids.expand(h.shape[0], -1) if item_ids.dim() == 1 else item_ids
         return self.next_item.score(h, self._item_weight(), ids)
 
-    def _evaluate(self, batch, lengths, k, exclude_seen) -> dict:
+    def _evaluate(self, rows, lengths, k, exclude_seen) -> dict:
         out: dict = {}
         if self.next_item is not None:
-            stripped, short, target = self._strip_last(batch, lengths)
+            context, short, target, history = self._held_out(rows, lengths)
             sampled = self.plan.next_item.sampled
             if sampled:
-                negatives = sampled_negatives(stripped[self.sequence_column], target, self.plan.next_item.n_items,
-                                              sampled["negatives"], sampled["seed"])
-                scores = self._score(stripped, short, torch.cat([target[:, None], negatives], 1))
+                negatives = sampled_negatives(history, target, self.plan.next_item.n_items, sampled["negatives"],
+                                              sampled["seed"])
+                scores = self._score(context, short, torch.cat([target[:, None], negatives], 1))
                 top = ranks_as_top_ids(scores, target, k)
             else:   # a cut-off beyond a small catalog ranks it all: the missing places hold no item (-1)
-                top = self._topk(stripped, short, min(k, self.plan.next_item.n_items - 1), exclude_seen)[1]
+                top = self._topk(context, short, min(k, self.plan.next_item.n_items - 1),
+                                 history if exclude_seen else None)[1]
                 top = F.pad(top, (0, k - top.shape[1]), value=-1)
             out[self.plan.next_item.name] = (top, target)
         if self.scalar_heads:
+            batch, lengths = self._window(rows, lengths)
             hidden = self.encode(batch, lengths)
             for name, head in self.scalar_heads.items():
                 out[name] = (head.predict(head(hidden, lengths)), self._scalar_target(batch, name, lengths))
         return out
 
-    def _topk(self, batch, lengths, k, exclude_seen):
+    def _topk(self, batch, lengths, k, seen: torch.Tensor | None):
+        """Top-k items for the position after each row of `batch`, none of those in `seen` [B, W] (0-padded)."""
         h = self.next_hidden(batch, lengths)
-        seen = batch[self.sequence_column]
         # id 0 (padding) is always excluded (a full row of seen items holds no 0)
-        exclude = F.pad(seen, (0, 1)) if exclude_seen else torch.zeros_like(seen[:, :1])
+        exclude = torch.zeros_like(lengths[:, None]) if seen is None else F.pad(seen, (0, 1))
         return self.next_item.topk(h, self._item_weight(), k, exclude, self._backend(h))
 
 

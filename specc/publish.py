@@ -1,5 +1,6 @@
 """Publishing a checkpoint as one unit: its files are written into a temporary folder, fsynced, the folder renamed
-into `checkpoints/`, and the pointer `checkpoint.json` replaced last (see docs/guarantees.md)."""
+into `checkpoints/`, and the pointer `checkpoint.json` replaced last; keeping the best one by a second pointer,
+`best.json`, naming a checkpoint already published (see docs/guarantees.md)."""
 from __future__ import annotations
 
 import os
@@ -9,7 +10,7 @@ from typing import Callable
 
 from safetensors import SafetensorError
 
-from specc.checkpoint import CHECKPOINTS, POINTER, RunError, file_mode, published, sha256_file
+from specc.checkpoint import BEST, CHECKPOINTS, POINTER, RunError, file_mode, published, sha256_file
 from specc.files import atomic_write_text, fsync_file, fsync_folder, json_text
 
 
@@ -50,11 +51,23 @@ def publish_checkpoint(run_dir: Path, position: dict, write: Callable[[Path], No
     return published(run_dir)
 
 
-def prune(run_dir: Path, pointer: dict) -> None:
-    """Remove every checkpoint but the published one, and temporary files a killed writer left."""
+def publish_best(run_dir: Path, pointer: dict, selection: dict) -> dict:
+    """Name the published checkpoint `pointer` (whole on disk: it was published first) in best.json, with what it
+    was selected by (`selection`: metric, value, metrics). One atomic replace: best.json names the old best or the
+    new one, never neither. Returns the new best pointer."""
+    fields = {k: v for k, v in pointer.items() if k != "path"}
+    atomic_write_text(run_dir / BEST, json_text({**fields, "format": "specc-best-1", **selection}, indent=2),
+                      durable=True)
+    return published(run_dir, BEST)
+
+
+def prune(run_dir: Path, pointers: tuple[dict | None, ...]) -> None:
+    """Remove every checkpoint that no pointer names (the published one, the best one), and temporary files a
+    killed writer left."""
     folder = run_dir / CHECKPOINTS
+    named = {pointer["path"].name for pointer in pointers if pointer is not None}
     for entry in folder.iterdir() if folder.is_dir() else ():
-        if entry.name != pointer["path"].name:
+        if entry.name not in named:
             remove(entry)
     for entry in run_dir.glob("*.tmp"):
         remove(entry)

@@ -3,7 +3,8 @@ docs/guarantees.md).
 
 One writer holds its lock (`specc/lock.py`). A checkpoint (weights, optimizer/schedule/RNG state, position) is
 written into a temporary folder, fsynced, renamed to `checkpoints/step-N/`, and published by rewriting the pointer
-`checkpoint.json` last; older checkpoints are then removed. Resuming proves that the weights and the state belong
+`checkpoint.json` last; with early stopping the best evaluated epoch's checkpoint is also named by `best.json`, and
+checkpoints that neither pointer names are then removed. Resuming proves that the weights and the state belong
 together: the pointer's checksums and the step each file records."""
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ from pathlib import Path
 
 from safetensors.torch import save_model
 
-from specc.checkpoint import CHECKPOINTS, POINTER, WEIGHTS, RunError, check_same_plan, load_weights, published, \
+from specc.checkpoint import BEST, CHECKPOINTS, POINTER, WEIGHTS, RunError, check_same_plan, load_weights, published, \
     run_json, verify_file
 from specc.files import atomic_write_text, json_text
 from specc.lock import LOCK_NAME, RunLock, describe, refuse_inside_run
 from specc.loop import Position
 from specc.mappings import CATEGORIES, record as record_mappings
-from specc.publish import prune, publish_checkpoint, remove
+from specc.publish import prune, publish_best, publish_checkpoint, remove
 from specc.run_log import JsonlLogger, reconcile_log
 from specc.train_state import META, TENSORS, checked_position, load_train_state, save_train_state, saved_settings
 
 _IDENTITY = ("spec.json", "plan.json", "columns.json")
 # what a run directory holds: its files, and what the trackers and specc report write into it
-_OURS = {LOCK_NAME, POINTER, CHECKPOINTS, "metrics.json", "log.jsonl", "tensorboard", "mlflow", "report", CATEGORIES,
-         *_IDENTITY}
+_OURS = {LOCK_NAME, POINTER, BEST, CHECKPOINTS, "metrics.json", "log.jsonl", "tensorboard", "mlflow", "report",
+         CATEGORIES, *_IDENTITY}
 
 
 def _ours(names: set[str]) -> bool:
@@ -42,7 +43,8 @@ class RunDirectory:
         self.path = Path(path)
         self.resume, self.writer = resume, writer
         self.say = say
-        self.pointer: dict | None = None
+        self.pointer: dict | None = None   # the published checkpoint (the latest)
+        self.best: dict | None = None      # the kept best one, with early stopping
         self._lock = RunLock(self.path)
         self._created = False
         self._fresh = False   # checked to be free for a new run: what this command writes there may be removed
@@ -87,10 +89,11 @@ class RunDirectory:
             raise RunError(f"{self.path}: nothing to resume (no published checkpoint; the run stopped before its "
                            "first one). Start it again without --resume: the folder can be reused")
         self._read_published()
-        prune(self.path, self.pointer)
+        prune(self.path, (self.pointer, self.best))
 
     def _read_published(self) -> None:
         self.pointer = published(self.path)
+        self.best = published(self.path, BEST) if (self.path / BEST).exists() else None
         self._saved = saved_settings(self.pointer["path"])
 
     def __exit__(self, kind, exc, tb):
@@ -180,8 +183,19 @@ class RunDirectory:
             record_mappings(self.path, settings["data"])
         self.pointer = publish_checkpoint(self.path, position, write, (WEIGHTS, TENSORS, META),
                                           self._identity if first else {}, self.pointer)
-        prune(self.path, self.pointer)
+        prune(self.path, (self.pointer, self.best))
         return f"{self.path} (step {position['step']})"
+
+    def keep_best(self, selection: dict) -> None:
+        """Keep the published checkpoint (an epoch's end, just evaluated) as the best: best.json names it, and the
+        best before it is removed."""
+        if self.writer:
+            self.best = publish_best(self.path, self.pointer, selection)
+            prune(self.path, (self.pointer, self.best))
+
+    def best_epoch(self) -> int | None:
+        """The epoch whose checkpoint best.json names, if any."""
+        return self.best["epoch"] if self.best else None
 
     def metrics(self) -> dict | None:
         """metrics.json, if it is there and readable."""

@@ -6,7 +6,8 @@ tritonserver, a body or message over the limit 413 / RESOURCE_EXHAUSTED.
 
 Health is the supervisor's (`Upstream.ready`): while tritonserver starts or restarts, `/v2/health/ready`
 and gRPC ServerReady/ModelReady say not ready (503 / false), liveness stays true, and every other call gets
-503 / UNAVAILABLE. Everything else is forwarded unchanged (bodies, headers, compression of responses).
+503 / UNAVAILABLE. Everything else is forwarded unchanged (bodies, headers; responses are compressed as the
+client's own Accept-Encoding asks, never otherwise).
 """
 from __future__ import annotations
 
@@ -61,8 +62,10 @@ class _HttpFront:
                 return _json_error(400, str(exc))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         try:
+            # only the client's own Accept-Encoding: aiohttp would ask for gzip, which a plain client cannot read
             async with self.session.request(request.method, f"http://{self.upstream.http}{request.path_qs}",
-                                            data=body, headers=headers) as answer:
+                                            data=body, headers=headers,
+                                            skip_auto_headers=("Accept-Encoding",)) as answer:
                 content = await answer.read()
                 out_headers = {k: v for k, v in answer.headers.items()
                                if k.lower() not in _HOP_BY_HOP or k.lower() == "content-encoding"}

@@ -1,7 +1,8 @@
 """The Triton Python-backend model of `specc serve`; it runs inside Triton's backend stub, never in specc.
 
 Each model folder that `specc serve` writes holds `graph.pt` (the traced inference graph), `signature.json`
-(see `specc.serve.Signature`) and a one-line `model.py` that imports `TritonPythonModel` from here.
+(see `specc.serve_handler.Signature`), the id mappings of its raw-id columns under `categories/`
+(`specc.serve_ids`) and a one-line `model.py` that imports `TritonPythonModel` from here.
 """
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import time
 import triton_python_backend_utils as pb_utils
 
 from specc.cpu import keep_freed_memory
-from specc.serve import BadRequest, Handler, Signature
+from specc.serve_handler import BadRequest, Handler, Signature
+from specc.serve_ids import RawIds
 
 
 def _exit_with_tritonserver() -> None:
@@ -40,7 +42,8 @@ class TritonPythonModel:
         torch.set_num_threads(signature.threads)
         torch.set_grad_enabled(False)
         keep_freed_memory()   # requests allocate the same tensors again and again: no unmap/page-fault cycle
-        self.handler = Handler(signature, torch.jit.load(os.path.join(folder, "graph.pt")))
+        codec = RawIds(signature, folder) if signature.raw else None
+        self.handler = Handler(signature, torch.jit.load(os.path.join(folder, "graph.pt")), codec)
 
     def execute(self, requests: list) -> list:
         arrays = []

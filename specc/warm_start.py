@@ -8,12 +8,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from specc.checkpoint import WEIGHTS, RunError, published, verify_file
+from specc.checkpoint import WEIGHTS, RunError, kept, verify_file
 
 
 def warm_start(model, run_dir) -> str:
-    """Copy the published weights of `run_dir` into `model`; returns what was done, for the log."""
-    pointer = published(Path(run_dir))
+    """Copy the kept weights of `run_dir` (see `specc.checkpoint.kept`) into `model`; returns what was done."""
+    pointer = kept(Path(run_dir))
     path = pointer["path"] / WEIGHTS
     verify_file(path, pointer)
     own = model.state_dict()

@@ -6,6 +6,7 @@ tests/test_faults.py. The faults kill the process with SIGKILL (as `kill -9` wou
   step:N               right after optimizer step N
   save:state:K         inside the K-th checkpoint write, after its weights were written, before its state
   save:publish:K       inside the K-th checkpoint write, with its folder in place, before the pointer names it
+  best:K               at the K-th best epoch (training.early_stopping), logged, before best.json names it
   evaluation:K         inside the K-th evaluation
   hold:PATH            after step 1, writes PATH and sleeps (a writer that is still busy)
 """
@@ -50,13 +51,22 @@ def after_steps(n: int, then):
     train.build_schedule = build_schedule
 
 
-def inject(fault: str) -> None:
+def before_writing(name: str, k: int) -> None:
+    """Die before the k-th atomic write of the run directory's file `name` (a pointer)."""
     import specc.publish as publish
+    write = publish.atomic_write_text
+    kth_write = on_call(write, k)
+    publish.atomic_write_text = lambda path, *a, **kw: (kth_write if Path(path).name == name else write)(
+        path, *a, **kw)
+
+
+def inject(fault: str) -> None:
     import specc.run_dir as run_dir
     import specc.train as train
+    import specc.train_inputs as inputs
     kind, _, arg = fault.partition(":")
     if kind == "validation":
-        train.open_for = on_call(train.open_for, 1)
+        inputs.open_for = on_call(inputs.open_for, 1)
     elif kind == "step":
         after_steps(int(arg), die)
     elif kind == "hold":
@@ -66,10 +76,9 @@ def inject(fault: str) -> None:
         if phase == "state":
             run_dir.save_train_state = on_call(run_dir.save_train_state, int(k))
         else:
-            write = publish.atomic_write_text
-            pointer_writes = on_call(write, int(k))
-            publish.atomic_write_text = lambda path, *a, **kw: (
-                pointer_writes if Path(path).name == "checkpoint.json" else write)(path, *a, **kw)
+            before_writing("checkpoint.json", int(k))
+    elif kind == "best":
+        before_writing("best.json", int(arg))
     elif kind == "evaluation":
         train.evaluate = on_call(train.evaluate, int(arg))
     elif kind != "none":

@@ -209,9 +209,19 @@ def test_two_process_training_writes_one_run_that_evaluates_alike_on_one_or_two_
     double = _specc("--standalone", "--nproc_per_node", 2, "-m", "specc", "evaluate", run, "--data", valid,
                     "--device", "cpu", launcher=("-m", "torch.distributed.run"))
     assert double.returncode == 0, double.stderr[-3000:]
-    for evaluated in (json.loads(single.stdout), json.loads(double.stdout)):
+    plain = json.loads(single.stdout)
+    for evaluated in (plain, json.loads(double.stdout)):
         for key in ("ndcg@10", "recall@10", "recall@20", "mrr@10"):
             assert abs(evaluated[key] - metrics[key]) <= 1e-4, (key, evaluated[key], metrics[key])
+    # with each row's whole history excluded, the shares still add up to the single process's metrics
+    single = _specc("evaluate", run, "--data", valid, "--device", "cpu", "--exclude-seen")
+    double = _specc("--standalone", "--nproc_per_node", 2, "-m", "specc", "evaluate", run, "--data", valid,
+                    "--device", "cpu", "--exclude-seen", launcher=("-m", "torch.distributed.run"))
+    assert single.returncode == 0 and double.returncode == 0, (single.stderr + double.stderr)[-3000:]
+    one, two = json.loads(single.stdout), json.loads(double.stdout)
+    assert any(one[k] != plain[k] for k in ("ndcg@10", "recall@20", "mrr@10"))   # the exclusion changed the ranking
+    for key in ("ndcg@10", "recall@10", "recall@20", "mrr@10"):
+        assert abs(one[key] - two[key]) <= 1e-4, (key, one[key], two[key])
 
 
 def _small_run_files(tmp_path, n_train: int = 200, n_valid: int = 40, seed: int = 4):
@@ -304,3 +314,22 @@ def test_a_killed_rank_stops_a_torchrun_training_fast_with_a_clear_message(tmp_p
             training.kill()
     assert training.returncode == 1 and time.monotonic() - killed < 60
     assert "rank 1 (exit -9)" in err and "of 2 failed" in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_max_time_stops_every_process_after_the_same_step_and_resume_continues(tmp_path):
+    spec, data = _small_run_files(tmp_path)
+    valid, run = tmp_path / "data" / "valid.parquet", tmp_path / "run"
+    steps = []
+    for resume in ([], ["--resume"]):
+        done = _specc("train", spec, "--data", data, "--eval", valid, "--out", run, "--epochs", 500,
+                      "--batch-size", 16, "--device", "cpu", "--quiet", "--nproc-per-node", 2, "--max-time", "4s",
+                      *resume)
+        assert done.returncode == 0, done.stderr[-3000:]   # the processes agreed: a disagreement would hang
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert (metrics["stopped"], metrics["world_size"], metrics["interrupted"]) == ("max_time", 2, False)
+        assert "ndcg@10" in metrics and "stopped at --max-time" in done.stderr
+        pointer = json.loads((run / "checkpoint.json").read_text())
+        steps.append(pointer["step"])
+        assert pointer["step"] == pointer["epoch"] * 13 + pointer["batch"]   # 100 rows and 8 per step on each
+    assert steps[1] > steps[0] > 0

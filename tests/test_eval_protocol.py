@@ -60,6 +60,20 @@ def test_negatives_are_unseen_catalog_items_and_depend_only_on_the_row():
     assert not torch.equal(sampled_negatives(items, target, 60, 30, seed=8), negatives)
 
 
+def test_negatives_are_uniform_over_the_unseen_items_however_few_are_left():
+    from specc.errors import DataError
+    catalog = torch.arange(1, 60)
+    items = catalog[torch.randperm(59, generator=torch.Generator().manual_seed(1))][None, :54]   # 5 left unseen
+    items = torch.cat([items, items[:, :1]], 1)                                                 # and a repeat
+    negatives = sampled_negatives(items, torch.tensor([items[0, 3]]), n_items=60, negatives=5000, seed=0)
+    unseen = sorted(set(range(1, 60)) - set(items[0].tolist()))
+    counts = torch.bincount(negatives[0], minlength=60)
+    assert sorted(torch.nonzero(counts).flatten().tolist()) == unseen
+    assert ((counts[unseen] - 1000).abs() < 150).all(), counts[unseen]
+    with pytest.raises(DataError, match="holds every item of the catalog"):
+        sampled_negatives(catalog[None, :58], torch.tensor([59]), n_items=60, negatives=3, seed=0)
+
+
 def test_ranks_as_top_ids_puts_the_target_at_its_rank_ties_against_it():
     scores = torch.tensor([[0.5, 0.9, 0.1, 0.7], [0.9, 0.1, 0.2, 0.3], [0.4, 0.4, 0.0, 0.0]])
     target = torch.tensor([11, 12, 13])

@@ -205,3 +205,22 @@ def test_a_body_that_cannot_be_recorded_cannot_be_served_either(runs, tmp_path, 
     monkeypatch.setattr(ex, "trace", python_call_in_graph)
     with pytest.raises(ServeError, match="cannot be traced for serving .*GeLUFunction"):
         write_repository(runs["sasrec"], tmp_path / "repo")
+
+
+
+def test_exclude_seen_excludes_the_whole_history_beyond_the_window_padded_and_ragged(runs):
+    """Rows whose items before the model's window are exactly the items it would rank first: none may come back."""
+    model = specc.load(runs["multitask"])
+    window = model.random_batch(4, length=model.max_length, min_length=model.max_length, seed=5)
+    first = model.recommend(window, k=3, exclude_seen=True)[1]          # the window's own top 3
+    long = {c: torch.cat([first if c == model.sequence_column else v[:, :3], v], 1) if c in model.list_columns
+            else v for c, v in window.items()}
+    lengths = torch.full((4,), model.max_length + 3)
+    ragged = {**{f"{c}__values": long[c].reshape(-1) for c in model.list_columns},
+              **{f"{c}__offsets": F.pad(lengths.cumsum(0), (1, 0)) for c in model.list_columns},
+              **{c: v for c, v in long.items() if c not in model.list_columns}}
+    ids = model.recommend(long, k=12, exclude_seen=True)[1]
+    assert not (ids[:, :, None] == first[:, None, :]).any()
+    for is_ragged, inputs in ((False, _inputs(long)), (True, ragged)):
+        traced = trace(InferenceModel(specc.load(runs["multitask"]), k=12, exclude_seen=True, ragged=is_ragged))
+        assert torch.equal(traced(inputs)[0], ids), is_ragged

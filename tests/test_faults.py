@@ -60,7 +60,7 @@ def reference(files):
     return out
 
 
-def assert_same_run(run, reference):
+def assert_same_run(run, reference, checkpoints=1):
     got, want = specc.load(run).state_dict(), specc.load(reference).state_dict()
     for key in want:
         torch.testing.assert_close(got[key], want[key], rtol=0, atol=0, msg=key)
@@ -71,7 +71,7 @@ def assert_same_run(run, reference):
     assert [(r["epoch"], r["step"], r["loss"], r["ndcg@10"]) for r in logs[0]] == \
         [(r["epoch"], r["step"], r["loss"], r["ndcg@10"]) for r in logs[1]]   # losses over every batch of an epoch
     assert not [p for p in run.rglob("*") if ".tmp" in p.name], "leftovers of the killed writer"
-    assert len(list((run / "checkpoints").iterdir())) == 1
+    assert len(list((run / "checkpoints").iterdir())) == checkpoints
 
 
 def killed(proc):
@@ -173,3 +173,41 @@ def test_a_second_writer_fails_at_once_naming_the_first_and_a_dead_ones_lock_is_
     assert taken.returncode == 0, taken.stderr
     assert f"took over the lock of {out} left by pid {first.pid}" in taken.stderr
     assert_same_run(out, reference)
+
+
+# the first epoch stays the best (no later one beats it by a whole unit) and the run trains both epochs
+FIRST_IS_BEST = {**SPEC, "training": {**SPEC["training"], "early_stopping": {"metric": "ndcg@10", "patience": 5,
+                                                                              "min_delta": 1.0}}}
+
+
+@pytest.fixture(scope="module")
+def keeping_best(files):
+    (files / "best_spec.json").write_text(json.dumps(FIRST_IS_BEST))
+    out = files / "keeping_best"
+    done = specc_run("none", *best_args(files, out))
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "best.json").read_text())["step"] == 4
+    return out
+
+
+def best_args(files, out, *extra):
+    return ["train", files / "best_spec.json", *train_args(files, out, *extra)[2:]]
+
+
+@pytest.mark.parametrize("fault", ["best:1", "step:7"])
+def test_a_kill_while_keeping_the_best_leaves_both_pointers_whole_and_resume_keeps_the_same_best(
+        files, keeping_best, tmp_path, fault):
+    out = tmp_path / "run"
+    killed(specc_run(fault, *best_args(files, out)))
+    latest, best = json.loads((out / "checkpoint.json").read_text()), out / "best.json"
+    if fault == "best:1":   # epoch 1 evaluated and logged, its checkpoint published; best.json not written
+        assert latest["step"] == 4 and not best.exists()
+    else:                   # best.json names epoch 1's checkpoint, kept beside step 6's
+        assert latest["step"] == 6 and json.loads(best.read_text())["step"] == 4
+        assert len(list((out / "checkpoints").iterdir())) == 2
+    assert specc.load(out) is not None   # readers load whichever pointer is there, whole
+    proc = specc_run("none", *best_args(files, out, "--resume"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "best.json").read_text())["step"] == 4
+    assert_same_run(out, keeping_best, checkpoints=2)
+    assert json.loads((out / "metrics.json").read_text())["kept_epoch"] == 1

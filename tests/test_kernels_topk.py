@@ -43,6 +43,7 @@ def _check(h, w, k, exclude, scores, ids, ref_scores, assert_oracle):
     (37, 1009, 10, 5),    # chunk-max threshold path, chunks of 16 columns (sub-tile reduction)
     (5, 2053, 1, 0),      # chunks of 256 columns = several tiles per chunk
     (9, 50, 64, 3),       # k >= C: tiny-catalog path, padded with -inf / -1
+    (6, 5003, 10, 300),   # a whole history excluded (m >> k): K' = k + m candidates, chunk-max path
 ])
 def test_topk_matches_reference(seed, poison, assert_oracle, N, C, k, m):
     d = 48

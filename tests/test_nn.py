@@ -56,3 +56,39 @@ def test_keep_freed_memory_takes_effect_on_glibc():
 
     from specc.cpu import keep_freed_memory
     assert keep_freed_memory() == (platform.system() == "Linux" and platform.libc_ver()[0] == "glibc")
+
+
+def test_attention_with_cpu_dropout_is_torchs_attention_with_its_probabilities_dropped():
+    import torch.nn.functional as F
+
+    from specc.nn.bodies import _attention_with_dropout
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(3, 2, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    keys = torch.rand(3, 1, 7, 7) > 0.4
+    keys[0, 0, 3] = False   # a query that may see no key: zeros, as torch gives
+    additive = torch.zeros(3, 1, 7, 7, dtype=torch.float64).masked_fill(~keys, float("-inf"))
+    for mask, causal in ((None, True), (keys, False), (additive, False), (None, False)):
+        want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        # a rate below 15 bits' resolution runs on torch's dropout at that rate: the attention itself to ~1e-9
+        got = _attention_with_dropout(q, k, v, mask, causal, 1e-12)
+        assert torch.allclose(got, want, atol=1e-9), (mask is None, causal)
+        assert torch.equal(got[0, :, 3], torch.zeros_like(got[0, :, 3])) or mask is None
+    # at a real rate every probability is dropped or scaled, so a sum over many draws keeps the expectation
+    ones = torch.ones(1, 1, 64, 1, dtype=torch.float64)
+    x = torch.zeros(1, 1, 64, 8, dtype=torch.float64)
+    out = torch.stack([_attention_with_dropout(x, x, ones, None, False, 0.25) for _ in range(200)])
+    assert abs(out.mean().item() - 1.0) < 0.02 and (out != 1.0).any()
+    q.grad = None
+    _attention_with_dropout(q, k, v, None, True, 0.5).sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_fp32_dropout_multiplies_by_one_scaled_mask_forward_and_backward(seed):
+    d = Dropout(0.25).train()
+    x = torch.randn(50_000, requires_grad=True)
+    y = d(x)
+    y.backward(torch.ones_like(y))
+    kept = y != 0
+    scale = 2 ** 15 / (2 ** 15 - round(0.25 * 2 ** 15))
+    assert torch.allclose(y[kept], x[kept] * scale) and torch.equal(x.grad != 0, kept)
+    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], scale))

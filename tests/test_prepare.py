@@ -76,7 +76,7 @@ def test_session_mode_time_split_golden(tmp_path, log):
     assert report["n_null_continuous"] == {"price": 1}
     assert report["sessions"]["kept"] == 4 and report["sessions"]["dropped_too_short"] == 1
     assert report["items"] == 4 and report["events_kept"] == 9
-    span = lambda first, last: {"min": at(first).isoformat(), "max": at(last).isoformat()}  # noqa: E731
+    span = lambda a, b: {"min": at(a).isoformat(), "max": at(b).isoformat()}  # noqa: E731
     assert report["splits"] == {"train": {"sessions": 3, "events": 7, "time_range": span(0, 180)},
                                 "valid": {"sessions": 1, "events": 2, "time_range": span(240, 245)}}
     assert report["split"]["valid_after"] == at(180).isoformat()
@@ -103,23 +103,26 @@ def test_user_mode_with_session_gap_and_last_split(tmp_path):
     assert by_session["time_since_prev-list"].to_list() == [[0.0], [0.0, 300.0], [0.0, 60.0]]   # a gap restarts it
     assert by_session["hour"].to_list() == [10, 12, 10] and by_session["weekday"].to_list() == [1, 1, 1]
     assert test["time_since_prev-list"].to_list() == [[0.0, 600.0, 600.0]]
-    span = lambda first, last: {"min": at(first).isoformat(), "max": at(last).isoformat()}  # noqa: E731
-    assert report["splits"] == {"train": {"sessions": 3, "events": 5, "time_range": span(0, 125)},  # a, d a, a b
-                                "valid": {"sessions": 1, "events": 2, "time_range": span(0, 10)},   # a b
-                                "test": {"sessions": 1, "events": 3, "time_range": span(0, 20)}}    # a b c
+    assert {k: v for k, v in report["splits"]["test"].items() if k != "time_range"} == {"sessions": 1, "events": 3}
+    # the sessions each split's rows come from: valid and test rows are u1's first session, train rows all three
+    held = report["splits"]["test"]["time_range"]
+    assert report["splits"]["valid"]["time_range"] == held
+    assert held["min"] == report["time_range"]["min"] and held["max"] < report["time_range"]["max"]
+    assert report["splits"]["train"]["time_range"] == report["time_range"]
 
 
 def test_user_mode_one_sequence_per_user_and_max_length(tmp_path, log):
     out = str(tmp_path / "out")
     report = prepare({"events": log, "out": out, "item": "item", "time": "ts", "user": "session", "split": "last",
-             "max_length": 2})
+                      "max_length": 2})
     test = read(out, "test")
     assert test["session"].to_list() == ["s1"]                  # the only user with >= 3 events
     assert test["item-list"].to_list() == [[3, 2]]              # the most recent 2 of a, c, b
     assert read(out, "valid")["item-list"].to_list() == [[1, 3]]
     assert "session_index" not in test.columns
-    assert report["splits"]["test"]["time_range"] == {"min": at(1).isoformat(), "max": at(2).isoformat()}  # c, b
     assert not any(c.startswith("__") for c in test.columns)
+    # the range of the session the row comes from, before --max-length keeps its 2 latest items (c, b)
+    assert report["splits"]["test"]["time_range"] == {"min": at(0).isoformat(), "max": at(2).isoformat()}
 
 
 def test_categories_reused_across_batches(tmp_path, log):

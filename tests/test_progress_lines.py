@@ -1,7 +1,7 @@
 """Progress when stderr is not a terminal: periodic log lines instead of a bar (a run is never silent for long)."""
 import json
 
-import specc.loop as loop
+import specc.progress as progress
 from specc.cli import main
 from specc.synth import default_schema, synthesize
 from tests.helpers import ROOT
@@ -9,17 +9,17 @@ from tests.helpers import ROOT
 
 def test_progress_lines_say_where_the_epoch_is_at_most_every_interval():
     said = []
-    lines = loop._ProgressLines(total=5, desc="epoch 1/2", say=said.append, every=0.0)
+    lines = progress.ProgressLines(total=5, desc="epoch 1/2", say=said.append, every=0.0)
     lines.set_postfix(loss="2.5000", sessions_s="1200")
     lines.update(1)
     assert said == ["epoch 1/2: batch 1/5  loss 2.5000  sessions/s 1200"]
-    slow = loop._ProgressLines(total=5, desc="epoch 1/2", say=said.append, every=3600.0)
+    slow = progress.ProgressLines(total=5, desc="epoch 1/2", say=said.append, every=3600.0)
     slow.update(1), slow.update(1)
     assert len(said) == 1
 
 
 def test_a_training_run_without_a_terminal_logs_progress_lines_unless_quiet(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(loop, "PROGRESS_LINE_SECONDS", 0.0)
+    monkeypatch.setattr(progress, "PROGRESS_LINE_SECONDS", 0.0)
     synthesize(default_schema(), tmp_path / "data", n_train=120, n_valid=20, seed=2)
     spec = json.loads((ROOT / "specs" / "sasrec.json").read_text())
     spec.pop("schema")

@@ -33,15 +33,24 @@ def test_min_delta_and_error_metrics_go_down():
 def test_a_nan_evaluation_never_becomes_the_best():
     s = _selection(metric="ndcg@10", patience=3)
     assert not s.update({"ndcg@10": float("nan")}, 1) and s.best is None
-    assert s.update({"ndcg@10": 0.0}, 2)
+    assert not s.update({"ndcg@10": None}, 2)   # how log.jsonl writes NaN, replayed
+    assert s.update({"ndcg@10": 0.0}, 3) and s.bad_evaluations == 0
+
+
+def test_the_fields_an_epoch_record_adds_are_not_taken_for_metrics():
+    from specc.loop import Position
+    from specc.selection import NOT_METRICS
+    assert set(Position().finish_epoch()) | {"world_size"} == set(NOT_METRICS)
 
 
 def test_replaying_the_logged_epochs_rebuilds_the_selection():
     s = _selection(metric="ndcg@10", patience=3)
     s.update({"ndcg@10": 0.4}, 1), s.update({"ndcg@10": 0.3}, 2)
     again = _selection(metric="ndcg@10", patience=3)
-    again.replay([{"epoch": 1, "loss": 2.0, "ndcg@10": 0.4}, {"epoch": 2, "ndcg@10": 0.3}, {"epoch": 3, "loss": 1.0}])
+    again.replay([{"epoch": 1, "loss": 2.0, "ndcg@10": 0.4, "step": 4, "seconds": 1.5, "world_size": 1},
+                  {"epoch": 2, "ndcg@10": 0.3}, {"epoch": 3, "loss": 1.0}])
     assert again == s and again.summary() == {"selected_by": "ndcg@10", "best_epoch": 1, "best_ndcg@10": 0.4}
+    assert again.best_metrics == {"ndcg@10": 0.4}
 
 
 def _spec(early_stopping: dict) -> dict:
@@ -67,6 +76,8 @@ def _train_files(tmp_path, early_stopping: dict):
     spec["body"].update(d_model=16, n_layer=1)
     spec["inputs"]["embeddings"]["default_dim"] = 16
     spec["training"]["early_stopping"] = early_stopping
+    # a constant rate: a run cut short after an epoch trains that epoch as a longer run does
+    spec["training"].update(schedule="constant", warmup=0.0)
     (tmp_path / "spec.json").write_text(json.dumps(spec))
     return str(tmp_path / "spec.json"), str(tmp_path / "data" / "train.parquet"), str(tmp_path / "data" / "valid.parquet")
 
@@ -79,14 +90,24 @@ def test_training_stops_when_the_metric_stops_improving_and_a_resume_keeps_the_s
     result = train(spec, data, str(tmp_path / "run"), eval_data=valid, epochs=6, batch_size=32, progress=False,
                    log=said.append)
     assert (result["epochs"], result["best_epoch"], result["stopped_early"]) == (3, 1, True)
-    assert result["selected_by"] == "recall@10" and result["weights"] == "last epoch"
+    assert result["selected_by"] == "recall@10" and result["stopped"] == "early_stopping"
+    assert (result["weights"], result["kept_epoch"]) == ("best epoch 1", 1)
     assert any(line.startswith("early stopping after epoch 3") for line in said)
+    first = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[0])
+    assert {k: result[k] for k in first if "@" in k} == {k: v for k, v in first.items() if "@" in k}
     # a run cut short after epoch 1, resumed: the selection is replayed from its log, so it stops at the same epoch
     train(spec, data, str(tmp_path / "cut"), eval_data=valid, epochs=1, batch_size=32, progress=False,
           log=lambda m: None)
     resumed = train(spec, data, str(tmp_path / "cut"), eval_data=valid, epochs=6, resume=True, progress=False,
                     log=lambda m: None)
     assert (resumed["epochs"], resumed["best_epoch"], resumed["stopped_early"]) == (3, 1, True)
+    assert {k: v for k, v in resumed.items() if "seconds" not in k and "per_s" not in k} == \
+        {k: v for k, v in result.items() if "seconds" not in k and "per_s" not in k}
+    for run in ("run", "cut"):   # the best (epoch 1, step 5) is kept beside the latest (epoch 3)
+        assert json.loads((tmp_path / run / "best.json").read_text())["step"] == 5
+        assert len(list((tmp_path / run / "checkpoints").iterdir())) == 2
+    kept, other = specc.load(tmp_path / "run").state_dict(), specc.load(tmp_path / "cut").state_dict()
+    assert all(kept[k].equal(other[k]) for k in kept)
     again = train(spec, data, str(tmp_path / "cut"), eval_data=valid, epochs=6, resume=True, progress=False,
                   log=said.append)
     assert again["epochs"] == 3 and "early stopping ended it" in said[-1]

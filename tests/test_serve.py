@@ -49,12 +49,11 @@ def run_dir(tmp_path_factory):
     return root / "run"
 
 
-def _wait_ready(client, proc, log, timeout=180) -> None:
+def _wait_ready(client, proc, log, timeout=180, model="multitask") -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         try:
-            if client.is_server_ready() and client.is_model_ready("multitask") and \
-                    client.is_model_ready("multitask_ragged"):
+            if client.is_server_ready() and client.is_model_ready(model) and client.is_model_ready(f"{model}_ragged"):
                 return
         except Exception:
             pass
@@ -88,15 +87,20 @@ def _launch(run_dir, tmp: Path, log, *flags):
 
 @pytest.fixture(scope="module")
 def server(run_dir, tmp_path_factory):
-    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
     tmp = tmp_path_factory.mktemp("serve_tmp")   # the server's TMPDIR, with folders of earlier servers
     workspaces = _stale_workspaces(tmp)
-    proc, port, grpc, metrics = _launch(run_dir, tmp, log, "--max-request-mb", "1")
+    yield from serving(run_dir, tmp_path_factory, tmp, "--max-request-mb", "1", workspaces=workspaces)
+
+
+def serving(run_dir, tmp_path_factory, tmp, *flags, model="multitask", **extra):
+    """A fixture's body: `specc serve RUN_DIR` started and ready, then stopped by SIGTERM with nothing left."""
+    log = open(tmp_path_factory.mktemp("serve_log") / "serve.log", "w+")
+    proc, port, grpc, metrics = _launch(run_dir, tmp, log, *flags)
     url = f"127.0.0.1:{port}"
     client = httpclient.InferenceServerClient(url)
-    _wait_ready(client, proc, log)
+    _wait_ready(client, proc, log, model=model)
     yield {"url": url, "client": client, "proc": proc, "metrics": metrics, "grpc": grpc, "log": log, "tmp": tmp,
-           "workspaces": workspaces}
+           **extra}
     client.close()
     family = {proc.pid} | descendants(proc.pid)   # after any restart
     proc.send_signal(signal.SIGTERM)
@@ -264,6 +268,30 @@ def _post(server, body: bytes, headers=None, model="multitask"):
             return answer.status, answer.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def test_responses_are_compressed_only_when_the_client_asks(server, run_dir):
+    import gzip
+    import http.client
+    import json
+    batch = _batch(specc.load(run_dir), 2, seed=8)
+    body = json.dumps({"inputs": [{"name": c, "shape": list(t.shape if t.dim() == 2 else (t.shape[0], 1)),
+                                   "datatype": "FP32" if t.dtype == torch.float32 else "INT64",
+                                   "data": t.reshape(-1).tolist()} for c, t in batch.items()]}).encode()
+    answers = {}
+    for asked in (None, "gzip"):
+        connection = http.client.HTTPConnection(server["url"], timeout=60)
+        connection.putrequest("POST", "/v2/models/multitask/infer", skip_accept_encoding=True)   # like curl
+        for key, value in (("Content-Length", str(len(body))), ("Accept-Encoding", asked)):
+            if value:
+                connection.putheader(key, value)
+        connection.endheaders(body)
+        answer = connection.getresponse()
+        answers[asked] = (answer.status, answer.getheader("Content-Encoding"), answer.read())
+        connection.close()
+    assert answers[None][:2] == (200, None) and json.loads(answers[None][2])["outputs"]
+    assert answers["gzip"][:2] == (200, "gzip") and json.loads(gzip.decompress(answers["gzip"][2])) == \
+        json.loads(answers[None][2])
 
 
 def _json_request(shape, data=(5, 6), datatype="INT64") -> bytes:

@@ -91,8 +91,8 @@ def test_load_and_evaluate_reproduce_the_training_metrics(run, data):
     out, result = run
     model = specc.load(out)
     assert not model.training
-    from specc.evaluation import evaluate, open_for
-    metrics = evaluate(model, open_for(model, str(data / "valid.parquet"), default_schema(), 2))
+    from specc.evaluation import evaluate, open_evaluation
+    metrics = evaluate(model, open_evaluation(model, str(data / "valid.parquet"), default_schema()))
     assert metrics["ndcg@10"] == pytest.approx(result["ndcg@10"], abs=1e-9)
     proc = cli("evaluate", out, "--data", data / "valid.parquet")
     assert proc.returncode == 0, proc.stderr

@@ -12,23 +12,34 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _LEVELS = 1 << 15
 
 
+def dropout(x: torch.Tensor, p: float, training: bool = True, inplace: bool = False) -> torch.Tensor:
+    """`torch.nn.functional.dropout` with the cheaper CPU mask (the module's docstring says how)."""
+    drop = round(p * _LEVELS)
+    # rates that 15 bits cannot express (p within 2^-16 of 0 or 1), and what torch does well: torch's own
+    if not training or not 0 < drop < _LEVELS or x.device.type != "cpu" or not x.is_floating_point():
+        return F.dropout(x, p, training, inplace)
+    n = x.numel()
+    seed = int(torch.randint(0, 1 << 62, (1,)).item())   # from torch's generator: manual_seed reproduces it
+    bits = np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
+    keep = torch.from_numpy(bits).view(x.shape).bitwise_and_(_LEVELS - 1).ge_(drop)
+    scale = _LEVELS / (_LEVELS - drop)
+    if x.dtype in (torch.float32, torch.float64):
+        # one multiply by a scaled mask of x's dtype, forward and backward: a bool operand takes torch's slow
+        # mixed-dtype loop (3x the time on [128, 50, 256]); a half-precision mask would round the scale
+        mask = keep.to(x.dtype).mul_(scale)
+        return x.mul_(mask) if inplace else x * mask
+    return x.mul_(keep).mul_(scale) if inplace else x * keep * scale
+
+
 class Dropout(nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        drop = round(self.p * _LEVELS)
-        # rates that 15 bits cannot express (p within 2^-16 of 0 or 1), and what torch does well: torch's own
-        if not self.training or not 0 < drop < _LEVELS or x.device.type != "cpu" or not x.is_floating_point():
-            return super().forward(x)
-        n = x.numel()
-        seed = int(torch.randint(0, 1 << 62, (1,)).item())   # from torch's generator: manual_seed reproduces it
-        bits = np.random.SFC64(seed).random_raw((n + 3) // 4).view(np.int16)[:n]
-        keep = torch.from_numpy(bits).view(x.shape).bitwise_and_(_LEVELS - 1).ge_(drop)
-        scale = _LEVELS / (_LEVELS - drop)
-        return x.mul_(keep).mul_(scale) if self.inplace else x * keep * scale
+        return dropout(x, self.p, self.training, self.inplace)
 
 
 def use_fast_dropout(module: nn.Module) -> nn.Module:

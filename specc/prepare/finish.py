@@ -36,7 +36,10 @@ def finish(root: str, prep: Preparation, writer: SplitWriter, totals: StepCounts
         "time_range": {"min": _iso(prep.stats.time_min), "max": _iso(prep.stats.time_max)},
         "split": {"kind": spec.split, **({"valid_fraction": spec.valid_fraction, "valid_after": _iso(writer.cutoff)}
                                         if spec.split == "time" else {})},
-        "splits": splits,
+        "splits": {name: {**counts, **({"time_range": {"min": _iso(writer.time_ranges()[name][0]),
+                                                        "max": _iso(writer.time_ranges()[name][1])}}
+                                       if name in writer.time_ranges() else {})}
+                   for name, counts in splits.items()},
         "categories": {name: m.summary() for name, m in prep.mappings.items()},
         "spec": spec.model_dump(),
     }

@@ -16,7 +16,6 @@ from specc.prepare.source import ROW
 from specc.prepare.stats import TIME
 
 START, END, LENGTH = "__start", "__end", "__length"
-TIMES = "__time-list"   # each event's time, cut with the other lists by the split, for its time range
 SESSION_INDEX = "session_index"
 
 
@@ -60,8 +59,7 @@ def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, Ste
     rows = events[starts].select(*layout.group, pl.col(TIME).alias(START)).with_columns(
         events[TIME].gather(offsets[1:] - 1).alias(END), pl.Series(LENGTH, np.diff(offsets).astype(np.int64)))
     lists = [*layout.event_columns] + (["time_since_prev"] if "time_since_prev" in layout.derive else [])
-    rows = rows.with_columns([_as_lists(f"{c}-list", offsets, events[c]) for c in lists]
-                             + [_as_lists(TIMES, offsets, events[TIME])])
+    rows = rows.with_columns([_as_lists(f"{c}-list", offsets, events[c]) for c in lists])
     kept = rows.filter(pl.col(LENGTH) >= layout.min_length)
     if "weekday" in layout.derive:
         kept = kept.with_columns(pl.col(START).dt.weekday().cast(pl.Int64).alias("weekday"))
@@ -70,7 +68,7 @@ def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, Ste
     counts = StepCounts(duplicates=n - len(events), kept=len(kept), too_short=len(rows) - len(kept),
                         events=int(kept[LENGTH].sum() or 0))
     return kept.select(*layout.group, *[f"{c}-list" for c in lists], *(d for d in ("weekday", "hour")
-                                                                        if d in layout.derive), TIMES, START, END, LENGTH), counts
+                                                                        if d in layout.derive), START, END, LENGTH), counts
 
 
 def _in_time_order(events: pl.DataFrame, key: str) -> pl.DataFrame:

@@ -45,9 +45,11 @@ def time_cutoff(starts: pl.Series, valid_fraction: float):
 
 
 def finish(frame: pl.DataFrame, max_length: int | None) -> pl.DataFrame:
+    """The rows as written, and the START and END times of the sessions they come from (`write_splits` reports
+    them as the split's time range and drops them)."""
     if max_length:
         frame = frame.with_columns([pl.col(c).list.tail(max_length) for c in _lists(frame)])
-    return frame.drop(START, END, LENGTH)
+    return frame.drop(LENGTH)
 
 
 def _lists(frame: pl.DataFrame) -> list[str]:

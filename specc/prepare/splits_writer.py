@@ -11,22 +11,22 @@ import os
 import polars as pl
 
 from specc.prepare.output import write_parquet
-from specc.prepare.sessions import START, TIMES
+from specc.prepare.sessions import END, START
 from specc.prepare.split import split_last, split_time, time_cutoff
 
 
 def write_splits(root: str, frames: dict, part: int, item_list: str) -> dict:
-    """Write each non-empty split frame as DIR/<split>/part-N.parquet; their counts, row lengths and the time
-    range of the events written (after the split and --max-length cut the rows)."""
+    """Write each non-empty split frame as DIR/<split>/part-N.parquet; their counts and row lengths."""
     counts = {}
     for name, frame in frames.items():
         if not len(frame):
             continue
-        write_parquet(frame.drop(TIMES), os.path.join(root, name, f"part-{part:05d}.parquet"))
+        first, last = frame[START].min(), frame[END].max()
+        frame = frame.drop(START, END)
+        write_parquet(frame, os.path.join(root, name, f"part-{part:05d}.parquet"))
         lengths = frame[item_list].list.len()
         counts[name] = {"sessions": len(frame), "events": int(lengths.sum()), "shortest": int(lengths.min()),
-                        "longest": int(lengths.max()), "first": frame[TIMES].list.first().min(),
-                        "last": frame[TIMES].list.last().max()}
+                        "longest": int(lengths.max()), "first": first, "last": last}
     return counts
 
 
@@ -49,8 +49,8 @@ class SplitWriter:
         self.root, self.kind, self.item_list = root, kind, item_list
         self.max_length, self.valid_fraction = max_length, valid_fraction
         names = ("train", "valid", "test") if kind == "last" else ("train", "valid")
-        self.counts = {name: {"sessions": 0, "events": 0, "time_range": {"min": None, "max": None}}
-                       for name in names}
+        self.counts = {name: {"sessions": 0, "events": 0} for name in names}
+        self._times: dict[str, list] = {}   # split -> [first, last] event time of the sessions its rows come from
         self.shortest, self.longest = None, 0
         self.cutoff = None
         self.parts = 0
@@ -71,15 +71,14 @@ class SplitWriter:
         for name, c in counts.items():
             self.counts[name]["sessions"] += c["sessions"]
             self.counts[name]["events"] += c["events"]
-            span = self.counts[name]["time_range"]
-            span["min"] = c["first"] if span["min"] is None else min(span["min"], c["first"])
-            span["max"] = c["last"] if span["max"] is None else max(span["max"], c["last"])
             self.shortest = c["shortest"] if self.shortest is None else min(self.shortest, c["shortest"])
             self.longest = max(self.longest, c["longest"])
+            was = self._times.setdefault(name, [c["first"], c["last"]])
+            was[:] = [min(was[0], c["first"]), max(was[1], c["last"])]
 
     def finish(self, map_parts=None) -> dict:
         """Split the staged parts at the time cut (through `map_parts(function, *iterables)`, e.g. a Dask
-        client's map and gather, where given) and return the counts per split (times as ISO strings, UTC)."""
+        client's map and gather, where given) and return the counts per split."""
         if self.kind == "time":
             self.cutoff = time_cutoff(pl.concat([starts for _, starts in self._staged]), self.valid_fraction)
             paths = [path for path, _ in self._staged]
@@ -87,6 +86,8 @@ class SplitWriter:
             args = ([self.root] * n, paths, range(n), [self.cutoff] * n, [self.max_length] * n, [self.item_list] * n)
             for counts in (map_parts or map)(split_staged, *args):
                 self.merge(counts)
-        for c in self.counts.values():
-            c["time_range"] = {k: v.isoformat() if v is not None else None for k, v in c["time_range"].items()}
         return self.counts
+
+    def time_ranges(self) -> dict[str, list]:
+        """Per split, the first and last event time of the sessions its rows come from (before --max-length)."""
+        return dict(self._times)

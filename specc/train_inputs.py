@@ -1,0 +1,47 @@
+"""What a training run reads: the spec (every error of it at once), the schema, and the training and validation
+data opened for the model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from specc.errors import SpecError, UserError
+from specc.evaluation import open_evaluation, open_for
+
+
+def load_training_spec(source, schema, data: str):
+    from specc.check import compile as compile_plan
+    from specc.spec import load_spec
+    try:
+        return load_spec(source)
+    except SpecError as exc:
+        if exc.partial is not None:   # report the semantic errors of the rest of the spec too
+            compile_plan(source, resolve_training_schema(exc.partial, schema, data))
+        raise
+
+
+def resolve_training_schema(spec, schema_arg, data_path: str):
+    """The --schema flag, else the spec's schema, else schema.pbtxt beside the data."""
+    from specc.check import resolve_schema
+    from specc.schema import load_schema
+    if schema_arg or spec.schema_path:
+        return resolve_schema(spec, schema_arg)
+    data = Path(data_path)
+    for folder in (data if data.is_dir() else data.parent, (data if data.is_dir() else data.parent).parent):
+        if (folder / "schema.pbtxt").is_file():
+            return load_schema(str(folder / "schema.pbtxt"))
+    raise UserError(f"no schema: pass --schema, name one in the spec, or put schema.pbtxt beside {data_path}")
+
+
+def open_training_data(model, data: str, eval_data: str | None, schema, log, context, exclude_seen: bool = False):
+    plan = model.plan
+    has_next_item = plan.next_item is not None
+    min_train = 2 if has_next_item and plan.masking.kind == "causal" else 1
+    train_set = open_for(model, data, schema, min_train, context=context)
+    eval_set = open_evaluation(model, eval_data, schema, exclude_seen, context=context) if eval_data else None
+    for ds, role in ((train_set, "training"), (eval_set, "evaluation")):
+        if ds is not None and ds.n_skipped:
+            log(f"{role} data: skipped {ds.n_skipped} sequence(s) too short to use ({ds.n_rows} kept)")
+    if has_next_item and plan.next_item.loss.sampler == "popularity":
+        counts = train_set.item_counts(plan.next_item.n_items)
+        model.next_item.item_counts.copy_(counts.to(model.next_item.item_counts.device))
+    return train_set, eval_set
