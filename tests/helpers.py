@@ -39,3 +39,31 @@ def descendants(pid: int) -> set[int]:
             out.add(c)
             todo.append(c)
     return out
+
+
+def train_on_prepared(tmp, rows, columns, *, categorical=(), max_length: int = 8, evaluate: bool = True,
+                      name: str | None = None):
+    """A tiny native-transformer run trained on `specc data prepare` output of the raw log `rows` (tuples of
+    `columns`: session_id, item_id, any `categorical` columns, ts), so it records id mappings: tmp/data (the
+    prepared splits), tmp/spec.json and tmp/run."""
+    import json
+
+    import polars as pl
+
+    from specc.cli import main
+    pl.DataFrame(rows, schema=columns, orient="row").write_csv(tmp / "log.csv")
+    assert main(["data", "prepare", str(tmp / "log.csv"), "--out", str(tmp / "data"), "--item", "item_id",
+                 "--time", "ts", "--session", "session_id", "--quiet",
+                 *(["--categorical", ",".join(categorical)] if categorical else [])]) == 0
+    spec = {"specc": 1, **({"name": name} if name else {}),
+            "inputs": {"max_sequence_length": max_length,
+                       "features": ["item_id-list", *(f"{c}-list" for c in categorical)],
+                       "embeddings": {"default_dim": 8}},
+            "masking": {"kind": "causal"},
+            "body": {"kind": "transformer", "architecture": "native", "d_model": 8, "n_head": 1, "n_layer": 1},
+            "tasks": [{"kind": "next_item", "metrics": {"recall": [5]}}],
+            "training": {"batch_size": 32, "epochs": 1, "seed": 1}}
+    (tmp / "spec.json").write_text(json.dumps(spec))
+    assert main(["train", str(tmp / "spec.json"), "--data", str(tmp / "data" / "train"), "--out", str(tmp / "run"),
+                 "--quiet", *(["--eval", str(tmp / "data" / "valid")] if evaluate else [])]) == 0
+    return tmp

@@ -10,6 +10,7 @@ import pytest
 from specc.cli import main
 from specc.errors import DataError
 from specc.mappings import Mapping
+from tests.helpers import train_on_prepared
 
 ITEMS = [f"sku-{i}-ñ" for i in range(12)]
 
@@ -19,19 +20,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("roundtrip")
     rows = [(f"s{s}", ITEMS[(s + j) % 12], datetime(2024, 1, 1) + timedelta(hours=s, minutes=j))
             for s in range(60) for j in range(4)]
-    pl.DataFrame(rows, schema=["session_id", "item_id", "ts"], orient="row").write_csv(tmp / "log.csv")
-    assert main(["data", "prepare", str(tmp / "log.csv"), "--out", str(tmp / "data"), "--item", "item_id",
-                 "--time", "ts", "--session", "session_id", "--quiet"]) == 0
-    spec = {"specc": 1, "inputs": {"max_sequence_length": 8, "features": ["item_id-list"],
-                                   "embeddings": {"default_dim": 8}},
-            "masking": {"kind": "causal"},
-            "body": {"kind": "transformer", "architecture": "native", "d_model": 8, "n_head": 1, "n_layer": 1},
-            "tasks": [{"kind": "next_item", "metrics": {"recall": [5]}}],
-            "training": {"batch_size": 32, "epochs": 1, "seed": 1}}
-    (tmp / "spec.json").write_text(json.dumps(spec))
-    assert main(["train", str(tmp / "spec.json"), "--data", str(tmp / "data" / "train"), "--eval",
-                 str(tmp / "data" / "valid"), "--out", str(tmp / "run"), "--quiet"]) == 0
-    return tmp
+    return train_on_prepared(tmp, rows, ["session_id", "item_id", "ts"])
 
 
 def test_run_records_the_mappings(run):

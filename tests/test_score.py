@@ -16,6 +16,7 @@ import specc
 from specc.checkpoint import run_schema
 from specc.cli import main
 from specc.evaluation import open_for
+from tests.helpers import train_on_prepared
 
 ITEMS = [f"sku-{i}" for i in range(12)]
 
@@ -26,19 +27,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("score")
     rows = [(f"s{s}", ITEMS[(s * 5 + j * (1 + s % 3)) % 12], datetime(2024, 1, 1) + timedelta(hours=s, minutes=j))
             for s in range(300) for j in range(3 + s % 4)]
-    pl.DataFrame(rows, schema=["session_id", "item_id", "ts"], orient="row").write_csv(tmp / "log.csv")
-    assert main(["data", "prepare", str(tmp / "log.csv"), "--out", str(tmp / "data"), "--item", "item_id",
-                 "--time", "ts", "--session", "session_id", "--quiet"]) == 0
-    spec = {"specc": 1, "inputs": {"max_sequence_length": 4, "features": ["item_id-list"],
-                                   "embeddings": {"default_dim": 8}},
-            "masking": {"kind": "causal"},
-            "body": {"kind": "transformer", "architecture": "native", "d_model": 8, "n_head": 1, "n_layer": 1},
-            "tasks": [{"kind": "next_item", "metrics": {"recall": [5]}}],
-            "training": {"batch_size": 32, "epochs": 1, "seed": 1}}
-    (tmp / "spec.json").write_text(json.dumps(spec))
-    assert main(["train", str(tmp / "spec.json"), "--data", str(tmp / "data" / "train"), "--out", str(tmp / "run"),
-                 "--quiet"]) == 0
-    return tmp
+    return train_on_prepared(tmp, rows, ["session_id", "item_id", "ts"], max_length=4, evaluate=False)
 
 
 def valid_with(run, tmp_path, **columns):

@@ -18,6 +18,7 @@ from specc.serve import write_repository
 from specc.serve_handler import BadRequest, Handler, Signature
 from specc.serve_ids import RawIds
 from specc.serve_workspace import ServeError
+from tests.helpers import train_on_prepared
 
 ITEMS = [f"sku-{i}-ñ" for i in range(12)]
 K = 4
@@ -28,20 +29,8 @@ def prepared(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve_ids")
     rows = [(f"s{s}", ITEMS[(s + j) % 12], (s * j) % 5, datetime(2024, 1, 1) + timedelta(hours=s, minutes=j))
             for s in range(60) for j in range(2 + s % 4)]
-    pl.DataFrame(rows, schema=["session_id", "item_id", "brand", "ts"], orient="row").write_csv(tmp / "log.csv")
-    assert main(["data", "prepare", str(tmp / "log.csv"), "--out", str(tmp / "data"), "--item", "item_id",
-                 "--time", "ts", "--session", "session_id", "--categorical", "brand", "--quiet"]) == 0
-    spec = {"specc": 1, "name": "shop",
-            "inputs": {"max_sequence_length": 8, "features": ["item_id-list", "brand-list"],
-                       "embeddings": {"default_dim": 8}},
-            "masking": {"kind": "causal"},
-            "body": {"kind": "transformer", "architecture": "native", "d_model": 8, "n_head": 1, "n_layer": 1},
-            "tasks": [{"kind": "next_item", "metrics": {"recall": [5]}}],
-            "training": {"batch_size": 32, "epochs": 1, "seed": 1}}
-    (tmp / "spec.json").write_text(json.dumps(spec))
-    assert main(["train", str(tmp / "spec.json"), "--data", str(tmp / "data" / "train"), "--eval",
-                 str(tmp / "data" / "valid"), "--out", str(tmp / "run"), "--quiet"]) == 0
-    return tmp
+    return train_on_prepared(tmp, rows, ["session_id", "item_id", "brand", "ts"], categorical=["brand"],
+                             name="shop")
 
 
 @pytest.fixture(scope="module")
