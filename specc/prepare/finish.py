@@ -36,10 +36,7 @@ def finish(root: str, prep: Preparation, writer: SplitWriter, totals: StepCounts
         "time_range": {"min": _iso(prep.stats.time_min), "max": _iso(prep.stats.time_max)},
         "split": {"kind": spec.split, **({"valid_fraction": spec.valid_fraction, "valid_after": _iso(writer.cutoff)}
                                         if spec.split == "time" else {})},
-        "splits": {name: {**counts, **({"time_range": {"min": _iso(writer.time_ranges()[name][0]),
-                                                        "max": _iso(writer.time_ranges()[name][1])}}
-                                       if name in writer.time_ranges() else {})}
-                   for name, counts in splits.items()},
+        "splits": _with_time_ranges(splits, writer.time_ranges()),
         "categories": {name: m.summary() for name, m in prep.mappings.items()},
         "spec": spec.model_dump(),
     }
@@ -59,6 +56,11 @@ def _write_item_table(root: str, prep: Preparation) -> None:
     table = (prep.mappings[item].values.join(prep.items.table.rename({item: "value"}), on="value", how="inner")
              .select("id", "value", *[c for c in prep.items.table.columns if c != item]).sort("id"))
     write_parquet(table, os.path.join(root, "item_features.parquet"))
+
+
+def _with_time_ranges(splits: dict, ranges: dict) -> dict:
+    return {name: {**counts, **({"time_range": {"min": _iso(ranges[name][0]), "max": _iso(ranges[name][1])}}
+                                if name in ranges else {})} for name, counts in splits.items()}
 
 
 def _iso(value) -> str | None:
