@@ -52,3 +52,18 @@ def use_threads(threads: int | None) -> int:
     threads = threads or default_threads()
     torch.set_num_threads(threads)
     return threads
+
+
+def slow_bf16_warning(device: str) -> str | None:
+    """What to tell a user who asked for bf16 on a CPU without bf16 arithmetic (AVX512-BF16 or AMX), else None.
+
+    There torch emulates bf16 with conversions around fp32 arithmetic: an XLNet run on ml-100k trained at 63
+    sessions/s in bf16 against 503 in fp32 on a 2-core AVX2 EPYC (benchmarks/RESULTS.md)."""
+    if device != "cpu":
+        return None
+    import torch
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    if None in probes or any(probe() for probe in probes):   # a torch without the probes: nothing to say
+        return None
+    return ("warning: bf16 precision on this CPU, which has no bf16 arithmetic (AVX512-BF16 or AMX): torch "
+            "emulates it, and training runs several times slower than in fp32 (the default)")

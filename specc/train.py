@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from specc.checkpoint import POINTER
-from specc.cpu import keep_freed_memory
+from specc.cpu import keep_freed_memory, slow_bf16_warning
 from specc.errors import Issue, SpecError, UserError
 from specc.evaluation import evaluate
 from specc.loop import Hooks, LoopSettings, Position
@@ -60,6 +60,8 @@ def _train(request: TrainRequest, context) -> dict:
             keep_freed_memory()
         tr = spec.training
         settings = _settings(run, request, tr, context.world_size)
+        if settings["precision"] == "bf16" and (warning := slow_bf16_warning(device)):
+            log(warning)
         per_process = _per_process_batch(settings["batch_size"], context.world_size, request.batch_size is None)
         plan = compile_plan(spec, schema)
         torch.manual_seed(tr.seed)

@@ -95,3 +95,28 @@ def test_threads_flag_sets_torch_threads(command, tmp_path, monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("avx512_bf16, amx, warned", [(False, False, True), (True, False, False),
+                                                      (False, True, False)])
+def test_bf16_on_a_cpu_without_bf16_arithmetic_is_warned_about(monkeypatch, avx512_bf16, amx, warned):
+    from specc.cpu import slow_bf16_warning
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    warning = slow_bf16_warning("cpu")
+    assert (warning is not None) == warned
+    if warned:
+        assert "slower than in fp32" in warning
+    assert slow_bf16_warning("cuda:0") is None
+
+
+def test_training_in_bf16_on_such_a_cpu_says_so_in_its_log(monkeypatch, tmp_path):
+    from specc.synth import default_schema, synthesize
+    from specc.train import train
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    synthesize(default_schema(), tmp_path / "data", n_train=40, n_valid=8, seed=0)
+    said: list[str] = []
+    train(dict(MINIMAL, training={"epochs": 1, "batch_size": 16}), str(tmp_path / "data" / "train.parquet"),
+          str(tmp_path / "run"), precision="bf16", log=said.append, progress=False)
+    assert any("no bf16 arithmetic" in line for line in said)
