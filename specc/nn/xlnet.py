@@ -61,7 +61,8 @@ class RelativeAttention(nn.Module):
 
     def forward(self, h: torch.Tensor, pos: torch.Tensor, blocked: torch.Tensor,
                 query: torch.Tensor | None = None) -> torch.Tensor:
-        """[B, L, D] -> [B, L, D]; with `query` ([B] positions) only those rows are computed: [B, 1, D]."""
+        """[B, L, D] -> [B, L, D]; with `query` ([B] positions) only those rows are computed: [B, 1, D].
+        `blocked`: [B, 1, L, L], the dtype's lowest value where a query may not see a key, else 0."""
         B, L, D = h.shape
         H = self.n_head
         qkv = h @ torch.cat([self.q, self.k, self.v], dim=1).flatten(1)
@@ -78,7 +79,7 @@ class RelativeAttention(nn.Module):
         else:
             columns = L - query[:, None] + torch.arange(L, device=h.device)[None]          # [B, L]
             position = position.gather(-1, columns[:, None, None].expand(B, H, 1, L))
-        score = (content + position).masked_fill_(blocked, torch.finfo(content.dtype).min)
+        score = content.add_(position).add_(blocked)
         prob = self.dropout(torch.softmax(score, dim=-1))
         out = (prob @ v).transpose(1, 2).reshape(B, q.shape[2], D) @ self.o.flatten(1).T
         return self.layer_norm(self.dropout(out) + h)
@@ -147,6 +148,9 @@ class XLNetBody(nn.Module):
         # a position never sees padding (nor what the pattern hides) but always sees itself, as in XLNet
         blocked = ~valid[:, None, :] if attention is None else ~valid[:, None, :] | ~attention
         blocked = (blocked & (steps[:, None] != steps[None]))[:, None]
+        # added to the scores rather than filled in: a broadcast masked_fill is ~15x the time of an add on CPU
+        blocked = torch.zeros(blocked.shape, dtype=x.dtype, device=x.device).masked_fill_(
+            blocked, torch.finfo(x.dtype).min)
         pos = relative_positions(L, m.d_model, m.clamp_len, x.device).to(x.dtype)
         # XLNet drops out a separate copy of the positions for every sequence
         pos = m.dropout(pos.expand(B, -1, -1)) if m.training and m.dropout.p > 0 else pos[None]
