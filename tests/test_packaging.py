@@ -128,3 +128,27 @@ def test_python_dash_m_specc_runs_the_command_line():
     import subprocess
     result = subprocess.run([sys.executable, "-m", "specc", "--version"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0 and result.stdout.strip() == f"specc {specc.__version__}"
+
+
+_IMPORT_BOTH = ("import kernels, specc.kernels; "
+                "print(getattr(kernels, 'MARK', None), specc.kernels.linear_cross_entropy_cpu.__name__)")
+
+
+def test_the_checkouts_kernels_folder_leaves_the_top_level_name_to_hugging_faces_package(tmp_path):
+    """From the repository root (on sys.path first, as under `python -m` and pytest), `import kernels` is the
+    installed `kernels` package that transformers >= 5.25 imports, and specc.kernels is still specc's."""
+    import os
+    import subprocess
+    (tmp_path / "kernels").mkdir()
+    (tmp_path / "kernels" / "__init__.py").write_text("MARK = 'hub'\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}   # after the root, which `python -c` puts first
+    both = subprocess.run([sys.executable, "-c", _IMPORT_BOTH], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert both.returncode == 0, both.stderr
+    assert both.stdout.split() == ["hub", "linear_cross_entropy_cpu"]
+    # with this interpreter's own packages only: the name means what it means outside the checkout
+    which = ("try:\n import kernels\n print(kernels.__file__)\nexcept ModuleNotFoundError as e:\n print(e)\n"
+             "import specc.kernels")
+    here, elsewhere = (subprocess.run([sys.executable, "-c", which], capture_output=True, text=True, cwd=cwd)
+                       for cwd in (ROOT, tmp_path / "kernels"))
+    assert here.returncode == 0, here.stderr
+    assert here.stdout == elsewhere.stdout and str(ROOT / "kernels") not in here.stdout
