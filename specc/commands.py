@@ -16,6 +16,7 @@ from specc.errors import UserError
 from specc.evaluation import evaluate, open_evaluation, open_for
 from specc.files import json_text
 from specc.lock import refuse_inside_run
+from specc.mapping_agreement import require_same_ids
 from specc.mappings import raw_item_ids
 
 
@@ -47,6 +48,7 @@ def train_command(args) -> int:
 def evaluate_command(args) -> int:
     with _context(args) as context:
         model = load(args.run_dir, device=context.device)
+        require_same_ids(args.run_dir, args.data)
         dataset = open_evaluation(model, args.data, run_schema(args.run_dir), args.exclude_seen, context=context)
         if dataset.n_skipped and context.is_main:
             _note(f"note: skipped {dataset.n_skipped} of {dataset.n_total} sequence(s) too short to evaluate")
@@ -91,6 +93,7 @@ def _recommend(args, context) -> None:
     k = min(args.k, model.plan.next_item.n_items - 1)
     if k < args.k:
         say(f"note: --k {args.k} is more than the catalog's {k} items; returning all {k}")
+    require_same_ids(args.run_dir, args.data)
     dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False, context=context,
                        whole_rows=args.exclude_seen)
     if dataset.n_skipped:

@@ -46,6 +46,10 @@ def resolve_files(path: str) -> tuple[list[str], list[str]]:
             return [], [f"no file matches the pattern {path!r}"]
         return files, []
     if os.path.isdir(path):
+        splits = [s for s in ("train", "valid", "test") if os.path.isdir(os.path.join(path, s))]
+        if splits and os.path.isfile(os.path.join(path, "schema.pbtxt")):
+            return [], [f"{path!r} is a prepared data folder (`specc data prepare` output), not one split of it: "
+                        f"pass {' or '.join(os.path.join(path, s) for s in splits)}"]
         files = sorted(
             os.path.join(root, f) for root, dirs, names in os.walk(path) for f in names
             if f.endswith((".parquet", ".parq", ".pq")) and not f.startswith((".", "_")))

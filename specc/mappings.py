@@ -57,6 +57,11 @@ class Mapping:
         self._index = {v: int(i) for i, v in zip(ids.tolist(), pa.array(values).to_pylist()) if v is not None}
 
     @property
+    def values(self):
+        """The raw value of each id as a pyarrow array (null for padding and unused ids)."""
+        return self._values
+
+    @property
     def value_type(self):
         """The pyarrow type of the raw values."""
         return self._values.type

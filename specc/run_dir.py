@@ -132,8 +132,8 @@ class RunDirectory:
                 out[key] = value
             elif value is not None and asked[key] != value and not (key == "epochs" and asked[key] > value):
                 flag = "--" + key.replace("_", "-")
-                raise RunError(f"{self.path} was trained with {flag} {value}; resuming with {asked[key]} would not "
-                               f"continue the same run (leave {flag} out, or start a new run)")
+                raise RunError(f"{self.path} was trained {_with(flag, value)}; resuming {_with(flag, asked[key])} "
+                               f"would not continue the same run (leave {flag} out, or start a new run)")
         return out
 
     def saved_epochs(self) -> int | None:
@@ -211,3 +211,10 @@ class RunDirectory:
     def epoch_log(self, **fields) -> list:
         """The loggers of log.jsonl (none where this process does not write); `fields` go into every line."""
         return [JsonlLogger(self.path / "log.jsonl", fields)] if self.writer else []
+
+
+def _with(flag: str, value) -> str:
+    """How a setting reads as a flag: `with --lr 0.01`, `with --exclude-seen`, `without --exclude-seen`."""
+    if isinstance(value, bool):
+        return f"with {flag}" if value else f"without {flag}"
+    return f"with {flag} {value}"

@@ -17,6 +17,7 @@ from specc.checkpoint import load, run_schema
 from specc.commands import in_row_order, write_item_rows
 from specc.errors import DataError, UserError
 from specc.evaluation import open_for
+from specc.mapping_agreement import require_same_ids
 
 
 def score(args, context, say) -> None:
@@ -26,6 +27,7 @@ def score(args, context, say) -> None:
         raise UserError(f"{args.run_dir}: the model has no next_item task to score items with")
     ids = CandidateIds.for_run(args.run_dir, task.target, task.n_items, args.ids)
     same = SameCandidates(ids.parse(args.items)) if args.items is not None else None
+    require_same_ids(args.run_dir, args.data)
     dataset = open_for(model, args.data, run_schema(args.run_dir), 1, with_targets=False, context=context)
     given = same or CandidateColumn(dataset.files, args.candidates, args.data)
     if dataset.n_skipped:

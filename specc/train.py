@@ -14,6 +14,7 @@ import torch
 
 from specc.checkpoint import POINTER
 from specc.cpu import keep_freed_memory, slow_bf16_warning
+from specc.mapping_agreement import require_same_ids
 from specc.errors import Issue, SpecError, UserError
 from specc.evaluation import evaluate
 from specc.loop import Hooks, LoopSettings, Position
@@ -54,7 +55,7 @@ def _train(request: TrainRequest, context) -> dict:
     # torchrun restarting the processes after a failure: continue from the last published checkpoint
     resume = request.resume or (context.restart_count > 0 and (Path(out) / POINTER).is_file())
     with RunDirectory(out, resume, say=log, writer=context.is_main) as run:
-        schema = resolve_training_schema(spec, request.schema, data)
+        schema = resolve_training_schema(spec, request.schema, data, log)
         device = context.device
         if device == "cpu":
             keep_freed_memory()
@@ -68,11 +69,12 @@ def _train(request: TrainRequest, context) -> dict:
         model = build_from_plan(plan).to(device)
         if request.init_from:
             from specc.warm_start import warm_start
+            require_same_ids(request.init_from, data)
             log(warm_start(model, request.init_from))
         # each process draws its own dropout, masks and negatives
         model.generator = generator = torch.Generator().manual_seed(tr.seed + context.rank)
-        train_set, eval_set = open_training_data(model, data, request.eval_data, schema, log, context,
-                                                 request.exclude_seen)
+        train_set, eval_set = open_training_data(model, data, settings["eval"], schema, log, context,
+                                                 settings["exclude_seen"])
 
         _say_if_schedule_is_replanned(run, tr, settings["epochs"], log)
         loop = LoopSettings(epochs=settings["epochs"], batch_size=per_process,
@@ -95,7 +97,7 @@ def _train(request: TrainRequest, context) -> dict:
             return where
 
         def evaluate_now() -> dict:
-            return evaluate(model, eval_set, device=device, exclude_seen=request.exclude_seen, context=context)
+            return evaluate(model, eval_set, device=device, exclude_seen=settings["exclude_seen"], context=context)
         trackers = open_trackers(run.path, request.tracking, tr.log_to, experiment=spec.name)
         trackers.log_config({"spec": spec_dict, "settings": settings})
         selection = selection_for(tr, run, position, eval_set)
@@ -122,6 +124,7 @@ def _train(request: TrainRequest, context) -> dict:
                   "train_seconds": round(position.train_seconds, 3),
                   "train_sessions_per_s": round(position.train_sessions / max(position.train_seconds, 1e-9), 1),
                   "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0,
+                  "exclude_seen": settings["exclude_seen"],
                   "interrupted": outcome["interrupted"], "stopped": outcome["stopped"], **kept,
                   "world_size": context.world_size}
         if selection is not None:
@@ -134,8 +137,12 @@ def _train(request: TrainRequest, context) -> dict:
 def _settings(run: RunDirectory, request: TrainRequest, tr, world_size: int) -> dict:
     """A resumed run continues with its own settings; a new one with the flags, else the spec's."""
     settings = run.settings({"epochs": request.epochs, "batch_size": request.batch_size, "lr": request.lr,
-                             "precision": request.precision, "data": str(Path(request.data).resolve())})
-    defaults = {"epochs": tr.epochs, "batch_size": tr.batch_size, "lr": tr.optimizer.lr, "precision": tr.precision}
+                             "precision": request.precision, "data": str(Path(request.data).resolve()),
+                             # how it is evaluated: a resumed run keeps its validation data and protocol
+                             "eval": str(Path(request.eval_data).resolve()) if request.eval_data else None,
+                             "exclude_seen": True if request.exclude_seen else None})
+    defaults = {"epochs": tr.epochs, "batch_size": tr.batch_size, "lr": tr.optimizer.lr, "precision": tr.precision,
+                "exclude_seen": False}
     return {**{k: settings[k] or defaults.get(k) for k in settings}, "world_size": world_size}
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from specc.errors import SpecError, UserError
 from specc.evaluation import open_evaluation, open_for
+from specc.mapping_agreement import require_same_preparation
 
 
 def load_training_spec(source, schema, data: str):
@@ -19,17 +20,30 @@ def load_training_spec(source, schema, data: str):
         raise
 
 
-def resolve_training_schema(spec, schema_arg, data_path: str):
-    """The --schema flag, else the spec's schema, else schema.pbtxt beside the data."""
-    from specc.check import resolve_schema
+def resolve_training_schema(spec, schema_arg, data_path: str, log=None):
+    """The --schema flag, else schema.pbtxt beside the data (prepared data describe themselves: their id ranges and
+    columns), else the spec's schema. `log` hears which one was taken when the spec names another."""
+    from specc.check import resolve_schema, spec_schema_path
     from specc.schema import load_schema
-    if schema_arg or spec.schema_path:
+    if schema_arg:
         return resolve_schema(spec, schema_arg)
+    beside = schema_beside(data_path)
+    if beside is None:
+        if spec.schema_path:
+            return resolve_schema(spec, None)
+        raise UserError(f"no schema: pass --schema, name one in the spec, or put schema.pbtxt beside {data_path}")
+    named = spec_schema_path(spec)
+    if log is not None and named is not None and named.is_file() and named.read_bytes() != beside.read_bytes():
+        log(f"schema: {beside}, the data's own (the spec names {spec.schema_path}; --schema chooses another)")
+    return load_schema(str(beside))
+
+
+def schema_beside(data_path: str) -> Path | None:
+    """schema.pbtxt in the data's folder or the one above it (`specc data prepare` writes DIR/schema.pbtxt beside
+    DIR/train, DIR/valid and DIR/test)."""
     data = Path(data_path)
-    for folder in (data if data.is_dir() else data.parent, (data if data.is_dir() else data.parent).parent):
-        if (folder / "schema.pbtxt").is_file():
-            return load_schema(str(folder / "schema.pbtxt"))
-    raise UserError(f"no schema: pass --schema, name one in the spec, or put schema.pbtxt beside {data_path}")
+    folder = data if data.is_dir() else data.parent
+    return next((f / "schema.pbtxt" for f in (folder, folder.parent) if (f / "schema.pbtxt").is_file()), None)
 
 
 def open_training_data(model, data: str, eval_data: str | None, schema, log, context, exclude_seen: bool = False):
@@ -37,6 +51,8 @@ def open_training_data(model, data: str, eval_data: str | None, schema, log, con
     has_next_item = plan.next_item is not None
     min_train = 2 if has_next_item and plan.masking.kind == "causal" else 1
     train_set = open_for(model, data, schema, min_train, context=context)
+    if eval_data:
+        require_same_preparation(data, eval_data)
     eval_set = open_evaluation(model, eval_data, schema, exclude_seen, context=context) if eval_data else None
     for ds, role in ((train_set, "training"), (eval_set, "evaluation")):
         if ds is not None and ds.n_skipped:

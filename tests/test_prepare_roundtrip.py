@@ -64,3 +64,31 @@ def test_other_columns_map_unknown_values_to_the_oov_id(tmp_path):
     brand = Mapping.load(tmp_path, "brand-list")
     assert brand.oov and brand.encode([["y", "never seen"]]) == [[3, 1]]
     assert brand.decode([[2, 3]]) == [["x", "y"]]
+
+
+def test_training_takes_the_prepared_datas_schema_over_the_one_the_spec_names(tmp_path, capsys):
+    """The quickstart for one's own data: a shipped spec (naming its example schema of 1,000 items) trained on
+    prepared data of 6 items binds to DIR/schema.pbtxt, says so, and recommends raw ids of the data."""
+    import shutil
+
+    from specc import example_specs
+    start = datetime(2024, 1, 1)
+    rows = [(f"s{s}", f"sku-{(s + i) % 6}", start + timedelta(minutes=10 * s + i)) for s in range(40) for i in range(4)]
+    train_on_prepared(tmp_path, rows, ["session_id", "item_id", "ts"], evaluate=False)
+    shipped = example_specs.path("sasrec")
+    spec = json.loads(shipped.read_text())
+    spec["schema"] = str(shipped.parent / spec["schema"])
+    spec["training"] = {"epochs": 1, "batch_size": 16}
+    (tmp_path / "shipped.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "shipped.json"), "--data", str(tmp_path / "data" / "train"),
+                 "--out", str(tmp_path / "shipped-run"), "--quiet"]) == 0
+    said = capsys.readouterr().err
+    assert f"schema: {tmp_path / 'data' / 'schema.pbtxt'}, the data's own" in said
+    plan = json.loads((tmp_path / "shipped-run" / "plan.json").read_text())
+    assert plan["schema_source"] == str(tmp_path / "data" / "schema.pbtxt")
+    assert main(["recommend", str(tmp_path / "shipped-run"), "--data", str(tmp_path / "data" / "valid"),
+                 "--k", "6", "--out", str(tmp_path / "recs.jsonl")]) == 0
+    recommended = {i for line in open(tmp_path / "recs.jsonl") for i in json.loads(line)["item_ids"]}
+    assert recommended <= {f"sku-{i}" for i in range(6)}
+    shutil.rmtree(tmp_path / "shipped-run")

@@ -265,6 +265,31 @@ def test_resume_continues_with_the_runs_own_settings(data, tmp_path):
     assert done["epochs"] == 2   # the run's own epochs, not the spec's 3
 
 
+def test_resume_keeps_the_runs_validation_data_and_protocol(data, tmp_path):
+    """A resumed run evaluates on its own validation data, with or without --exclude-seen as it began; asking for
+    other data or another protocol is refused, so a selection is never made on the test split by mistake."""
+    first = tmp_path / "first"
+    start = train(SPEC, str(data / "train.parquet"), str(first), eval_data=str(data / "valid.parquet"), epochs=1,
+                  exclude_seen=True, progress=False, log=quiet)
+    assert start["exclude_seen"] is True
+    test_split = tmp_path / "test.parquet"
+    test_split.write_bytes((data / "valid.parquet").read_bytes())
+    with pytest.raises(specc.UserError, match="was trained with --eval .*valid.parquet; resuming with --eval "
+                                              ".*test.parquet"):
+        train(SPEC, str(data / "train.parquet"), str(first), eval_data=str(test_split), resume=True, epochs=2,
+              log=quiet)
+    resumed = train(SPEC, str(data / "train.parquet"), str(first), resume=True, epochs=2, log=quiet)
+    assert resumed["exclude_seen"] is True and "recall@10" in resumed
+    unbroken = train(SPEC, str(data / "train.parquet"), str(tmp_path / "unbroken"), epochs=2, progress=False,
+                     eval_data=str(data / "valid.parquet"), exclude_seen=True, log=quiet)
+    assert resumed["recall@10"] == pytest.approx(unbroken["recall@10"])
+    plain = tmp_path / "plain"
+    train(SPEC, str(data / "train.parquet"), str(plain), eval_data=str(data / "valid.parquet"), epochs=1,
+          progress=False, log=quiet)
+    with pytest.raises(specc.UserError, match="was trained without --exclude-seen; resuming with --exclude-seen"):
+        train(SPEC, str(data / "train.parquet"), str(plain), resume=True, epochs=2, exclude_seen=True, log=quiet)
+
+
 def test_loading_refuses_nan_weights(run, tmp_path):
     import shutil
 

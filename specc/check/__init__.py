@@ -56,13 +56,19 @@ def resolve_schema(spec: S.ModelSpec, schema=None) -> Schema:
     from specc.schema import load_schema
     if schema is not None:
         return load_schema(schema)
-    if spec.schema_path is None:
+    path = spec_schema_path(spec)
+    if path is None:
         raise SpecError([Issue("$.schema", "missing_schema", "no schema: the spec names none and none was given",
                                'add "schema": "path/to/schema.pbtxt" to the spec or pass --schema')])
-    path = Path(spec.schema_path)
-    if not path.is_absolute():
-        path = (Path(spec.base_dir or os.getcwd()) / path).resolve()
     return load_schema(str(path))
+
+
+def spec_schema_path(spec: S.ModelSpec) -> Path | None:
+    """The schema file the spec names (relative to the spec's folder), or None."""
+    if spec.schema_path is None:
+        return None
+    path = Path(spec.schema_path)
+    return path if path.is_absolute() else (Path(spec.base_dir or os.getcwd()) / path).resolve()
 
 
 def check(ctx: Context) -> Plan:
