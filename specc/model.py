@@ -174,7 +174,7 @@ class Model(nn.Module):
             if m.kind == "rtd":
                 losses[RTD_LOSS_NAME] = self._discriminator_loss(batch, lengths, replace, h, weight)
         for name, head in self.scalar_heads.items():
-            losses[name] = head.loss(head(hidden, lengths), self._scalar_target(batch, name, lengths))
+            losses[name] = head.loss(head(hidden, lengths), self._scalar_target(batch, name))
         total = sum(self._weight(name) * loss for name, loss in losses.items())
         return {"loss": total, "losses": losses}
 
@@ -189,13 +189,8 @@ class Model(nn.Module):
             return self.next_item.table
         return self.inputs.tables[self.item_table][:self.plan.next_item.n_items]
 
-    def _scalar_target(self, batch, name, lengths) -> torch.Tensor:
-        t = self.task_plans[name]
-        y = batch[t.target]
-        if y.dim() == 2:   # a list target: its value at the summarised position
-            pos = torch.zeros_like(lengths) if t.summary == "first" else (lengths - 1).clamp(min=0)
-            y = y[torch.arange(y.shape[0], device=y.device), pos]
-        return y
+    def _scalar_target(self, batch, name) -> torch.Tensor:
+        return batch[self.task_plans[name].target]
 
     def _discriminator_loss(self, batch, lengths, replaced_at, h_masked, weight) -> torch.Tensor:
         """ELECTRA-style replaced-token detection: corrupt masked items with samples, detect them per position."""
@@ -269,7 +264,7 @@ class Model(nn.Module):
             hidden = self.encode(batch, lengths)
             for name, head in self.scalar_heads.items():
                 out = head(hidden, lengths)
-                losses[name] = head.loss(out, self._scalar_target(batch, name, lengths))
+                losses[name] = head.loss(out, self._scalar_target(batch, name))
                 predictions[name] = head.predict(out)
         total = sum(self._weight(n) * v for n, v in losses.items())
         return {"loss": total, "losses": losses, "predictions": predictions}
@@ -341,7 +336,7 @@ class Model(nn.Module):
             batch, lengths = self._window(rows, lengths)
             hidden = self.encode(batch, lengths)
             for name, head in self.scalar_heads.items():
-                out[name] = (head.predict(head(hidden, lengths)), self._scalar_target(batch, name, lengths))
+                out[name] = (head.predict(head(hidden, lengths)), self._scalar_target(batch, name))
         return out
 
     def _topk(self, batch, lengths, k, seen: torch.Tensor | None):
@@ -377,15 +372,15 @@ def _scalar(batch: dict[str, torch.Tensor], column: str) -> torch.Tensor:
         values, offsets = batch[f"{column}__values"], batch[f"{column}__offsets"]
         if values.dim() != 1 or offsets.shape != (values.shape[0] + 1,) or \
                 not torch.equal(offsets.long(), torch.arange(values.shape[0] + 1, device=offsets.device)):
-            raise DataError([f"{column!r} is a scalar column: its ragged form needs exactly one value per row"],
-                            "batch")
+            raise DataError([f"the model reads {column!r} as a scalar column: its ragged form needs exactly one "
+                             "value per row"], "batch")
         return values
     v = batch[column]
     if v.dim() == 2 and v.shape[1] == 1:
         return v.reshape(v.shape[0])
     if v.dim() != 1:
-        raise DataError([f"{column!r} is a scalar column: expected [batch] or [batch, 1], got {list(v.shape)}"],
-                        "batch")
+        raise DataError([f"the model reads {column!r} as a scalar column (one value per row): expected [batch] or "
+                         f"[batch, 1], got {list(v.shape)}"], "batch")
     return v
 
 

@@ -135,7 +135,7 @@ class TaskPlan:
     sampled: dict | None = None             # ranking metrics over the full catalog, or sampled (negatives, seed)
     # classification / regression
     summary: str | None = None
-    target_sequential: bool = False
+    target_sequential: bool = False   # always False (targets are scalar columns); kept so earlier runs' plan.json match
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,26 @@ def test_any_int_column_with_domain_0_1_is_a_binary_target():
         ("$.tasks[1].target", "wrong_target_type", "stars")]
 
 
+@pytest.mark.parametrize("kind", ["regression", "binary_classification"])
+def test_a_list_column_target_is_reported_with_the_closest_scalar_column(kind):
+    columns = COLUMNS + [{"name": "bought", "tags": [kind], "dtype": "float"},
+                         {"name": "bought-list", "tags": [kind, "list"], "dtype": "float", "is_list": True}]
+    with pytest.raises(specc.SpecError) as info:
+        _compile(lambda s: s["tasks"].append({"kind": kind, "target": "bought-list"}), columns)
+    (issue,) = info.value.issues
+    assert (issue.path, issue.code, issue.column) == ("$.tasks[1].target", "not_scalar", "bought-list")
+    assert "per event" in issue.message and "'bought'" in issue.hint
+
+
+def test_a_list_column_target_without_a_close_name_is_pointed_to_the_columns_tagged_for_the_task():
+    columns = COLUMNS + [{"name": "revenue", "tags": ["regression"], "dtype": "float"},
+                         {"name": "spend", "tags": ["continuous", "list"], "dtype": "float", "is_list": True}]
+    with pytest.raises(specc.SpecError) as info:
+        _compile(lambda s: s["tasks"].append({"kind": "regression", "target": "spend"}), columns)
+    (issue,) = info.value.issues
+    assert issue.code == "not_scalar" and "'revenue'" in issue.hint
+
+
 @pytest.mark.parametrize("multiplier", [2.0, 1.0])
 def test_shared_table_with_inferred_dim_uses_the_tables_rows(multiplier):
     def mutate(spec):

@@ -27,6 +27,16 @@ def test_several_errors_are_reported_at_once():
     assert len(expected(Path(__file__).parent / "invalid" / "several_semantic_errors.json")) >= 4
 
 
+def test_list_column_targets_are_reported_with_the_other_errors_of_the_spec():
+    with pytest.raises(specc.SpecError) as info:
+        specc.compile(str(Path(__file__).parent / "invalid" / "list_column_targets.json"))
+    codes = {i.path: i.code for i in info.value.issues}
+    assert codes == {"$.tasks[1].target": "not_scalar", "$.tasks[2].target": "not_scalar",
+                     "$.body.n_head": "shape_mismatch"}
+    hints = {i.path: i.hint for i in info.value.issues}
+    assert "'revenue'" in hints["$.tasks[1].target"] and "'purchase'" in hints["$.tasks[2].target"]
+
+
 def test_unknown_column_errors_name_the_column_and_suggest_the_closest():
     with pytest.raises(specc.SpecError) as info:
         specc.compile(str(Path(__file__).parent / "invalid" / "unknown_feature.json"))

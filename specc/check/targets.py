@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from specc.check.context import Context
+from specc.errors import did_you_mean
 from specc.schema import Column
 
 
@@ -16,19 +17,53 @@ def task_targets(ctx: Context) -> dict[str, str]:
         if col is None:
             continue
         targets[col.name] = path
-        if task.kind == "binary_classification":
-            binary = ("binary_classification" in col.tags or col.dtype == "bool"
-                      or (col.dtype == "int" and col.int_range is not None and col.int_range[0] >= 0
-                          and col.int_range[1] <= 1))
-            if not binary:
-                ctx.error(path, "wrong_target_type",
-                          f"column {col.name!r} is not a 0/1 column (tags: {', '.join(sorted(col.tags)) or 'none'})",
-                          "tag it binary_classification or give it int_domain {min: 0 max: 1}", col.name)
-        elif col.dtype not in ("float", "int") or col.is_categorical:
-            ctx.error(path, "wrong_target_type",
-                      f"regression target {col.name!r} must be a numeric, non-categorical column",
-                      "tag it regression or continuous", col.name)
+        if col.is_list:
+            _report_list_target(ctx, task.kind, col, path)
+        elif not TARGET_FITS[task.kind](col):
+            _report_wrong_target_type(ctx, task.kind, col, path)
     return targets
+
+
+def _is_binary(col: Column) -> bool:
+    return ("binary_classification" in col.tags or col.dtype == "bool"
+            or (col.dtype == "int" and col.int_range is not None and col.int_range[0] >= 0
+                and col.int_range[1] <= 1))
+
+
+def _is_numeric(col: Column) -> bool:
+    return col.dtype in ("float", "int") and not col.is_categorical
+
+
+TARGET_FITS = {"binary_classification": _is_binary, "regression": _is_numeric}
+
+
+def _report_list_target(ctx: Context, kind: str, col: Column, path: str) -> None:
+    """A classification/regression task predicts one value per session, from a summary of the sequence; a list
+    column holds one value per event."""
+    ctx.error(path, "not_scalar",
+              f"{kind} target {col.name!r} is a list column (one value per event); the task predicts one value "
+              "per session", _scalar_target_hint(ctx, kind, col), col.name)
+
+
+def _scalar_target_hint(ctx: Context, kind: str, col: Column) -> str:
+    """The scalar columns that fit the task: the closest names, else those the schema tags with the task's kind."""
+    fitting = [c for c in ctx.schema.columns if not c.is_list and TARGET_FITS[kind](c)]
+    suggestion = did_you_mean(col.name, [c.name for c in fitting])
+    tagged = [c.name for c in fitting if kind in c.tags]
+    if suggestion is None and tagged:
+        suggestion = f"the schema tags {', '.join(map(repr, tagged))} {kind}"
+    return "use a scalar column (one value per session)" + (f"; {suggestion}" if suggestion else "")
+
+
+def _report_wrong_target_type(ctx: Context, kind: str, col: Column, path: str) -> None:
+    if kind == "binary_classification":
+        ctx.error(path, "wrong_target_type",
+                  f"column {col.name!r} is not a 0/1 column (tags: {', '.join(sorted(col.tags)) or 'none'})",
+                  "tag it binary_classification or give it int_domain {min: 0 max: 1}", col.name)
+    else:
+        ctx.error(path, "wrong_target_type",
+                  f"regression target {col.name!r} must be a numeric, non-categorical column",
+                  "tag it regression or continuous", col.name)
 
 
 def item_column(ctx: Context, features: list[Column]) -> Column | None:

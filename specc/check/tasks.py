@@ -25,8 +25,7 @@ def resolve_tasks(ctx: Context, item: Column | None, inputs: InputsPlan | None,
         elif task.target in ctx.schema:
             col = ctx.schema[task.target]
             metrics = tuple(dict.fromkeys(task.metrics))
-            plans.append(TaskPlan(name, task.kind, task.weight, col.name, metrics, summary=task.summary,
-                                  target_sequential=col.is_list))
+            plans.append(TaskPlan(name, task.kind, task.weight, col.name, metrics, summary=task.summary))
     return plans
 
 
