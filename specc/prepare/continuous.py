@@ -1,4 +1,4 @@
-"""Per-event continuous columns: each value as the float32 that is written.
+"""Per-event continuous columns: which types are accepted, and each value as the float32 that is written.
 
 A value that is null or not finite as a float32 (NaN, +-inf, or a float64 beyond float32's range) is written as
 0.0 and counted (`n_null_continuous`): `specc train` refuses NaN and inf in its data.
@@ -6,6 +6,24 @@ A value that is null or not finite as a float32 (NaN, +-inf, or a float64 beyond
 from __future__ import annotations
 
 import polars as pl
+
+ACCEPTED = "an integer, float, decimal or boolean column"
+
+
+def is_continuous_type(dtype) -> bool:
+    # an all-null parquet column has the type Null: it is written as 0.0 throughout, like any null
+    return dtype.is_numeric() or dtype in (pl.Boolean, pl.Null)
+
+
+def type_hint(dtype) -> str:
+    """What to do instead with a column that cannot be continuous ("" where there is no better use)."""
+    if dtype in (pl.String, pl.Categorical, pl.Enum):
+        return "; give text as --categorical"
+    if dtype in (pl.Datetime, pl.Date):
+        return "; a time can be the --time column, and --derive weekday,hour,time_since_prev gives features of it"
+    if isinstance(dtype, (pl.List, pl.Array)):
+        return "; per-item vectors go in --item-features"
+    return ""
 
 
 def as_continuous(column: str) -> pl.Expr:
