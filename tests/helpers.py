@@ -41,11 +41,11 @@ def descendants(pid: int) -> set[int]:
     return out
 
 
-def train_on_prepared(tmp, rows, columns, *, categorical=(), max_length: int = 8, evaluate: bool = True,
-                      name: str | None = None):
+def train_on_prepared(tmp, rows, columns, *, categorical=(), continuous=(), max_length: int = 8,
+                      evaluate: bool = True, name: str | None = None):
     """A tiny native-transformer run trained on `specc data prepare` output of the raw log `rows` (tuples of
-    `columns`: session_id, item_id, any `categorical` columns, ts), so it records id mappings: tmp/data (the
-    prepared splits), tmp/spec.json and tmp/run."""
+    `columns`: session_id, item_id, any `categorical` and `continuous` columns, ts), so it records id mappings:
+    tmp/data (the prepared splits), tmp/spec.json and tmp/run."""
     import json
 
     import polars as pl
@@ -54,10 +54,11 @@ def train_on_prepared(tmp, rows, columns, *, categorical=(), max_length: int = 8
     pl.DataFrame(rows, schema=columns, orient="row").write_csv(tmp / "log.csv")
     assert main(["data", "prepare", str(tmp / "log.csv"), "--out", str(tmp / "data"), "--item", "item_id",
                  "--time", "ts", "--session", "session_id", "--quiet",
-                 *(["--categorical", ",".join(categorical)] if categorical else [])]) == 0
+                 *(["--categorical", ",".join(categorical)] if categorical else []),
+                 *(["--continuous", ",".join(continuous)] if continuous else [])]) == 0
     spec = {"specc": 1, **({"name": name} if name else {}),
             "inputs": {"max_sequence_length": max_length,
-                       "features": ["item_id-list", *(f"{c}-list" for c in categorical)],
+                       "features": ["item_id-list", *(f"{c}-list" for c in (*categorical, *continuous))],
                        "embeddings": {"default_dim": 8}},
             "masking": {"kind": "causal"},
             "body": {"kind": "transformer", "architecture": "native", "d_model": 8, "n_head": 1, "n_layer": 1},

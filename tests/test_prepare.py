@@ -10,6 +10,7 @@ import pytest
 
 from specc.cli import main
 from specc.prepare import prepare
+from tests.helpers import train_on_prepared
 
 T0 = datetime(2024, 3, 4, 9, 0)   # a Monday
 
@@ -82,6 +83,28 @@ def test_session_mode_time_split_golden(tmp_path, log):
     assert report["split"]["valid_after"] == at(180).isoformat()
     assert report["time_range"] == {"min": at(0).isoformat(), "max": at(245).isoformat()}
     assert json.load(open(f"{out}/report.json"))["n_duplicates"] == 1
+
+
+INF = float("inf")
+# NaN, +-inf and a float64 beyond float32's range (inf once cast) are written as 0.0, like the null
+NON_FINITE_LOG = [("s1", "a", 0, "x", INF), ("s1", "b", 1, "x", -INF), ("s1", "c", 2, "x", float("nan")),
+                  ("s2", "a", 60, "x", 1e300), ("s2", "b", 61, "x", None), ("s2", "c", 62, "x", 2.5)]
+
+
+def test_non_finite_continuous_values_become_zero_and_are_counted(tmp_path):
+    out = str(tmp_path / "out")
+    report = prepare({"events": write_log(tmp_path / "log.parquet", NON_FINITE_LOG), "out": out, "item": "item",
+                      "time": "ts", "session": "session", "continuous": ["price"], "valid_fraction": 0.5})
+    assert read(out, "train")["price-list"].to_list() == [[0.0, 0.0, 0.0]]
+    assert read(out, "valid")["price-list"].to_list() == [[0.0, 0.0, 2.5]]
+    assert report["n_null_continuous"] == {"price": 5}
+
+
+def test_prepared_non_finite_continuous_values_train(tmp_path):
+    prices = [INF, -INF, float("nan"), 1.5]
+    rows = [(f"s{s}", f"i{(s + j) % 5}", prices[j], at(60 * s + j)) for s in range(12) for j in range(4)]
+    # the helper asserts that `specc train` exits 0: its data check refuses NaN and inf
+    train_on_prepared(tmp_path, rows, ["session_id", "item_id", "price", "ts"], continuous=["price"])
 
 
 def test_user_mode_with_session_gap_and_last_split(tmp_path):

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from specc.prepare import prepare
-from test_prepare import write_log
+from test_prepare import NON_FINITE_LOG, read, write_log
 
 distributed = pytest.importorskip("dask.distributed")
 
@@ -43,3 +43,13 @@ def test_cli_engine_dask(tmp_path, capsys):
                  "--session", "session", "--valid-fraction", "0.25", "--engine", "dask", "--quiet"])
     assert code == 0, capsys.readouterr().err
     assert '"engine": "dask"' in (tmp_path / "out" / "report.json").read_text()
+
+
+def test_non_finite_continuous_values_become_zero_on_the_workers(tmp_path, client):
+    out = str(tmp_path / "out")
+    report = prepare({"events": write_log(tmp_path / "log.parquet", NON_FINITE_LOG), "out": out, "item": "item",
+                      "time": "ts", "session": "session", "continuous": ["price"], "valid_fraction": 0.5},
+                     engine="dask", client=client)
+    assert read(out, "train")["price-list"].to_list() == [[0.0, 0.0, 0.0]]
+    assert read(out, "valid")["price-list"].to_list() == [[0.0, 0.0, 2.5]]
+    assert report["n_null_continuous"] == {"price": 5}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import datetime
 
 import polars as pl
 import pytest
@@ -35,6 +36,7 @@ def assert_refused(capsys, tmp_path, events, *needles, extra=()):
     for needle in needles:
         assert needle in err, err
     assert not out.exists() and not [p for p in os.listdir(tmp_path) if p.startswith(".out.tmp")]
+    return err
 
 
 def test_missing_column(tmp_path, capsys):
@@ -53,6 +55,20 @@ def test_boolean_time_column(tmp_path, capsys):
     path = tmp_path / "log.parquet"
     good_frame().with_columns(ts=pl.lit(True)).write_parquet(path)
     assert_refused(capsys, tmp_path, str(path), "'ts' is Boolean, not a time")
+
+
+def test_continuous_columns_that_are_not_numbers_are_named_at_once(tmp_path, capsys):
+    path = tmp_path / "log.parquet"
+    good_frame().with_columns(category=pl.lit("x"), when=pl.lit(datetime(2024, 1, 1)), tags=pl.lit([1, 2]),
+                              price=pl.lit(1.5), clicks=pl.lit(3), seen=pl.lit(True)).write_parquet(path)
+    err = assert_refused(capsys, tmp_path, str(path), "continuous column 'category' is String", "--categorical",
+                         "continuous column 'when' is Datetime", "--time", "continuous column 'tags' is List(Int64)",
+                         "integer, float, decimal or boolean",
+                         extra=["--continuous", "category,when,tags,price,clicks,seen"])
+    assert not [c for c in ("'price'", "'clicks'", "'seen'") if c in err]
+    code, err = run_cli(capsys, str(path), tmp_path / "numbers", "--continuous", "price,clicks,seen",
+                        "--valid-fraction", "0.5")
+    assert code == 0, err
 
 
 def test_session_key_with_nulls(tmp_path, capsys):

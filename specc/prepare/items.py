@@ -3,8 +3,8 @@
 ITEMS is a parquet or CSV file (or folder) with the item column (named as in the log) and one row per item.
 Each other column becomes a list column aligned with the items: text, integer and boolean columns are
 categorical (ids as in `categories.py`, 1 for null and for items that ITEMS does not list), floating-point
-columns continuous (0.0 for null or missing), and a fixed-size list of floats a vector, which is written once
-per item to `DIR/item_features.parquet` (keyed by item id) instead of being repeated in every session.
+columns continuous (0.0 for null, missing or not finite), and a fixed-size list of floats a vector, which is
+written once per item to `DIR/item_features.parquet` (keyed by item id) instead of being repeated in every session.
 """
 from __future__ import annotations
 

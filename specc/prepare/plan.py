@@ -32,7 +32,7 @@ class Preparation:
 def plan_preparation(spec: PrepareSpec) -> Preparation:
     """Check the log, count it (one streaming pass) and fit the mappings."""
     source = open_source(spec.events, [spec.key, spec.time, spec.item, *spec.categorical, *spec.continuous],
-                         spec.time)
+                         spec.time, spec.continuous)
     categorical = [spec.item, *spec.categorical]
     stats = collect_stats(source, spec, categorical)
     mappings = {}

@@ -12,6 +12,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from specc.prepare.continuous import as_continuous
 from specc.prepare.source import ROW
 from specc.prepare.stats import TIME
 
@@ -26,7 +27,7 @@ class Layout:
     item: str                              # the encoded item column (per event)
     event_columns: tuple[str, ...]         # every per-event column turned into a list, item first
     dedupe_columns: tuple[str, ...]        # what makes two events the same (item features follow the item)
-    continuous: tuple[str, ...]            # nulls become 0.0
+    continuous: tuple[str, ...]            # null and non-finite values become 0.0
     gap_us: int | None                     # user mode: a longer gap starts a new session
     min_length: int
     derive: tuple[str, ...]
@@ -52,7 +53,7 @@ def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, Ste
     """Session rows (the group key, `<column>-list` lists in time order, derived features, START/END/LENGTH)."""
     n = len(events)
     events = _without_duplicates(_in_time_order(events, layout.key), layout)
-    events = events.with_columns([pl.col(c).fill_null(0.0).cast(pl.Float32) for c in layout.continuous])
+    events = events.with_columns([as_continuous(c) for c in layout.continuous])
     events = _mark_sessions(events, layout).rechunk()
     starts = events["__new"].arg_true().to_numpy()
     offsets = np.append(starts, len(events)).astype(np.int32)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from specc.errors import DataError, did_you_mean
+from specc.prepare.continuous import ACCEPTED, is_continuous_type, type_hint
 from specc.prepare.times import is_time_like
 
 PARQUET = (".parquet", ".parq", ".pq")
@@ -60,9 +61,10 @@ def resolve_files(paths: list[str]) -> list[str]:
     return sorted(dict.fromkeys(files))
 
 
-def open_source(paths: list[str], columns: list[str], time_column: str) -> Source:
+def open_source(paths: list[str], columns: list[str], time_column: str, continuous: list[str]) -> Source:
     """Check the files' structure (readable, non-empty, `columns` present with one dtype each, a time-like
-    `time_column`) and return the Source; raises DataError with every problem found."""
+    `time_column`, numeric `continuous` columns) and return the Source; raises DataError with every problem
+    found."""
     files = resolve_files(paths)
     problems, dtypes, first_seen = [], {}, {}
     for f in files:
@@ -87,6 +89,9 @@ def open_source(paths: list[str], columns: list[str], time_column: str) -> Sourc
         problems.append(f"{first_seen[time_column]}: the time column {time_column!r} is {dtypes[time_column]}, not "
                         "a time (use a datetime, a date, a number of seconds since 1970 (see --time-unit) or "
                         "ISO 8601 text)")
+    problems += [f"{first_seen[col]}: the continuous column {col!r} is {dtypes[col]}, not a number (a continuous "
+                 f"column is {ACCEPTED}{type_hint(dtypes[col])})"
+                 for col in continuous if col in dtypes and not is_continuous_type(dtypes[col])]
     if problems:
         raise DataError(problems, source=", ".join(paths))
     return Source(tuple(files), dtypes, ", ".join(paths))

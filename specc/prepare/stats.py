@@ -7,6 +7,7 @@ from datetime import datetime
 import polars as pl
 
 from specc.errors import DataError
+from specc.prepare.continuous import is_replaced
 from specc.prepare.source import FILE, Source, polars_problem
 from specc.prepare.times import time_expr
 
@@ -25,7 +26,7 @@ class Stats:
 
     @property
     def null_continuous(self) -> dict:
-        """Null values (0.0 in the output) per continuous column, among the events kept."""
+        """Null or non-finite values (0.0 in the output) per continuous column, among the events kept."""
         return {c.split(":", 1)[1]: int(self.per_file[c].sum()) for c in self.per_file.columns if c.startswith("null:")}
 
 
@@ -41,7 +42,7 @@ def collect_stats(source: Source, spec, categorical: list[str]) -> Stats:
         example=pl.col(spec.time).filter(unparsed).first().cast(pl.String),
         out_of_range=((pl.col(TIME) < EARLIEST) | (pl.col(TIME) > LATEST)).sum(),
         time_min=pl.col(TIME).min().clip(EARLIEST, LATEST), time_max=pl.col(TIME).max().clip(EARLIEST, LATEST),
-        *[(pl.col(c).is_null() & pl.col(spec.item).is_not_null()).sum().alias(f"null:{c}") for c in spec.continuous])
+        *[(is_replaced(c) & pl.col(spec.item).is_not_null()).sum().alias(f"null:{c}") for c in spec.continuous])
     with_item = frame.filter(pl.col(spec.item).is_not_null())
     queries = [per_file] + [with_item.group_by(c).agg(pl.len()).rename({c: "value"}) for c in categorical]
     try:
