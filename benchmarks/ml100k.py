@@ -2,7 +2,7 @@
 
     python examples/ml100k/prepare.py                      # once: -> examples/ml100k/data/
     bash benchmarks/t4rec_setup.sh                         # once: Transformers4Rec 23.12 in /tmp/t4rec-venv
-    python benchmarks/ml100k.py [--t4rec-python /tmp/t4rec-venv/bin/python] [--epochs 10] [--repeats 3]
+    python benchmarks/ml100k.py [--t4rec-python /tmp/t4rec-venv/bin/python] [--epochs 10] [--repeats 3] [--precisions fp32]
 
 Each side runs as its own process, end to end (imports, data loading, training, evaluation); the table shows
 NDCG@10/Recall@10 on the last item of each user, training throughput, whole-process wall time and peak RSS.
@@ -50,13 +50,15 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1, help="runs of each side, interleaved; the table shows "
                         "medians (this machine's speed drifts between runs)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="specc's runs (bf16 pays only on CPUs with bf16 "
+                        "arithmetic: AVX512-BF16/AMX)")
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(DATA, "train.parquet")):
         raise SystemExit("run `python examples/ml100k/prepare.py` first")
     specc_cli = [sys.executable, "-m", "specc.cli"]
     runs: dict[str, list[tuple]] = {}
     for _ in range(args.repeats):   # interleaved, so a slow spell of this shared machine hits every side alike
-        for precision in ("fp32", "bf16"):
+        for precision in args.precisions.split(","):
             with tempfile.TemporaryDirectory() as tmp:
                 result, wall, rss = measure(specc_cli + [
                     "train", "examples/ml100k/xlnet_causal.json", "--data", f"{DATA}/train.parquet",
