@@ -76,8 +76,16 @@ def describe(owner: dict | None) -> str:
 def refuse_inside_run(path, flag: str = "--out", itself: bool = True) -> None:
     """No command writes into a run directory but the training run that owns it (every run directory holds a
     lock file from its creation on). `itself=False` checks only the folders above `path`."""
+    folder = run_directory_around(path, itself)
+    if folder is not None:
+        raise UserError(f"{flag} {path} is inside the run directory {folder}; only training writes there. "
+                        "Choose a path outside it")
+
+
+def run_directory_around(path, itself: bool = True) -> Path | None:
+    """The run directory `path` lies in (or is, with `itself`), else None."""
     target = Path(path).resolve()
     for folder in (target, *target.parents) if itself else target.parents:
         if (folder / LOCK_NAME).exists() or ((folder / "plan.json").is_file() and (folder / "spec.json").is_file()):
-            raise UserError(f"{flag} {path} is inside the run directory {folder}; only training writes there. "
-                            "Choose a path outside it")
+            return folder
+    return None

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 
 from specc.checkpoint import RunError
+from specc.errors import UserError
+from specc.lock import run_directory_around
 
 
 def _records(path: Path) -> list[dict]:
@@ -99,6 +101,10 @@ def report(run_dir, out=None, data: str | None = None, k: int = 10) -> str:
     run_dir = Path(run_dir)
     if not (run_dir / "plan.json").is_file():
         raise RunError(f"{run_dir} is not a run directory (no plan.json); train one with specc train")
+    owner = run_directory_around(out) if out else None
+    if owner is not None and owner != run_dir.resolve():
+        raise UserError(f"--out {out} is inside another run directory, {owner}; only its training writes there "
+                        f"(the report of {run_dir} goes to {run_dir / 'report'} by default)")
     out = Path(out) if out else run_dir / "report"
     figures, notes = _figures(run_dir, data, k)
     out.mkdir(parents=True, exist_ok=True)

@@ -57,9 +57,14 @@ def test_popularity_needs_data_and_a_next_item_task(tmp_path):
     assert main(["report", str(run)]) == 0
     page = (run / "report" / "report.html").read_text()
     assert set(_images(page)) == {"plan", "curves", "throughput"} and "no next_item task" in page
+    other = run
     run, _ = _train(ROOT / "specs" / "sasrec.json", tmp_path)
     assert main(["report", str(run)]) == 0
     assert "pass --data" in (run / "report" / "report.html").read_text()
+    # into its own run's folder, yes; into another run's, no
+    assert main(["report", str(run), "--out", str(run / "mine")]) == 0
+    assert main(["report", str(run), "--out", str(other / "theirs")]) == 1
+    assert not (other / "theirs").exists()
 
 
 def test_not_a_run_directory_is_a_user_error(tmp_path, capsys):
