@@ -63,9 +63,10 @@ def json_path(loc: Iterable[str | int]) -> str:
 class DataError(UserError):
     """A data file or folder that cannot be used; `problems` lists every problem found."""
 
-    def __init__(self, problems: Iterable[str], source: str | None = None):
+    def __init__(self, problems: Iterable[str], source: str | None = None, count: int | None = None):
+        """`count`: how many problems there are, where `problems` shows only some of them."""
         self.problems = list(problems)
         self.source = source
         head = f"{source}: " if source else ""
-        n = len(self.problems)
+        n = len(self.problems) if count is None else count
         super().__init__(f"{head}{n} data problem{'s' if n != 1 else ''}\n" + "\n".join("  " + p for p in self.problems))

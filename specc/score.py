@@ -63,4 +63,12 @@ def _stop_on_problems(ids: CandidateIds, context, source: str) -> None:
     if total:
         shown = [p for _, problems in found for p in problems][:SHOWN]
         more = [f"... and {total - len(shown)} more row(s) with such candidates"] if total > len(shown) else []
-        raise DataError(shown + more, source=source)
+        raise DataError(shown + more + _internal_hint(ids), source=source, count=total)
+
+
+def _internal_hint(ids: CandidateIds) -> list[str]:
+    """Prepared data hold the model's ids, not raw values: a candidate column of them reads with --ids internal."""
+    if ids.mapping is None:
+        return []
+    return ["candidates are read as raw values of the run's mapping; a column of the model's ids (such as the "
+            "item lists `specc data prepare` writes) needs --ids internal"]

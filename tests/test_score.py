@@ -152,3 +152,14 @@ def test_raw_candidates_need_the_run_s_mapping(run, tmp_path, capsys):
     # without a mapping the candidates are the model's ids, as they are without --ids
     assert main(["score", str(bare), "--data", valid, "--items", "2,5", "--out", str(tmp_path / "s.jsonl")]) == 0
     assert {tuple(line["item_ids"]) for line in lines(tmp_path / "s.jsonl")} == {(2, 5)}
+
+
+def test_a_prepared_id_column_read_as_raw_values_counts_every_row_and_names_the_fix(run, tmp_path, capsys):
+    rows = pq.read_table(run / "data" / "valid").num_rows
+    assert rows > 10   # more rows than the error shows
+    code = main(["score", str(run / "run"), "--data", str(run / "data" / "valid"), "--candidates", "item_id-list",
+                 "--out", str(tmp_path / "out.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{rows} data problems" in err and "needs --ids internal" in err, err
+    assert main(["score", str(run / "run"), "--data", str(run / "data" / "valid"), "--candidates", "item_id-list",
+                 "--ids", "internal", "--out", str(tmp_path / "out.jsonl")]) == 0
