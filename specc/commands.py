@@ -14,7 +14,7 @@ from pathlib import Path
 from specc.checkpoint import load, run_schema
 from specc.errors import UserError
 from specc.evaluation import evaluate, open_evaluation, open_for
-from specc.files import json_text
+from specc.files import json_text, read_json
 from specc.lock import refuse_inside_run
 from specc.mapping_agreement import require_same_ids
 from specc.mappings import raw_item_ids
@@ -52,11 +52,28 @@ def evaluate_command(args) -> int:
         dataset = open_evaluation(model, args.data, run_schema(args.run_dir), args.exclude_seen, context=context)
         if dataset.n_skipped and context.is_main:
             _note(f"note: skipped {dataset.n_skipped} of {dataset.n_total} sequence(s) too short to evaluate")
+        trained_with = _training_protocol(args.run_dir)
+        if trained_with is not None and trained_with != args.exclude_seen and context.is_main:
+            _note(f"note: the run's own metrics (metrics.json) were evaluated {'with' if trained_with else 'without'} "
+                  "--exclude-seen; these are not, so the two do not compare")
         metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, context.device, context=context)
         metrics["eval_sessions"] = dataset.n_rows
         if context.is_main:
             print(json_text(metrics, indent=2))
     return 0
+
+
+def _training_protocol(run_dir) -> bool | None:
+    """Whether the run's training evaluated with --exclude-seen (None: unknown, e.g. written before it was recorded)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        record = read_json(path, what="metrics.json")
+    except UserError:   # a damaged metrics.json does not stop an evaluation, which does not need it
+        return None
+    value = record.get("exclude_seen") if isinstance(record, dict) else None
+    return value if isinstance(value, bool) else None
 
 
 def recommend_command(args) -> int:
