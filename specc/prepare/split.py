@@ -12,7 +12,7 @@ from __future__ import annotations
 import polars as pl
 
 from specc.errors import DataError
-from specc.prepare.sessions import END, LENGTH, START
+from specc.prepare.sessions import LENGTH, START
 
 HELD_OUT_MIN = 3
 
