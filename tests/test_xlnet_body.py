@@ -106,3 +106,30 @@ def test_hf_xlnet_runs_hugging_face_s_module():
 def test_xlnet_specs_build_this_body():
     spec = Path(__file__).resolve().parent.parent / "specs" / "xlnet_clm.json"
     assert isinstance(specc.build(spec).body, XLNetBody)
+
+
+def test_an_xlnet_spec_without_config_overrides_needs_no_transformers():
+    """Its config is specc's table of XLNetConfig's defaults, equal to what transformers resolves."""
+    import subprocess
+    import sys
+
+    from transformers import XLNetConfig
+
+    from specc.nn.hf import resolve_config
+    from specc.nn.xlnet import CONFIG_DEFAULTS
+    defaults = XLNetConfig()
+    assert {k: getattr(defaults, k) for k in CONFIG_DEFAULTS} == CONFIG_DEFAULTS
+    sizes = dict(d_model=32, n_head=4, n_layer=2, d_ff=96, dropout=0.2, max_positions=20, causal=True)
+    through_transformers = resolve_config("xlnet", **sizes, overrides={"clamp_len": -1})
+    del through_transformers["clamp_len"]
+    assert resolve_config("xlnet", **sizes, overrides={}) == through_transformers
+    spec = ("{'specc': 1, 'inputs': {'max_sequence_length': 8}, 'masking': {'kind': 'causal'}, 'tasks': "
+            "[{'kind': 'next_item'}], 'body': {'kind': 'transformer', 'architecture': 'xlnet', 'd_model': 16, "
+            "'n_head': 2, 'n_layer': 1}}")
+    code = ("import sys, specc; from specc.synth import default_schema; from tests.helpers import random_batch\n"
+            f"m = specc.build({spec}, default_schema())\n"
+            "m(random_batch(m))['loss'].backward()\n"
+            "sys.exit('transformers' in sys.modules)")
+    root = Path(__file__).resolve().parent.parent
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root)
+    assert run.returncode == 0, run.stderr[-2000:]

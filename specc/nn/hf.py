@@ -69,8 +69,11 @@ def capabilities(architecture: str) -> set[str]:
 def resolve_config(architecture: str, *, d_model: int, n_head: int, n_layer: int, d_ff: int, dropout: float,
                    max_positions: int, causal: bool, overrides: dict[str, Any]) -> dict[str, Any]:
     """The full set of config keys for the body, JSON-serialisable; ValueError (with .hint) when overrides are bad."""
-    from transformers import AutoConfig
     mt = model_type(architecture)
+    if architecture == "xlnet" and not overrides:   # specc's own XLNet module: nothing to check against transformers
+        from specc.nn.xlnet import default_config
+        return default_config(d_model, n_head, n_layer, d_ff, dropout)
+    from transformers import AutoConfig
     keys = _KEYS.get(mt, _GENERIC)
     defaults = AutoConfig.for_model(mt)
     ours = dict(d_model=d_model, n_head=n_head, n_layer=n_layer, d_ff=d_ff, dropout=dropout,

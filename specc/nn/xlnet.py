@@ -10,6 +10,7 @@ and the equivalence test carry over; `hf:xlnet` still runs Hugging Face's own mo
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -20,6 +21,18 @@ from specc.nn.dropout import Dropout
 # Hugging Face's ACT2FN entries for these names (importing ACT2FN costs a second of start-up)
 _ACTIVATIONS = {"gelu": nn.GELU, "gelu_new": lambda: nn.GELU(approximate="tanh"), "relu": nn.ReLU,
                 "silu": nn.SiLU, "swish": nn.SiLU, "tanh": nn.Tanh}
+
+
+# XLNetConfig's defaults for what this module reads besides the resolved config (tests/test_xlnet_body.py keeps them
+# equal to transformers'): a spec without body.config compiles and builds without importing transformers (~1 s)
+CONFIG_DEFAULTS = {"clamp_len": -1, "initializer_range": 0.02, "layer_norm_eps": 1e-12, "ff_activation": "gelu"}
+
+
+def default_config(d_model: int, n_head: int, n_layer: int, d_ff: int, dropout: float) -> dict[str, Any]:
+    """What specc.nn.hf.resolve_config gives an `xlnet` body without overrides (the same test keeps them equal)."""
+    return {"model_type": "xlnet", "d_model": d_model, "n_head": n_head, "n_layer": n_layer, "d_inner": d_ff,
+            "dropout": dropout, "vocab_size": 2, "pad_token_id": 0, "bos_token_id": None, "eos_token_id": None,
+            "attn_type": "bi", "mem_len": None}
 
 
 def runs_natively(architecture: str, config: dict[str, Any]) -> bool:
@@ -116,15 +129,23 @@ class Stack(nn.Module):
     """Parameters named as in Hugging Face's XLNetModel (mask_emb and word_embedding serve its other inputs)."""
 
     def __init__(self, config: dict[str, Any]):
-        from transformers import AutoConfig
         super().__init__()
-        c = AutoConfig.for_model("xlnet", **{k: v for k, v in config.items() if k != "model_type"})
+        c = SimpleNamespace(**_full_config(config))
         self.d_model, self.clamp_len = c.d_model, c.clamp_len
         self.mask_emb = nn.Parameter(torch.randn(1, 1, c.d_model) * c.initializer_range)
         self.word_embedding = nn.Embedding(c.vocab_size, c.d_model)
         nn.init.normal_(self.word_embedding.weight, std=c.initializer_range)
         self.layer = nn.ModuleList(Layer(c) for _ in range(c.n_layer))
         self.dropout = Dropout(c.dropout)
+
+
+def _full_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Every key the module reads: XLNetConfig's (from transformers where the spec overrides any of its keys)."""
+    keys = {k for k in config if k != "model_type"}
+    if keys <= set(default_config(1, 1, 1, 1, 0.0)):
+        return {**CONFIG_DEFAULTS, **config}
+    from transformers import AutoConfig
+    return AutoConfig.for_model("xlnet", **{k: v for k, v in config.items() if k != "model_type"}).to_dict()
 
 
 class XLNetBody(nn.Module):
