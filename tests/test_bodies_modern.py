@@ -115,6 +115,29 @@ def test_a_bad_time_column_is_a_spec_error(column, code):
         assert "ts" in err.value.issues[0].hint
 
 
+def test_hstu_trains_on_the_timestamps_of_data_prepare(tmp_path):
+    import json
+    from datetime import datetime, timedelta
+
+    import polars as pl
+
+    from specc.cli import main
+    start = datetime(2024, 3, 4)
+    pl.DataFrame([(f"s{s}", f"i{(s + j) % 6}", start + timedelta(hours=s, seconds=7 ** j)) for s in range(12)
+                  for j in range(5)], schema=["session_id", "item_id", "ts"], orient="row").write_csv(tmp_path / "log.csv")
+    assert main(["data", "prepare", str(tmp_path / "log.csv"), "--out", str(tmp_path / "data"), "--item", "item_id",
+                 "--time", "ts", "--session", "session_id", "--derive", "timestamp", "--quiet"]) == 0
+    spec = {"specc": 1, "schema": str(tmp_path / "data" / "schema.pbtxt"),
+            "inputs": {"max_sequence_length": 8, "embeddings": {"default_dim": 8}},   # features by default
+            "body": {"kind": "hstu", "d_model": 8, "n_head": 1, "n_layer": 1, "time": "ts-list"},
+            "tasks": [{"kind": "next_item"}], "training": {"batch_size": 8, "epochs": 1, "seed": 1}}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    plan = specc.compile(str(tmp_path / "spec.json"))
+    assert [f.column for f in plan.inputs.features] == ["item_id-list"] and plan.body.time_column == "ts-list"
+    assert main(["train", str(tmp_path / "spec.json"), "--data", str(tmp_path / "data" / "train"),
+                 "--eval", str(tmp_path / "data" / "valid"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+
+
 def test_hstu_heads_must_divide_d_model_and_ligr_takes_no_config():
     with pytest.raises(specc.SpecError) as err:
         specc.compile(spec_for({**BODIES["hstu"], "n_head": 3}), SCHEMA)

@@ -134,6 +134,42 @@ def test_user_mode_with_session_gap_and_last_split(tmp_path):
     assert report["splits"]["train"]["time_range"] == report["time_range"]
 
 
+T0_SECONDS = 1_709_542_800   # T0 as seconds since the Unix epoch (a naive time is UTC)
+
+
+def test_derive_timestamp_lists_epoch_seconds_aligned_with_the_items(tmp_path, log):
+    out = str(tmp_path / "out")
+    prepare({"events": log, "out": out, "item": "item", "time": "ts", "session": "session", "valid_fraction": 0.25,
+             "max_length": 2, "derive": ["timestamp"]})
+    seconds = lambda *minutes: [T0_SECONDS + 60 * m for m in minutes]  # noqa: E731
+    train, valid = read(out, "train"), read(out, "valid")
+    assert train["item-list"].to_list() == [[3, 2], [1, 4], [3, 1]]     # the 2 most recent items, in time order
+    assert train["ts-list"].to_list() == [seconds(1, 2), seconds(60, 62), seconds(180, 180)]
+    assert valid["ts-list"].to_list() == [seconds(240, 245)] and train["ts-list"].dtype == pl.List(pl.Int64)
+    from specc import load_schema
+    column = load_schema(f"{out}/schema.pbtxt")["ts-list"]
+    assert (column.dtype, column.is_list, column.tags, column.value_count) == ("int", True, {"time", "list"}, (2, 2))
+
+
+TIMES = {   # 2024-03-04 09:00:00, 09:01:30.750 and 09:02:00 UTC, as a log may store them
+    "ISO text": (pl.Series(["2024-03-04T09:00:00", "2024-03-04T09:01:30.750", "2024-03-04T09:02:00"]), "s"),
+    "zoned datetime": (pl.Series([datetime(2024, 3, 4, 10, 0), datetime(2024, 3, 4, 10, 1, 30, 750_000),
+                                  datetime(2024, 3, 4, 10, 2)]).dt.replace_time_zone("Europe/Berlin"), "s"),
+    "epoch milliseconds": (pl.Series([T0_SECONDS * 1000, T0_SECONDS * 1000 + 90_750, T0_SECONDS * 1000 + 120_000]),
+                           "ms"),
+}
+
+
+@pytest.mark.parametrize("stored", TIMES)
+def test_derive_timestamp_is_whole_utc_seconds_however_the_time_is_stored(tmp_path, stored):
+    times, unit = TIMES[stored]
+    pl.DataFrame({"session": ["s1"] * 3, "item": ["a", "b", "c"], "ts": times}).write_parquet(tmp_path / "log.parquet")
+    out = str(tmp_path / "out")
+    prepare({"events": str(tmp_path / "log.parquet"), "out": out, "item": "item", "time": "ts", "session": "session",
+             "time_unit": unit, "split": "last", "derive": ["timestamp"]})
+    assert read(out, "test")["ts-list"].to_list() == [[T0_SECONDS, T0_SECONDS + 90, T0_SECONDS + 120]]
+
+
 def test_user_mode_one_sequence_per_user_and_max_length(tmp_path, log):
     out = str(tmp_path / "out")
     report = prepare({"events": log, "out": out, "item": "item", "time": "ts", "user": "session", "split": "last",

@@ -23,7 +23,7 @@ def test_two_workers_match_the_local_engine(tmp_path, client, split):
     items = tmp_path / "items.parquet"
     pl.DataFrame({"item": ["a", "b"], "brand": ["p", "q"], "weight": [0.5, 1.5]}).write_parquet(items)
     spec = {"events": log, "item": "item", "time": "ts", "user": "session", "categorical": ["category"],
-            "continuous": ["price"], "split": split, "valid_fraction": 0.25, "derive": ["time_since_prev"],
+            "continuous": ["price"], "split": split, "valid_fraction": 0.25, "derive": ["time_since_prev", "timestamp"],
             "item_features": str(items)}
     local = prepare({**spec, "out": str(tmp_path / "local")})
     dask = prepare({**spec, "out": str(tmp_path / "dask")}, engine="dask", client=client)
@@ -32,7 +32,7 @@ def test_two_workers_match_the_local_engine(tmp_path, client, split):
         a = pl.read_parquet(tmp_path / "local" / name / "*.parquet").sort("session")
         b = pl.read_parquet(tmp_path / "dask" / name / "*.parquet").sort("session")
         assert a.equals(b), name
-        assert {"brand-list", "weight-list"} <= set(a.columns)
+        assert {"brand-list", "weight-list", "ts-list"} <= set(a.columns)
     assert (tmp_path / "dask" / "schema.pbtxt").read_text() == (tmp_path / "local" / "schema.pbtxt").read_text()
 
 

@@ -144,6 +144,17 @@ def test_bad_data_spec_lists_every_problem_with_paths(tmp_path):
     assert any("did you mean 'min_length'" in (i.hint or "") for i in info.value.issues)
 
 
+def test_derive_never_writes_a_list_column_twice():
+    from specc.prepare import validate_prepare_spec
+    with pytest.raises(SpecError) as info:   # --derive timestamp lists the time column under its own name
+        validate_prepare_spec({**BASE, "events": "x", "out": "o", "time": "time_since_prev",
+                               "derive": ["timestamp", "time_since_prev"]})
+    assert "'time_since_prev-list' twice" in info.value.issues[0].message
+    with pytest.raises(SpecError):
+        validate_prepare_spec({**BASE, "events": "x", "out": "o", "categorical": ["time_since_prev"],
+                               "derive": ["time_since_prev"]})
+
+
 def test_usage_errors(tmp_path, capsys):
     code = main(["data", "prepare", "--out", str(tmp_path / "o"), "--item", "i", "--time", "t", "--session", "s"])
     assert code == 1 and "EVENTS" in capsys.readouterr().err

@@ -29,7 +29,8 @@ def add_parser(subparsers, positive_int, positive_float) -> None:
     p.add_argument("--categorical", type=_names, metavar="COL,...", help="more per-event categorical columns")
     p.add_argument("--continuous", type=_names, metavar="COL,...", help="per-event continuous columns")
     p.add_argument("--derive", type=_names, metavar="FEATURE,...",
-                   help="derived features: weekday, hour (of the session's start), time_since_prev")
+                   help="derived features: weekday, hour (of the session's start), time_since_prev, "
+                   "timestamp (the --time column as <COL>-list of epoch seconds, for hstu's time)")
     p.add_argument("--min-length", type=positive_int, help="drop sessions with fewer events (default 2)")
     p.add_argument("--max-length", type=positive_int, help="keep the most recent N events of each row")
     p.add_argument("--split", choices=["time", "last"], help="time (default): latest-starting sessions are valid; "

@@ -90,6 +90,8 @@ def schema_columns(spec, layout, key_type, mappings: dict, lengths: tuple[int, i
                          "cardinality": mappings[name].cardinality, **lists})
         else:
             cols.append({"name": f"{name}-list", "tags": tags + ["continuous", "list"], "dtype": "float", **lists})
+    if "timestamp" in layout.derive:   # read by hstu's `time` only: neither categorical nor continuous, no feature
+        cols.append({"name": f"{spec.time}-list", "tags": ["time", "list"], "dtype": "int", **lists})
     if "time_since_prev" in layout.derive:
         cols.append({"name": "time_since_prev-list", "tags": ["continuous", "list"], "dtype": "float", **lists})
     for name, cardinality in (("weekday", 8), ("hour", 25)):

@@ -52,7 +52,8 @@ def plan_preparation(spec: PrepareSpec) -> Preparation:
     layout = Layout(key=spec.key, item=spec.item, event_columns=(*categorical, *spec.continuous, *feature_lists),
                     dedupe_columns=(*categorical, *spec.continuous), continuous=continuous,
                     gap_us=spec.gap_seconds * 1_000_000 if spec.gap_seconds else None,
-                    min_length=spec.min_length, derive=tuple(spec.derive))
+                    min_length=spec.min_length, derive=tuple(spec.derive), time=spec.time,
+                    derived_lists=tuple(spec.derived_lists))
     return Preparation(spec, source, stats, mappings, items, layout)
 
 

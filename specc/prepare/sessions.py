@@ -31,6 +31,8 @@ class Layout:
     gap_us: int | None                     # user mode: a longer gap starts a new session
     min_length: int
     derive: tuple[str, ...]
+    time: str                              # the log's time column: `derive timestamp` lists it under its name
+    derived_lists: tuple[str, ...]         # the per-event columns derive adds, after the event columns
 
     @property
     def group(self) -> list[str]:
@@ -59,7 +61,9 @@ def sessions_of(events: pl.DataFrame, layout: Layout) -> tuple[pl.DataFrame, Ste
     offsets = np.append(starts, len(events)).astype(np.int32)
     rows = events[starts].select(*layout.group, pl.col(TIME).alias(START)).with_columns(
         events[TIME].gather(offsets[1:] - 1).alias(END), pl.Series(LENGTH, np.diff(offsets).astype(np.int64)))
-    lists = [*layout.event_columns] + (["time_since_prev"] if "time_since_prev" in layout.derive else [])
+    if "timestamp" in layout.derive:
+        events = events.with_columns(pl.col(TIME).dt.epoch("s").alias(layout.time))
+    lists = [*layout.event_columns, *layout.derived_lists]
     rows = rows.with_columns([_as_lists(f"{c}-list", offsets, events[c]) for c in lists])
     kept = rows.filter(pl.col(LENGTH) >= layout.min_length)
     if "weekday" in layout.derive:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from specc.errors import Issue, SpecError, json_path
 
-DERIVED = ("weekday", "hour", "time_since_prev")
+DERIVED = ("weekday", "hour", "time_since_prev")   # column names derive adds (timestamp lists the --time column)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -35,7 +35,7 @@ class PrepareSpec(BaseModel):
     session_gap: str | None = Field(None, description="with `user`: a gap longer than this starts a new session")
     categorical: list[str] = []
     continuous: list[str] = []
-    derive: list[Literal["weekday", "hour", "time_since_prev"]] = []
+    derive: list[Literal["weekday", "hour", "time_since_prev", "timestamp"]] = []
     min_length: int = Field(2, ge=1)
     max_length: int | None = Field(None, ge=1)
     split: Literal["time", "last"] = "time"
@@ -68,7 +68,17 @@ class PrepareSpec(BaseModel):
         repeated = sorted({c for c in named if named.count(c) > 1})
         if repeated:
             raise ValueError(f"each column has one role; {', '.join(map(repr, repeated))} is given more than once")
+        lists = [self.item, *self.categorical, *self.continuous, *self.derived_lists]
+        clashing = sorted({f"{c}-list" for c in lists if lists.count(c) > 1})
+        if clashing:
+            raise ValueError(f"derive would write {', '.join(map(repr, clashing))} twice; rename the column")
         return self
+
+    @property
+    def derived_lists(self) -> list[str]:
+        """The per-event columns `derive` adds, written as `<name>-list` like the log's columns."""
+        return ([self.time] if "timestamp" in self.derive else []) + \
+            (["time_since_prev"] if "time_since_prev" in self.derive else [])
 
     @property
     def key(self) -> str:
