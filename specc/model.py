@@ -87,6 +87,7 @@ class Model(nn.Module):
         missing = [c for c in needed if c not in batch and f"{c}__values" not in batch]
         if missing:
             raise DataError([f"the batch lacks column(s) {', '.join(missing)}"], "batch")
+        _require_tensors(batch, needed)
         out = {}
         for c in needed:
             out[c] = _padded(batch, c) if c in self.list_columns else _scalar(batch, c)
@@ -281,6 +282,7 @@ class Model(nn.Module):
         if not 1 <= k <= catalog:
             raise ValueError(f"k must be between 1 and the catalog's {catalog} items (id 0 is padding), got {k}")
         rows, lengths = self._rows(batch, targets=False)
+        _require_items(lengths)
         seen = rows[self.sequence_column] if exclude_seen else None
         with _eval_mode(self):
             return self._topk(*self._window(rows, lengths), k, seen)
@@ -307,6 +309,7 @@ class Model(nn.Module):
         if item_ids.numel() and not (1 <= int(item_ids.min()) and int(item_ids.max()) < catalog):
             raise ValueError(f"item_ids must be catalog items, 1..{catalog - 1} (0 is padding)")
         batch, lengths = self.prepare(batch)
+        _require_items(lengths)
         if item_ids.dim() == 2 and item_ids.shape[0] != lengths.shape[0]:
             raise ValueError(f"item_ids has {item_ids.shape[0]} rows, the batch {lengths.shape[0]}")
         with _eval_mode(self):
@@ -399,11 +402,38 @@ def _check_aligned(batch, out, sequence: str, lists: list[str], scalars: list[st
         raise DataError(bad, "batch")
 
 
+def _require_tensors(batch: dict, columns: list[str]) -> None:
+    """Every column the model reads is a torch tensor (ids, not raw values)."""
+    bad = []
+    for c in columns:
+        for key in (c, f"{c}__values", f"{c}__offsets"):
+            if key in batch and not isinstance(batch[key], torch.Tensor):
+                kind = type(batch[key])
+                bad.append(f"column {key!r} is a {kind.__module__}.{kind.__qualname__}; the model takes torch "
+                           "tensors of ids (raw values map to ids with specc.mappings.Mapping.load(run_dir, column)"
+                           ".encode(rows))")
+    if bad:
+        raise DataError(bad, "batch")
+
+
+def _require_items(lengths: torch.Tensor) -> None:
+    """Recommending and scoring start from a session's items: a row with none has nothing to go on."""
+    empty = torch.nonzero(lengths == 0).flatten().tolist()
+    if empty:
+        rows = ", ".join(map(str, empty[:10])) + (" ..." if len(empty) > 10 else "")
+        raise DataError([f"row(s) {rows} hold no items (all padding): a recommendation starts from at least one "
+                         "item; leave such rows out"], "batch")
+
+
 def _padded(batch: dict[str, torch.Tensor], column: str) -> torch.Tensor:
     """A list column as [B, L], right-padded; Merlin's ragged `col__values`/`col__offsets` are converted."""
     if column in batch:
         v = batch[column]
-        return v if v.dim() == 2 else v[:, None]
+        if v.dim() != 2:
+            raise DataError([f"list column {column!r} has shape {list(v.shape)}; list columns are [batch, length] "
+                             "(one session of items a, b, c is [[a, b, c]]) or ragged "
+                             f"({column}__values, {column}__offsets)"], "batch")
+        return v
     values, offsets = batch[f"{column}__values"], batch[f"{column}__offsets"].long()
     lengths = offsets[1:] - offsets[:-1]
     if values.dim() != 1 or offsets.dim() != 1 or offsets.numel() < 2 or offsets[0] != 0 \

@@ -66,6 +66,11 @@ def test_a_scalar_column_may_come_ragged_with_one_value_per_row(seed):
     (lambda b: b.update(prices=torch.rand(3, 4)), "list column 'prices' has shape"),
     (lambda b: b.update(prices=torch.rand(3)), "list column 'prices' has shape"),
     (lambda b: b["prices"].__setitem__((1, 0), float("nan")), "NaN or infinite"),
+    # one session given as a flat list is not three sessions of one item each
+    (lambda b: b.update(items=torch.tensor([5, 6, 7]), prices=torch.rand(3)), "list columns are \\[batch, length\\]"),
+    (lambda b: b.update(items=b["items"].numpy()), "'items' is a numpy.ndarray; the model takes torch tensors"),
+    (lambda b: b.update(items=[["sku-1", "sku-2"]] * 3), "'items' is a builtins.list.*Mapping.load"),
+    (lambda b: b["items"].__setitem__(1, 0), "row\\(s\\) 1 hold no items"),
 ])
 def test_misaligned_or_bad_columns_are_data_errors(change, message, seed):
     model = _model()
@@ -93,3 +98,14 @@ def test_the_full_catalog_loss_gives_the_padding_id_no_mass(seed):
     torch.testing.assert_close(loss, torch.nn.functional.cross_entropy(logits[:, 1:], target - 1))
     loss.backward()
     assert model.inputs.tables[0].grad[0].abs().max() == 0   # row 0 gets no gradient
+
+
+def test_scoring_also_refuses_rows_without_items_and_non_tensors(seed):
+    model = _model()
+    batch = random_batch(model, B=3)
+    batch["items"][2] = 0
+    with pytest.raises(DataError, match="row\\(s\\) 2 hold no items"):
+        model.score(batch, torch.tensor([1, 2]))
+    with pytest.raises(DataError, match="row\\(s\\) 0, 1, 2 hold no items"):
+        model.recommend({c: v[:, :0] if v.dim() == 2 else v for c, v in random_batch(model, B=3).items()}, k=2)
+

@@ -111,8 +111,8 @@ def test_a_bad_time_column_is_a_spec_error(column, code):
     with pytest.raises(specc.SpecError) as err:
         specc.compile(spec_for({**BODIES["hstu"], "time": column}), SCHEMA)
     assert [(i.path, i.code) for i in err.value.issues] == [("$.body.time", code)]
-    if code == "unknown_column":
-        assert "ts" in err.value.issues[0].hint
+    if code == "unknown_column":   # the closest name, and how prepared data get timestamps
+        assert "'ts'" in err.value.issues[0].hint and "--derive timestamp" in err.value.issues[0].hint
 
 
 def test_hstu_trains_on_the_timestamps_of_data_prepare(tmp_path):

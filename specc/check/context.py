@@ -19,11 +19,12 @@ class Context:
     def error(self, path: str, code: str, message: str, hint: str | None = None, column: str | None = None):
         self.issues.append(Issue(path, code, message, hint, column))
 
-    def column(self, name: str, path: str) -> Column | None:
-        """The schema column `name`, or None after reporting it unknown (with the closest names)."""
+    def column(self, name: str, path: str, hint: str | None = None) -> Column | None:
+        """The schema column `name`, or None after reporting it unknown (with the closest names, then `hint`)."""
         if name in self.schema:
             return self.schema[name]
         source = f" ({self.schema.source})" if self.schema.source else ""
+        near = did_you_mean(name, self.schema.names)
         self.error(path, "unknown_column", f"column {name!r} is not in the schema{source}",
-                   did_you_mean(name, self.schema.names), name)
+                   "; ".join(h for h in (near, hint) if h) or None, name)
         return None

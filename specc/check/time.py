@@ -7,7 +7,8 @@ from specc.check.context import Context
 def time_column(ctx: Context, name: str) -> str | None:
     """`name` when it is an int list column (one timestamp per item, not categorical); else None, reported."""
     path = "$.body.time"
-    col = ctx.column(name, path)
+    col = ctx.column(name, path, "`specc data prepare ... --derive timestamp` writes each event's time as "
+                     "<time column>-list")
     if col is None:
         return None
     if not col.is_list:
