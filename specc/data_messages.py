@@ -14,7 +14,8 @@ def describe(found, plans: dict, where) -> list[str]:
         card = plans[name].cardinality
         out.append(f"column {name!r}: {count} value(s) outside [0, {card}) (min seen {lo}, max seen {hi}; first in "
                    f"{where(at)}); ids must be < the schema's cardinality (int_domain.max + 1 = {card}): fix the "
-                   "schema's int_domain.max or re-encode the ids")
+                   "schema's int_domain.max or re-encode the ids (data prepared after a run, with its catalog grown "
+                   "by --categories, need a model that knows the new ids: train one with --init-from the run)")
     for name, (count, lo, hi, at) in each(found.out_of_domain):
         seen = ", ".join(dict.fromkeys(map(_number, (lo, hi))))
         if plans[name].binary:

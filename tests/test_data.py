@@ -499,7 +499,8 @@ def test_every_kind_of_problem_is_reported_at_once(tmp_path):
         "column 'cat': 1 null value(s) (first in row 1 of 'd.parquet'); fill or drop them",
         "column 'item': 1 value(s) outside [0, 50) (min seen 1, max seen 99; first in row 1 of 'd.parquet'); ids "
         "must be < the schema's cardinality (int_domain.max + 1 = 50): fix the schema's int_domain.max or "
-        "re-encode the ids",
+        "re-encode the ids (data prepared after a run, with its catalog grown by --categories, need a model that "
+        "knows the new ids: train one with --init-from the run)",
         "column 'price': 1 NaN/inf value(s) (first in row 2 of 'd.parquet'); fill or drop them"]
 
 
