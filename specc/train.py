@@ -14,10 +14,11 @@ import torch
 
 from specc.checkpoint import POINTER
 from specc.cpu import keep_freed_memory, slow_bf16_warning
-from specc.mapping_agreement import require_same_ids
+from specc.distributed import DistributedError
 from specc.errors import Issue, SpecError, UserError
 from specc.evaluation import evaluate
 from specc.loop import Hooks, LoopSettings, Position
+from specc.mapping_agreement import require_same_ids
 from specc.optim import build_optimizer, build_schedule
 from specc.run_dir import RunDirectory
 from specc.time_budget import TimeBudget
@@ -114,6 +115,11 @@ def _train(request: TrainRequest, context) -> dict:
                 if outcome.get("already"):
                     return outcome["already"]
                 metrics, kept = _kept(outcome, hooks, position)
+        except DistributedError as exc:   # a process of the run died: say what is kept and how to go on
+            trackers.finish(ok=False)
+            kept_at = f"{hooks.saved} keeps its last checkpoint" if hooks.saved else "nothing was saved yet"
+            raise DistributedError(f"{exc}. {kept_at}: once every process can run, continue with the same command "
+                                   "and --resume") from None
         except BaseException:
             trackers.finish(ok=False)
             raise

@@ -55,6 +55,8 @@ def test_torchrun_max_restarts_after_a_killed_rank_resumes_from_the_last_checkpo
     assert training.returncode == 0, err[-3000:]
     assert "resuming" in err or "finishing epoch" in err, err[-3000:]   # the restarted workers resumed
     assert "internal error" not in err and "another process of the run has died" in err   # the survivor said why
+    assert "keeps its last checkpoint: once every process can run, continue with the same command and --resume" \
+        in err
     lines, reference = _epochs(run), _epochs(tmp_path / "whole")
     # every epoch logged once, at the step an uninterrupted run reaches it, with its loss and metrics
     assert [(r["epoch"], r["step"]) for r in lines] == [(r["epoch"], r["step"]) for r in reference]
