@@ -464,10 +464,16 @@ def validate_spec(data: Any, origin: str | None = None, base_dir: str | None = N
         raise error from None
 
 
+# Required keys whose bad (or missing) value is replaced, in the partial spec, by the smallest value allowed: every
+# check that grows stricter with the value accepts it, and one that rejects it reports under the bad key itself
+# (compile drops that as a consequence), so the rest of the spec is still checked without spurious errors.
+_PLACEHOLDERS: dict[tuple, Any] = {("inputs", "max_sequence_length"): 1}
+
+
 def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> "ModelSpec | None":
-    """The spec validated with every offending object key removed (its default takes over), so that the
-    semantic checks can still run and all errors are reported at once; None when that does not validate
-    (a required key is bad, or an error sits inside a list)."""
+    """The spec validated with every offending object key removed (its default takes over, or for a required key
+    its placeholder), so that the semantic checks can still run and all errors are reported at once; None when
+    that does not validate (another required key is bad, or an error sits inside a list)."""
     data = copy.deepcopy(dict(data))
     for loc in locs:
         if loc and loc[-1] == "kind":
@@ -483,6 +489,8 @@ def _without_bad_keys(data: Mapping, locs: list[list], base_dir: str | None) -> 
                 break
         if isinstance(node, dict):
             node.pop(loc[-1], None)
+            if tuple(loc) in _PLACEHOLDERS:
+                node[loc[-1]] = _PLACEHOLDERS[tuple(loc)]
     try:
         return ModelSpec.model_validate({**data, "base_dir": base_dir})
     except ValidationError:
@@ -596,9 +604,15 @@ def _json_loc(loc: tuple, data: Any) -> tuple[list, list]:
     return out, model_path
 
 
+# what a key holds: the hint of its bad or missing value
+_KEY_HINTS = {("inputs", "max_sequence_length"):
+              f"an integer from 1 to {MAX_SEQUENCE_LENGTH}: how many of the most recent items each row keeps"}
+
+
 def _describe(err: dict, loc: list, model_path: list) -> tuple[str, str | None]:
     kind = err["type"]
     field = loc[-1] if loc else None
+    key_hint = _KEY_HINTS.get(tuple(loc))
     if kind == "extra_forbidden":
         allowed = _allowed_keys(model_path[:-1])
         hint = did_you_mean(field, allowed) if allowed else None
@@ -606,7 +620,7 @@ def _describe(err: dict, loc: list, model_path: list) -> tuple[str, str | None]:
             hint = "allowed keys: " + ", ".join(allowed)
         return f"unknown key {field!r}", hint
     if kind == "missing":
-        return f"missing required key {field!r}", None
+        return f"missing required key {field!r}", key_hint
     if kind in ("union_tag_invalid", "union_tag_not_found"):
         expected = err.get("ctx", {}).get("expected_tags", "")
         choices = [c.strip().strip("'") for c in expected.split(",") if c.strip()]
@@ -626,7 +640,7 @@ def _describe(err: dict, loc: list, model_path: list) -> tuple[str, str | None]:
     message = err["msg"]
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
-    return message, None
+    return message, key_hint
 
 
 def _allowed_keys(model_path: list) -> list[str]:

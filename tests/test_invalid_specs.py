@@ -1,4 +1,5 @@
 """Golden invalid specs: each file in tests/invalid/ fails with exactly the errors in its .expected file."""
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,21 @@ def test_unknown_key_hint_names_the_closest_key():
     by_path = {i.path: i for i in info.value.issues}
     assert "'features'" in by_path["$.inputs.featurs"].hint
     assert "'transformer'" in by_path["$.body.kind"].hint
+
+
+def test_bad_max_sequence_length_hints_at_what_it_holds_and_adds_no_follow_on_errors():
+    with pytest.raises(specc.SpecError) as info:
+        specc.compile(str(Path(__file__).parent / "invalid" / "bad_max_sequence_length_alone.json"))
+    (issue,) = info.value.issues   # not also causal masking's "at least 2 items", which only the stand-in fails
+    assert issue.path == "$.inputs.max_sequence_length" and "most recent items" in issue.hint
+
+
+def test_missing_max_sequence_length_is_reported_with_the_other_errors():
+    spec = json.loads((Path(__file__).parent / "invalid" / "bad_max_sequence_length_keeps_other_checks.json").read_text())
+    del spec["inputs"]["max_sequence_length"]
+    spec["schema"] = str(Path(__file__).parent.parent / "specs" / "schemas" / "ecommerce.pbtxt")
+    with pytest.raises(specc.SpecError) as info:
+        specc.compile(spec)
+    assert {(i.path, i.code) for i in info.value.issues} == {
+        ("$.inputs.max_sequence_length", "missing_key"), ("$.inputs.features[1]", "unknown_column"),
+        ("$.body.n_head", "shape_mismatch"), ("$.tasks[0].loss.negatives", "too_many_negatives")}
