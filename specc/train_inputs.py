@@ -32,10 +32,19 @@ def resolve_training_schema(spec, schema_arg, data_path: str, log=None):
         if spec.schema_path:
             return resolve_schema(spec, None)
         raise UserError(f"no schema: pass --schema, name one in the spec, or put schema.pbtxt beside {data_path}")
-    named = spec_schema_path(spec)
-    if log is not None and named is not None and named.is_file() and named.read_bytes() != beside.read_bytes():
+    schema, named = load_schema(str(beside)), spec_schema_path(spec)
+    if log is not None and named is not None and _other_columns(named, schema):
         log(f"schema: {beside}, the data's own (the spec names {spec.schema_path}; --schema chooses another)")
-    return load_schema(str(beside))
+    return schema
+
+
+def _other_columns(path: Path, schema) -> bool:
+    """Whether the schema file at `path` describes other columns than `schema` (or cannot be read)."""
+    from specc.schema import load_schema
+    try:
+        return load_schema(str(path)).columns != schema.columns
+    except UserError:   # SpecError is one: a missing or broken file is not the data's schema either
+        return True
 
 
 def schema_beside(data_path: str) -> Path | None:
