@@ -13,12 +13,11 @@ Where the run has id mappings (trained on `specc data prepare` output), ids are 
 raw|internal, as for `specc recommend`): strings as BYTES, integers as INT64, padding "" / 0 (`specc/serve_ids.py`).
 
 Every request is validated before it reaches the model; a bad one (declared shapes or a size out of bounds,
-malformed JSON data — caught by the guard, `specc/serve_guard.py`; unknown or missing column, wrong dtype,
-an oversized batch — caught by Triton; ids outside the catalog, an empty or left-padded session, non-finite
-values, inconsistent ragged offsets, unknown raw ids — caught by `Handler` in the backend stub,
-`specc/serve_handler.py`) is answered with HTTP 400 /
-gRPC INVALID_ARGUMENT and a one-line message, and only that request fails: requests batched with it are
-answered normally.
+malformed JSON data, an unknown or missing column, a batch of 0 rows — caught by the guard,
+`specc/serve_guard.py`; a wrong dtype, an oversized batch — caught by Triton; ids outside the catalog, an
+empty or left-padded session, non-finite values, inconsistent ragged offsets, unknown raw ids — caught by
+`Handler` in the backend stub, `specc/serve_handler.py`) is answered with HTTP 400 / gRPC INVALID_ARGUMENT and
+a one-line message, and only that request fails: requests batched with it are answered normally.
 
 How it runs: `serve` traces the two inference graphs, writes them into a Triton model repository as
 Python-backend models (`specc/triton_model.py`), opens the public ports with the guard and starts the
@@ -37,6 +36,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from specc.serve_handler import Signature
+from specc.serve_limits import ServedModel
 from specc.serve_supervisor import RestartPolicy, Supervisor
 from specc.serve_workspace import ServeError, check_port_free, make_workspace, remove_stale_shm_regions
 
@@ -80,6 +80,12 @@ def write_repository(run_dir, repo: Path, k: int = 20, exclude_seen: bool = Fals
     return [name, f"{name}_ragged"], describe(raw, padded.id_ranges)
 
 
+def served_models(repo: Path, names: list[str]) -> dict:
+    """What the guard checks requests against: each model's input names, and whether it is batched."""
+    signatures = [Signature(**json.loads((repo / name / "1" / "signature.json").read_text())) for name in names]
+    return {s.name: ServedModel(tuple(i["name"] for i in s.inputs), batched=not s.ragged) for s in signatures}
+
+
 # ---------------------------------------------------------------------- the server
 
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | None = None,
@@ -119,6 +125,7 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8000, grpc_port: int | N
             raise ServeError(f"cannot listen on {host}:{port} or {host}:{grpc_port} ({exc})") from None
         names, id_forms = write_repository(run_dir, workspace / "models", k, exclude_seen, max_batch_size,
                                            max_queue_delay_us, threads, ids)
+        guard.check_models(served_models(workspace / "models", names))
         supervisor.run(names, f"serving {names[0]} (k={k}) and {names[1]}: HTTP http://{host}:{port}, gRPC "
                               f"{host}:{grpc_port}, metrics http://{host}:{metrics_port}/metrics; {id_forms}; "
                               f"pid {os.getpid()}")

@@ -1,8 +1,9 @@
 """The front of `specc serve`: its public HTTP and gRPC ports, in front of tritonserver on private loopback ports.
 
 Every inference request is checked first (`specc/serve_limits.py`: tritonserver itself has no shape or size
-limit, and some declared shapes crash it); a bad one gets HTTP 400 / gRPC INVALID_ARGUMENT and never reaches
-tritonserver, a body or message over the limit 413 / RESOURCE_EXHAUSTED.
+limit, and some declared shapes crash it; the inputs must also be the model's own, with at least one row, as
+tritonserver's answers to those mislead); a bad one gets HTTP 400 / gRPC INVALID_ARGUMENT and never
+reaches tritonserver, a body or message over the limit 413 / RESOURCE_EXHAUSTED.
 
 Health is the supervisor's (`Upstream.ready`): while tritonserver starts or restarts, `/v2/health/ready`
 and gRPC ServerReady/ModelReady say not ready (503 / false), liveness stays true, and every other call gets
@@ -21,9 +22,9 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")   # before grpc loads
 import grpc  # noqa: E402
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web  # noqa: E402
 
-from specc.serve_limits import Rejected, check_inputs, http_inputs  # noqa: E402
+from specc.serve_limits import Rejected, ServedModel, check_request, http_inputs  # noqa: E402
 
-_INFER_PATH = re.compile(r"^/+v2/+models/+[^/]+(/+versions/+[^/]+)?/+infer/*$")   # loose: never let one by
+_INFER_PATH = re.compile(r"^/+v2/+models/+([^/]+)(/+versions/+[^/]+)?/+infer/*$")   # loose: never let one by
 _HOP_BY_HOP = {"host", "content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"}
 _GRPC_SERVICE = "/inference.GRPCInferenceService/"
 
@@ -42,6 +43,7 @@ class _HttpFront:
     def __init__(self, upstream: Upstream, max_bytes: int):
         self.upstream = upstream
         self.max_bytes = max_bytes
+        self.models: dict[str, ServedModel] = {}
         self.session: ClientSession | None = None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -54,10 +56,10 @@ class _HttpFront:
         except web.HTTPRequestEntityTooLarge:
             return _json_error(413, f"the request body is larger than the limit of {self.max_bytes} bytes "
                                     "(--max-request-mb)")
-        if request.method == "POST" and _INFER_PATH.match(request.path):
+        if request.method == "POST" and (infer := _INFER_PATH.match(request.path)):
             try:
-                check_inputs(http_inputs(body, request.headers.get("Inference-Header-Content-Length")),
-                             self.max_bytes)
+                check_request(infer[1], http_inputs(body, request.headers.get("Inference-Header-Content-Length")),
+                              self.max_bytes, self.models)
             except Rejected as exc:
                 return _json_error(400, str(exc))
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
@@ -99,6 +101,7 @@ class _GrpcFront(grpc.GenericRpcHandler):
         self.pb = service_pb2
         self.upstream = upstream
         self.max_bytes = max_bytes
+        self.models: dict[str, ServedModel] = {}
         self.channel = None
         self.target = None
 
@@ -127,7 +130,8 @@ class _GrpcFront(grpc.GenericRpcHandler):
         except Exception:   # noqa: BLE001 - protobuf's DecodeError, whatever the implementation
             return "the request is not a ModelInferRequest"
         try:
-            check_inputs([(i.name, i.datatype, list(i.shape), None) for i in infer.inputs], self.max_bytes)
+            check_request(infer.model_name, [(i.name, i.datatype, list(i.shape), None) for i in infer.inputs],
+                          self.max_bytes, self.models)
         except Rejected as exc:
             return str(exc)
         return None
@@ -206,6 +210,10 @@ class Guard:
         self.started.wait()
         if self.error is not None:
             raise self.error
+
+    def check_models(self, models: dict[str, ServedModel]) -> None:
+        """From now on, requests for these models must name their inputs and, where batched, have rows."""
+        self.http.models = self.grpc.models = models
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)

@@ -7,12 +7,16 @@ INT64: std::bad_alloc, abort), and the core computes byte sizes in wrapping 64-b
 before the model sees the request). Model configs can bound the batch but no other dimension. So the guard
 (`specc/serve_guard.py`) checks every inference request here first: a known datatype, shapes of non-negative
 integers whose byte size (exact integers, no overflow) stays within the limit, summed over the inputs too,
-and for JSON data as many values as the shape says, each of the datatype's kind and range.
+and for JSON data as many values as the shape says, each of the datatype's kind and range. For the models
+`specc serve` wrote, it also checks that the inputs are the model's own and that a batched model gets at least
+one row (tritonserver answers these too, in words that mislead: "expected 2 inputs but got 3 inputs ...",
+"expected 3 string elements ... got 0" for a [0, 3] BYTES input).
 """
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 
 ITEM_BYTES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2, "INT32": 4,
               "INT64": 8, "FP16": 2, "BF16": 2, "FP32": 4, "FP64": 8, "BYTES": 1}   # BYTES: at least 1 per element
@@ -20,6 +24,39 @@ ITEM_BYTES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT
 
 class Rejected(Exception):
     """A request that must not reach tritonserver; the message goes back to the client."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the guard knows of a model that `specc serve` wrote: its input names, and whether the first
+    dimension of each input is the batch (the padded model; the ragged one takes whole shapes)."""
+    inputs: tuple[str, ...]
+    batched: bool
+
+
+def check_request(model: str, inputs: list, max_bytes: int, models: dict[str, ServedModel]) -> None:
+    """An inference request for `model` with declared inputs [(name, datatype, shape, values or None)] ->
+    Rejected if any could be too large or, for a model in `models`, they are not the inputs it takes."""
+    check_inputs(inputs, max_bytes)
+    if model in models:
+        check_model_inputs(model, models[model], inputs)
+
+
+def check_model_inputs(model: str, served: ServedModel, inputs: list) -> None:
+    """Rejected unless the inputs are exactly the model's and, for a batched model, each has a row."""
+    names = [name for name, _, _, _ in inputs]
+    its_inputs = f"(its inputs: {', '.join(served.inputs)})"
+    unknown = [name for name in names if name not in served.inputs]
+    if unknown:
+        raise Rejected(f"input {unknown[0]!r} is not an input of model {model!r} {its_inputs}")
+    missing = [name for name in served.inputs if name not in names]
+    if missing:
+        raise Rejected(f"model {model!r} needs input(s) {', '.join(missing)} {its_inputs}")
+    empty = [(name, shape) for name, _, shape, _ in inputs if served.batched and shape and shape[0] == 0]
+    if empty:
+        name, shape = empty[0]
+        raise Rejected(f"input {name!r} has shape {list(shape)}: inputs must have at least one row "
+                       "(batch dimension 0)")
 
 
 def check_inputs(inputs, max_bytes: int) -> None:

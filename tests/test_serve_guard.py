@@ -1,5 +1,6 @@
 """specc serve's request limits, restart policy and workspace clean-up, without a server (see test_serve.py)."""
 import os
+import re
 import subprocess
 import tempfile
 from collections import deque
@@ -9,7 +10,7 @@ import pytest
 
 pytest.importorskip("grpc")
 pytest.importorskip("aiohttp")
-from specc.serve_limits import Rejected, check_inputs, http_inputs  # noqa: E402
+from specc.serve_limits import Rejected, ServedModel, check_inputs, check_request, http_inputs  # noqa: E402
 from specc.serve_supervisor import RestartPolicy  # noqa: E402
 from specc.serve_workspace import make_workspace  # noqa: E402
 
@@ -67,6 +68,35 @@ def test_http_inputs_reads_the_json_header_of_binary_requests():
         http_inputs(b"[" * 100000, None)
     with pytest.raises(Rejected, match='needs "inputs"'):
         http_inputs(b'{"inputs": 3}', None)
+
+
+SHOP = {"shop": ServedModel(("item_id-list", "brand-list"), batched=True),
+        "shop_ragged": ServedModel(("item_id-list__values", "item_id-list__offsets"), batched=False)}
+
+
+def _shop_inputs(shape, extra=()):
+    return [("item_id-list", "BYTES", shape, None), ("brand-list", "INT64", shape, None), *extra]
+
+
+@pytest.mark.parametrize("inputs, problem", [
+    (_shop_inputs([2, 3], [("foo", "INT64", [2, 3], None)]),
+     "input 'foo' is not an input of model 'shop' (its inputs: item_id-list, brand-list)"),
+    (_shop_inputs([2, 3])[:1], "model 'shop' needs input(s) brand-list (its inputs: item_id-list, brand-list)"),
+    (_shop_inputs([0, 3]), "input 'item_id-list' has shape [0, 3]: inputs must have at least one row "
+                           "(batch dimension 0)"),
+])
+def test_inputs_must_be_the_models_own_with_at_least_one_row(inputs, problem):
+    with pytest.raises(Rejected, match=re.escape(problem)):
+        check_request("shop", inputs, MB, SHOP)
+    check_request("shop", _shop_inputs([2, 3]), MB, SHOP)
+
+
+def test_ragged_shapes_are_left_to_the_model_and_unknown_models_to_tritonserver():
+    check_request("shop_ragged", [("item_id-list__values", "BYTES", [0], None),
+                                  ("item_id-list__offsets", "INT64", [1], None)], MB, SHOP)
+    check_request("other", [("foo", "INT64", [0, 3], None)], MB, SHOP)
+    with pytest.raises(Rejected, match="larger than the limit"):   # the size bounds hold for every model
+        check_request("other", [("foo", "INT64", [2, 2 ** 61], None)], MB, SHOP)
 
 
 def test_restart_policy_counts_crashes_within_its_window():

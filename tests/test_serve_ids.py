@@ -14,9 +14,10 @@ import torch
 import specc
 from specc.cli import main
 from specc.mappings import Mapping
-from specc.serve import write_repository
+from specc.serve import served_models, write_repository
 from specc.serve_handler import BadRequest, Handler, Signature
 from specc.serve_ids import RawIds
+from specc.serve_limits import ServedModel
 from specc.serve_workspace import ServeError
 from tests.helpers import train_on_prepared
 
@@ -71,6 +72,13 @@ def ragged_form(rows: list[dict]) -> dict:
     return {"item_id-list__values": np.array([v.encode() for r in rows for v in r["item_id-list"]], dtype=object),
             "item_id-list__offsets": offsets, "brand-list__offsets": offsets,
             "brand-list__values": np.array([v for r in rows for v in r["brand-list"]], dtype=np.int64)}
+
+
+def test_the_guard_knows_each_models_inputs_and_batching(repo):
+    assert served_models(repo[0], ["shop", "shop_ragged"]) == {
+        "shop": ServedModel(("item_id-list", "brand-list"), batched=True),
+        "shop_ragged": ServedModel(("item_id-list__values", "item_id-list__offsets", "brand-list__values",
+                                    "brand-list__offsets"), batched=False)}
 
 
 def test_raw_columns_are_declared_with_their_datatypes_and_padding(repo):
@@ -244,3 +252,33 @@ def test_server_answers_unknown_raw_ids_with_a_400_naming_them(raw_server, prepa
     assert status == 200 and answer["outputs"][0]["name"] == "item_ids"
     assert all(v in ITEMS for v in answer["outputs"][0]["data"]), answer
 
+
+
+@pytest.mark.slow
+def test_server_answers_unknown_inputs_and_empty_batches_in_specc_words(raw_server, prepared):
+    import grpc
+    import tritonclient.grpc as grpcclient
+    request = padded(raw_rows(prepared, 2))
+    shape = list(request["item_id-list"].shape)
+    good = [{"name": "item_id-list", "shape": shape, "datatype": "BYTES",
+             "data": [v.decode() for v in request["item_id-list"].reshape(-1)]},
+            {"name": "brand-list", "shape": shape, "datatype": "INT64",
+             "data": request["brand-list"].reshape(-1).tolist()}]
+    empty = [{**i, "shape": [0, shape[1]], "data": []} for i in good]
+    foo = {"name": "foo", "shape": shape, "datatype": "INT64", "data": [0] * (shape[0] * shape[1])}
+    for inputs, problem in (
+            (empty, f"input 'item_id-list' has shape [0, {shape[1]}]: inputs must have at least one row "
+                    "(batch dimension 0)"),
+            ([foo] + good, "input 'foo' is not an input of model 'shop' (its inputs: item_id-list, brand-list)")):
+        status, answer = _infer_json(raw_server, inputs)
+        assert (status, answer) == (400, {"error": problem})
+        grpc_inputs = [grpcclient.InferInput(i["name"], i["shape"], i["datatype"]) for i in inputs]
+        for entry, i in zip(grpc_inputs, inputs):
+            entry.set_data_from_numpy(np.array(i["data"], dtype=object if i["datatype"] == "BYTES" else np.int64)
+                                      .reshape(i["shape"]))
+        with grpcclient.InferenceServerClient(f"127.0.0.1:{raw_server['grpc']}") as client:
+            with pytest.raises(grpcclient.InferenceServerException) as info:
+                client.infer("shop", grpc_inputs)
+        assert info.value.status() == str(grpc.StatusCode.INVALID_ARGUMENT) and info.value.message() == problem
+        status, answer = _infer_json(raw_server, good)
+        assert status == 200 and answer["outputs"][0]["name"] == "item_ids", answer
