@@ -176,3 +176,10 @@ def test_csv_value_of_another_kind_after_the_guessed_rows(tmp_path, capsys):
     rows = [f"s{i // 3},{i},2024-01-01T00:00:00" for i in range(10_500)] + ["s9,abc,2024-01-01T00:00:01"]
     path.write_text("session,item,ts\n" + "\n".join(rows) + "\n")
     assert_refused(capsys, tmp_path, str(path), str(path), "abc", "'item'", "guessed from its first rows")
+
+
+def test_filtering_every_session_away_says_which_option_filtered(tmp_path, capsys):
+    path = tmp_path / "log.parquet"
+    good_frame().write_parquet(path)
+    assert_refused(capsys, tmp_path, str(path), "0 session(s) left after filtering", "lower --min-length",
+                   extra=("--min-length", "50"))

@@ -34,7 +34,8 @@ def time_cutoff(starts: pl.Series, valid_fraction: float):
     """The start of the latest training session: later-starting sessions are valid."""
     n = len(starts)
     if n < 2:
-        raise DataError([f"{n} session(s) left after filtering; a time split needs at least 2"])
+        raise DataError([f"{n} session(s) left after filtering; a time split needs at least 2 (lower --min-length "
+                         "or --min-frequency, or give more events)"])
     n_valid = min(max(1, round(n * valid_fraction)), n - 1)
     ordered = starts.sort()
     cutoff = ordered[n - n_valid - 1]
