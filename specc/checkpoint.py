@@ -95,6 +95,8 @@ def load(run_dir, device: str | None = None, kernels: str = "auto"):
     matches the saved one."""
     from specc.builder import build_from_plan
     from specc.check import compile as compile_plan
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise RunError(f"a run directory is a path (str or os.PathLike), not {type(run_dir).__name__}")
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunError(f"{run_dir}: no such run directory")

@@ -132,8 +132,9 @@ class RunDirectory:
                 out[key] = value
             elif value is not None and asked[key] != value and not (key == "epochs" and asked[key] > value):
                 flag = "--" + key.replace("_", "-")
+                fix = f"pass {flag} {value}" if key in _REQUIRED else f"leave {flag} out"
                 raise RunError(f"{self.path} was trained {_with(flag, value)}; resuming {_with(flag, asked[key])} "
-                               f"would not continue the same run (leave {flag} out, or start a new run)")
+                               f"would not continue the same run ({fix}, or start a new run)")
         return out
 
     def saved_epochs(self) -> int | None:
@@ -211,6 +212,9 @@ class RunDirectory:
     def epoch_log(self, **fields) -> list:
         """The loggers of log.jsonl (none where this process does not write); `fields` go into every line."""
         return [JsonlLogger(self.path / "log.jsonl", fields)] if self.writer else []
+
+
+_REQUIRED = {"data"}   # settings whose flag a command line always gives
 
 
 def _with(flag: str, value) -> str:

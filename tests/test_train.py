@@ -262,7 +262,7 @@ def test_resume_continues_with_the_runs_own_settings(data, tmp_path):
             train(SPEC, str(data / "train.parquet"), str(part), resume=True, log=quiet, **changed, **args)
     other_data = tmp_path / "other.parquet"
     other_data.write_bytes((data / "train.parquet").read_bytes())
-    with pytest.raises(specc.UserError, match="was trained with --data"):
+    with pytest.raises(specc.UserError, match="was trained with --data .*pass --data "):
         train(SPEC, str(other_data), str(part), resume=True, schema=str(data / "schema.pbtxt"), log=quiet, **args)
     done = train(SPEC, str(data / "train.parquet"), str(part), resume=True, log=quiet, **args)
     assert done["epochs"] == 2   # the run's own epochs, not the spec's 3
@@ -451,3 +451,9 @@ def test_no_command_writes_into_a_run_directory_it_did_not_create(run, data):
     assert sorted(p.name for p in run[0].iterdir()) == [".specc.lock", "checkpoint.json", "checkpoints",
                                                          "columns.json", "log.jsonl", "metrics.json", "plan.json",
                                                          "spec.json"]
+
+
+@pytest.mark.parametrize("not_a_path", [3, None, ["runs/a"]])
+def test_load_of_something_that_is_not_a_path_is_a_run_error(not_a_path):
+    with pytest.raises(specc.UserError, match="a run directory is a path"):
+        specc.load(not_a_path)
