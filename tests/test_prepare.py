@@ -98,6 +98,8 @@ def test_non_finite_continuous_values_become_zero_and_are_counted(tmp_path):
     assert read(out, "train")["price-list"].to_list() == [[0.0, 0.0, 0.0]]
     assert read(out, "valid")["price-list"].to_list() == [[0.0, 0.0, 2.5]]
     assert report["n_null_continuous"] == {"price": 5}
+    from specc.prepare.finish import describe
+    assert "continuous values null or not finite, written as 0.0: 'price' 5" in describe(report, out)
 
 
 def test_prepared_non_finite_continuous_values_train(tmp_path):

@@ -72,6 +72,15 @@ def describe(report: dict, out: str) -> str:
     return (f"prepared {report['events_read']:,} events ({report['n_null_item']:,} without an item, "
             f"{report['n_duplicates']:,} duplicates dropped) into {report['sessions']['kept']:,} sessions "
             f"({report['sessions']['dropped_too_short']:,} too short dropped) over {report['items']:,} items in "
-            f"{report['seconds']:.1f} s\n  " + ", ".join(f"{k}: {v['sessions']:,} rows" for k, v in s.items())
+            f"{report['seconds']:.1f} s\n  " + _zeroed(report) + ", ".join(f"{k}: {v['sessions']:,} rows"
+                                                                   for k, v in s.items())
             + f"\n  wrote {out}/ (train/, valid/{', test/' if 'test' in s else ''}, schema.pbtxt, categories/, "
             "report.json)")
+
+
+def _zeroed(report: dict) -> str:
+    """The continuous columns' values written as 0.0 (null, NaN, inf), where there are any."""
+    counts = {c: n for c, n in (report.get("n_null_continuous") or {}).items() if n}
+    shown = ", ".join(f"{c!r} {n:,}" for c, n in counts.items())
+    return f"continuous values null or not finite, written as 0.0: {shown}\n  " if counts else ""
+
