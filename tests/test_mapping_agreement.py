@@ -74,3 +74,21 @@ def test_a_prepared_folder_instead_of_one_of_its_splits_says_which_to_pass(run, 
     err = capsys.readouterr().err
     assert "is a prepared data folder" in err and str(run / "data" / "train") in err
     assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_mappings_of_other_arrow_types_compare_by_value(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from specc.mapping_agreement import require_same_ids
+    from specc.errors import DataError
+    for side, kind in (("run", pa.string()), ("data", pa.large_string())):
+        (tmp_path / side / "categories").mkdir(parents=True)
+        pq.write_table(pa.table({"id": pa.array([1, 2], pa.int64()), "value": pa.array(["a", "b"], kind)}),
+                       tmp_path / side / "categories" / "item_id.parquet")
+    (tmp_path / "data" / "valid").mkdir()
+    require_same_ids(tmp_path / "run", tmp_path / "data" / "valid")   # the same values: accepted
+    pq.write_table(pa.table({"id": pa.array([1, 2], pa.int64()), "value": pa.array([7, 8], pa.int64())}),
+                   tmp_path / "data" / "categories" / "item_id.parquet")
+    with pytest.raises(DataError, match="id 1 is '7' in the data, 'a' in the run"):
+        require_same_ids(tmp_path / "run", tmp_path / "data" / "valid")
