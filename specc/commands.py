@@ -55,7 +55,8 @@ def evaluate_command(args) -> int:
         trained_with = _training_protocol(args.run_dir)
         if trained_with is not None and trained_with != args.exclude_seen and context.is_main:
             _note(f"note: the run's own metrics (metrics.json) were evaluated {'with' if trained_with else 'without'} "
-                  "--exclude-seen; these are not, so the two do not compare")
+                  f"--exclude-seen and these {'with' if args.exclude_seen else 'without'} it, so the two do not "
+                  "compare")
         metrics = evaluate(model, dataset, args.batch_size, args.exclude_seen, context.device, context=context)
         metrics["eval_sessions"] = dataset.n_rows
         if context.is_main:

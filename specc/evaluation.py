@@ -26,7 +26,25 @@ def open_evaluation(model, path: str, schema, exclude_seen: bool = False, contex
     if task is None:
         return _open(model, path, schema, 1, True, context, model.max_length)
     whole = exclude_seen or bool(task.sampled)
-    return _open(model, path, schema, 2, True, context, None if whole else model.max_length + 1)
+    dataset = _open(model, path, schema, 2, True, context, None if whole else model.max_length + 1)
+    if task.sampled:
+        _require_unseen_items(dataset, model.sequence_column, task.n_items, path, context)
+    return dataset
+
+
+def _require_unseen_items(dataset, column: str, n_items: int, path: str, context) -> None:
+    """The sampled protocol draws negatives among the items a row has not seen: a row that holds the whole catalog
+    leaves none. Found before any training, on every process alike."""
+    from specc.errors import DataError
+    from specc.sampled_eval import unseen_count
+    mine = [int(r) for rows, batch in dataset.indexed_batches(4096)
+            for r in rows[(unseen_count(batch[column], n_items) < 1).numpy()]]
+    every = sorted(r for part in (context.all_gather_object(mine) if context else [mine]) for r in part)
+    if every:
+        shown = ", ".join(map(str, every[:10])) + (" ..." if len(every) > 10 else "")
+        raise DataError([f"{len(every)} row(s) ({shown}) hold every item of the catalog ({n_items - 1}): the sampled "
+                         "protocol has no unseen item to draw their negatives from; leave them out or use the full "
+                         "protocol"], source=path)
 
 
 def _open(model, path, schema, min_length, with_targets, context, max_length):

@@ -330,6 +330,8 @@ class Model(nn.Module):
                                               sampled["seed"])
                 scores = self._score(context, short, torch.cat([target[:, None], negatives], 1))
                 top = ranks_as_top_ids(scores, target, k)
+                if exclude_seen:   # a target the row saw before counts as a miss, as in the full protocol
+                    top[(history == target[:, None]).any(1)] = -1
             else:   # a cut-off beyond a small catalog ranks it all: the missing places hold no item (-1)
                 top = self._topk(context, short, min(k, self.plan.next_item.n_items - 1),
                                  history if exclude_seen else None)[1]

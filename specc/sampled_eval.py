@@ -57,6 +57,11 @@ def sampled_negatives(items: torch.Tensor, target: torch.Tensor, n_items: int, n
     return rank + 1 + torch.searchsorted(below, rank, right=True)
 
 
+def unseen_count(seen: torch.Tensor, n_items: int) -> torch.Tensor:
+    """[B]: how many catalog items (ids 1..n_items-1) each row of `seen` [B, L] (0-padded) does not hold."""
+    return _unseen_below(seen.long(), n_items)[1]
+
+
 def _unseen_below(seen: torch.Tensor, n_items: int) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row's distinct seen ids in increasing order, how many unseen catalog ids lie below each
     (non-decreasing; padded with n_items), and how many catalog ids the row has not seen."""

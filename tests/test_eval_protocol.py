@@ -130,3 +130,39 @@ def test_bad_protocol_keys_are_located_errors(metrics, path, code):
     assert issues, [str(i) for i in err.value.issues]
     if code:
         assert issues[0].code == code
+
+
+def test_exclude_seen_under_the_sampled_protocol_counts_a_repeated_target_as_a_miss():
+    spec = _spec({"recall": [6], "protocol": "sampled", "negatives": 5, "seed": 1})
+    torch.manual_seed(0)
+    model = specc.build(spec).eval()
+    batch = model.random_batch(8, min_length=3, seed=2, targets=True)
+    items = batch["item_id-list"]
+    last = (items != 0).sum(1) - 1
+    items[0, last[0]] = items[0, 0]   # row 0's target is an item it saw before
+    plain, _ = model.evaluate_batch(batch, k=6)["next_item"]
+    excluded, _ = model.evaluate_batch(batch, k=6, exclude_seen=True)["next_item"]
+    assert (plain[0] > 0).any() and (excluded[0] == -1).all()   # 5 negatives: every target ranks in the top 6
+    repeats = [r for r in range(8) if items[r, :last[r]].eq(items[r, last[r]]).any()]
+    others = [r for r in range(8) if r not in repeats]
+    assert torch.equal(excluded[others], plain[others])
+
+
+def test_a_row_holding_the_whole_catalog_is_refused_before_training(tmp_path, capsys):
+    from datetime import datetime, timedelta
+
+    from specc.cli import main
+    from tests.helpers import train_on_prepared
+    start = datetime(2024, 1, 1)
+    rows = [(f"s{s}", f"i{(s + j) % 8}", start + timedelta(minutes=20 * s + j)) for s in range(60) for j in range(3)]
+    rows += [("all", f"i{j}", start + timedelta(days=9, minutes=j)) for j in range(8)]   # the latest: in valid
+    train_on_prepared(tmp_path, rows, ["session_id", "item_id", "ts"], max_length=4, evaluate=False)
+    spec = json.loads((tmp_path / "spec.json").read_text())
+    spec["tasks"][0]["metrics"] = {"recall": [3], "protocol": "sampled", "negatives": 2}
+    (tmp_path / "sampled.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "sampled.json"), "--data", str(tmp_path / "data" / "train"),
+                 "--eval", str(tmp_path / "data" / "valid"), "--out", str(tmp_path / "run2"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "hold every item of the catalog (8)" in err and "Traceback" not in err
+    assert not (tmp_path / "run2" / "checkpoints").exists()
