@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from specc.errors import UserError
+from specc.files import atomic_write_text, json_text, read_json
 from specc.tracking import numbers
 
 
@@ -32,6 +33,17 @@ def flatten(config: dict, prefix: str = "") -> dict:
     return out
 
 
+RUN_FILE = "mlflow_run.json"   # in the run directory: which MLflow run a resumed training continues
+
+
+def _artifacts_beside(uri: str) -> str | None:
+    """Artifacts of a new experiment in a local SQLite store go beside its database (MLflow's default is ./mlruns of
+    whatever folder the command runs in); a server's store decides for itself."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+
+
 class MlflowLogger:
     """One MLflow run in the experiment named like the spec; at close the plan and the run's files as artifacts.
     A store that cannot be reached at the start is a UserError; one that fails later is reported once and left
@@ -52,14 +64,31 @@ class MlflowLogger:
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)   # no schema-migration chatter
         logging.getLogger("alembic").setLevel(logging.WARNING)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")   # not MLflow's 7 (over 4 minutes)
+        uri = tracking_uri or f"sqlite:///{local / 'mlflow.db'}"
         try:
-            self.client = MlflowClient(tracking_uri=tracking_uri or f"sqlite:///{local / 'mlflow.db'}")
-            found = self.client.get_experiment_by_name(experiment)
-            experiment_id = found.experiment_id if found else self.client.create_experiment(
-                experiment, artifact_location=None if tracking_uri else (local / "artifacts").as_uri())
-            self.run_id = self.client.create_run(experiment_id, run_name=self.run_dir.name).info.run_id
+            self.client = MlflowClient(tracking_uri=uri)
+            self.run_id = self._continued(uri) or self._new_run(experiment, uri)
         except MlflowException as exc:
             raise UserError(f"MLflow tracking at {tracking_uri or local}: {_first_line(exc)}") from None
+        atomic_write_text(self.run_dir / RUN_FILE, json_text({"tracking_uri": uri, "run_id": self.run_id}) + "\n")
+
+    def _continued(self, uri: str) -> str | None:
+        """The MLflow run of an earlier part of this training (`--resume`) in the same store, set running again."""
+        path = self.run_dir / RUN_FILE
+        earlier = read_json(path, what="MLflow run record") if path.is_file() else None
+        if not isinstance(earlier, dict) or earlier.get("tracking_uri") != uri:
+            return None
+        try:
+            self.client.update_run(earlier["run_id"], status="RUNNING")
+        except (self._errors, KeyError, TypeError):   # deleted meanwhile, or a record from elsewhere: a new run
+            return None
+        return earlier["run_id"]
+
+    def _new_run(self, experiment: str, uri: str) -> str:
+        found = self.client.get_experiment_by_name(experiment)
+        experiment_id = found.experiment_id if found else self.client.create_experiment(
+            experiment, artifact_location=_artifacts_beside(uri))
+        return self.client.create_run(experiment_id, run_name=self.run_dir.name).info.run_id
 
     def _call(self, method, *args, **kwargs) -> None:
         if self.failed:
@@ -72,11 +101,20 @@ class MlflowLogger:
                   f"metrics are in {self.run_dir / 'log.jsonl'}", file=sys.stderr)
 
     def log_config(self, config: dict) -> None:
-        from mlflow.entities import Param
+        """The spec and settings as params; a continued run's settings that changed (a larger --epochs) as
+        `resumed.<key>` tags, since MLflow keeps a param's first value."""
+        from mlflow.entities import Param, RunTag
         from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_PARAMS_TAGS_PER_BATCH
-        params = [Param(mlflow_name(k), v[:MAX_PARAM_VAL_LENGTH]) for k, v in flatten(config).items()]
-        for i in range(0, len(params), MAX_PARAMS_TAGS_PER_BATCH):
-            self._call(self.client.log_batch, self.run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH])
+        try:
+            logged = self.client.get_run(self.run_id).data.params
+        except self._errors:
+            logged = {}   # log_batch below then reports the store once, as every later call would
+        values = {mlflow_name(k): v[:MAX_PARAM_VAL_LENGTH] for k, v in flatten(config).items()}
+        params = [Param(k, v) for k, v in values.items() if k not in logged]
+        tags = [RunTag(f"resumed.{k}", v) for k, v in values.items() if k in logged and logged[k] != v]
+        for i in range(0, max(len(params), len(tags)), MAX_PARAMS_TAGS_PER_BATCH):
+            self._call(self.client.log_batch, self.run_id, params=params[i:i + MAX_PARAMS_TAGS_PER_BATCH],
+                       tags=tags[i:i + MAX_PARAMS_TAGS_PER_BATCH])
 
     def log(self, metrics: dict, step: int) -> None:
         from mlflow.entities import Metric
@@ -86,7 +124,7 @@ class MlflowLogger:
 
     def close(self, ok: bool = True) -> None:
         for path in sorted(self.run_dir.iterdir()):   # the run's own files; not the trackers' folders
-            if path.is_file():
+            if path.is_file() and path.name != RUN_FILE:
                 self._call(self.client.log_artifact, self.run_id, str(path),
                            "plan" if path.name == "plan.json" else "run")
         self._call(self.client.set_terminated, self.run_id, "FINISHED" if ok else "FAILED")

@@ -136,6 +136,7 @@ def _train(request: TrainRequest, context) -> dict:
         if selection is not None:
             result.update(selection.summary(), stopped_early=outcome["stopped"] == "early_stopping")
         run.write_metrics(result)
+        trackers.log({f"final/{k}": v for k, v in result.items()}, position.step)   # the kept weights' numbers
         trackers.finish()
     return result
 

@@ -164,3 +164,29 @@ def test_specc_train_logs_to_tensorboard_and_mlflow(tmp_path, capsys):
     artifacts = {a.path for a in client.list_artifacts(mlrun.info.run_id, "run")}
     assert {"run/metrics.json", "run/log.jsonl", "run/spec.json", "run/checkpoint.json"} <= artifacts
     assert [a.path for a in client.list_artifacts(mlrun.info.run_id, "plan")] == ["plan/plan.json"]
+    # the kept weights' numbers, as metrics.json has them
+    final = json.loads((run / "metrics.json").read_text())
+    assert mlrun.data.metrics["final/ndcg_at_10"] == pytest.approx(final["ndcg@10"])
+    assert mlrun.data.metrics["final/kept_epoch"] == final["kept_epoch"] == 2
+    assert events.Scalars("final/ndcg@10")[0].value == pytest.approx(final["ndcg@10"])
+
+
+def test_a_resumed_training_continues_its_mlflow_run_and_a_local_store_keeps_artifacts_beside_it(
+        tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    data, run, store = tmp_path / "data", tmp_path / "run", tmp_path / "store" / "mlflow.db"
+    store.parent.mkdir()
+    assert main(["data", "synth", "--out", str(data), "--train", "200", "--valid", "40"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    args = ["train", str(ROOT / "specs" / "sasrec.json"), "--data", str(data / "train.parquet"), "--eval",
+            str(data / "valid.parquet"), "--out", str(run), "--batch-size", "32", "--log-to", "mlflow",
+            "--tracking-uri", f"sqlite:///{store}", "--quiet"]
+    assert main(args + ["--epochs", "1"]) == 0
+    assert main(args + ["--epochs", "2", "--resume"]) == 0
+    client, runs = _mlflow_runs(store, "sasrec")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert len(client.get_metric_history(runs[0].info.run_id, "ndcg_at_10")) == 2   # epoch 1, then epoch 2
+    assert list((tmp_path / "elsewhere").iterdir()) == []                          # no ./mlruns
+    assert (tmp_path / "store" / "artifacts").is_dir()
+    assert runs[0].data.params["settings.epochs"] == "1" and runs[0].data.tags["resumed.settings.epochs"] == "2"
