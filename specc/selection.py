@@ -62,7 +62,8 @@ class Selection:
 
     def summary(self) -> dict:
         """What metrics.json says of the selection."""
-        return {"selected_by": self.metric, "best_epoch": self.best_epoch, f"best_{self.metric}": self.best}
+        return {"selected_by": self.metric, "best_epoch": self.best_epoch if self.best is not None else None,
+                f"best_{self.metric}": self.best}
 
     def pointer_fields(self) -> dict:
         """What best.json records of the kept checkpoint beside its pointer."""

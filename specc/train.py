@@ -21,6 +21,7 @@ from specc.loop import Hooks, LoopSettings, Position
 from specc.mapping_agreement import require_same_ids
 from specc.optim import build_optimizer, build_schedule
 from specc.run_dir import RunDirectory
+from specc.run_log import epoch_records
 from specc.time_budget import TimeBudget
 from specc.tracking import open_trackers
 from specc.train_inputs import load_training_spec, open_training_data, resolve_training_schema
@@ -114,7 +115,7 @@ def _train(request: TrainRequest, context) -> dict:
                                        hooks)
                 if outcome.get("already"):
                     return outcome["already"]
-                metrics, kept = _kept(outcome, hooks, position)
+                metrics, kept = _kept(outcome, hooks, position, run.path / "log.jsonl")
         except DistributedError as exc:   # a process of the run died: say what is kept and how to go on
             trackers.finish(ok=False)
             kept_at = f"{hooks.saved} keeps its last checkpoint" if hooks.saved else "nothing was saved yet"
@@ -153,13 +154,15 @@ def _settings(run: RunDirectory, request: TrainRequest, tr, world_size: int) -> 
     return {**{k: settings[k] or defaults.get(k) for k in settings}, "world_size": world_size}
 
 
-def _kept(outcome: dict, hooks: Hooks, position: Position) -> tuple[dict, dict]:
+def _kept(outcome: dict, hooks: Hooks, position: Position, log: Path) -> tuple[dict, dict]:
     """The metrics of the weights the run keeps (the best epoch's where the selection kept one, else the last), and
     what metrics.json says of them. The last weights are evaluated now where their evaluation is not at hand (a
     stop inside an epoch, or after an epoch whose evaluation was not due); an interrupted run is not evaluated."""
     s = hooks.selection
     if s is not None and s.best is not None:
-        return dict(s.best_metrics), {"weights": f"best epoch {s.best_epoch}", "kept_epoch": s.best_epoch}
+        loss = next((r["loss"] for r in epoch_records(log, s.best_epoch) if r["epoch"] == s.best_epoch), None)
+        return dict(s.best_metrics), {"weights": f"best epoch {s.best_epoch}", "kept_epoch": s.best_epoch,
+                                      "loss": loss, "last_loss": outcome["loss"]}
     metrics = outcome["metrics"]
     if not metrics and hooks.evaluate is not None and not outcome["interrupted"]:
         metrics = hooks.evaluate()

@@ -60,6 +60,8 @@ def test_the_best_epoch_is_kept_loaded_and_reported_beside_the_latest(synth, tmp
     record = json.loads((run / "log.jsonl").read_text().splitlines()[0])
     metrics = json.loads((run / "metrics.json").read_text())
     assert all(metrics[k] == record[k] for k in record if "@" in k) and metrics["kept_epoch"] == 1
+    last = json.loads((run / "log.jsonl").read_text().splitlines()[-1])
+    assert (metrics["loss"], metrics["last_loss"]) == (record["loss"], last["loss"])   # the kept epoch's loss
     assert best["metrics"]["ndcg@10"] == record["ndcg@10"] and best["selected_by"] == "ndcg@10"
     assert main(["evaluate", str(run), "--data", str(synth / "valid.parquet")]) == 0
     assert json.loads(capsys.readouterr().out)["ndcg@10"] == pytest.approx(record["ndcg@10"], abs=1e-6)
