@@ -122,6 +122,8 @@ def test_full_protocol_stays_the_default_and_is_not_in_the_plan():
     ({"recall": [10], "protocol": "sampled", "negatives": 990}, "$.tasks[0].metrics.negatives",
      "too_many_negatives"),
     ({"recall": [50], "protocol": "sampled", "negatives": 20}, "$.tasks[0].metrics.recall", "shape_mismatch"),
+    ({"recall": [10], "negatives": 5}, "$.tasks[0].metrics.negatives", "sampled_only"),
+    ({"recall": [10], "protocol": "full", "seed": 3}, "$.tasks[0].metrics.seed", "sampled_only"),
 ])
 def test_bad_protocol_keys_are_located_errors(metrics, path, code):
     with pytest.raises(SpecError) as err:

@@ -62,6 +62,11 @@ def _check_protocol(ctx: Context, i: int, task: S.NextItemTask, item: Column) ->
     that many left after the longest sequence, and a cut-off cannot exceed the candidates."""
     protocol = task.sampled_protocol
     if protocol is None:
+        for key in ("negatives", "seed"):
+            if key in task.metrics:
+                ctx.error(f"$.tasks[{i}].metrics.{key}", "sampled_only", f"{key} is a setting of the sampled "
+                          "protocol, but this task ranks over the full catalog", 'add "protocol": "sampled" to '
+                          f"the metrics, or leave {key} out")
         return
     n, window = protocol["negatives"], ctx.spec.inputs.max_sequence_length + 1
     if n > item.cardinality - 1 - window:
