@@ -42,14 +42,23 @@ def default_threads() -> int:
         asked = 0
     if asked > 0:
         return asked
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(MAX_DEFAULT_THREADS, cpus // 2))
+    return max(1, min(MAX_DEFAULT_THREADS, usable_cpus() // 2))
+
+
+def usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def use_threads(threads: int | None) -> int:
-    """Set torch's intra-op thread count (`threads`, or default_threads()) and return it."""
+    """Set torch's intra-op thread count (`threads`, or default_threads()) and return it; more threads than the
+    CPUs the process may use are set, with a warning on stderr (they wait for each other at every operation)."""
+    import sys
+
     import torch
     threads = threads or default_threads()
+    if threads > usable_cpus():
+        print(f"warning: --threads {threads} on {usable_cpus()} CPU(s): torch's threads would wait for each other "
+              f"at every operation (several times slower); at most {usable_cpus()} pays", file=sys.stderr)
     torch.set_num_threads(threads)
     return threads
 

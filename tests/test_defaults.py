@@ -120,3 +120,15 @@ def test_training_in_bf16_on_such_a_cpu_says_so_in_its_log(monkeypatch, tmp_path
     train(dict(MINIMAL, training={"epochs": 1, "batch_size": 16}), str(tmp_path / "data" / "train.parquet"),
           str(tmp_path / "run"), precision="bf16", log=said.append, progress=False)
     assert any("no bf16 arithmetic" in line for line in said)
+
+
+def test_more_threads_than_cpus_are_warned_about(monkeypatch, capsys):
+    from specc import cpu
+    before = torch.get_num_threads()
+    monkeypatch.setattr(cpu, "usable_cpus", lambda: 2)
+    try:
+        assert use_threads(64) == 64 and "--threads 64 on 2 CPU(s)" in capsys.readouterr().err
+        assert use_threads(2) == 2 and capsys.readouterr().err == ""
+    finally:
+        torch.set_num_threads(before)
+
