@@ -132,6 +132,7 @@ def _train(request: TrainRequest, context) -> dict:
                   "train_sessions_per_s": round(position.train_sessions / max(position.train_seconds, 1e-9), 1),
                   "train_sessions": train_set.n_rows, "eval_sessions": eval_set.n_rows if eval_set else 0,
                   "exclude_seen": settings["exclude_seen"],
+                  **({"init_from": settings["init_from"]} if settings.get("init_from") else {}),
                   "interrupted": outcome["interrupted"], "stopped": outcome["stopped"], **kept,
                   "world_size": context.world_size}
         if selection is not None:
@@ -148,7 +149,8 @@ def _settings(run: RunDirectory, request: TrainRequest, tr, world_size: int) -> 
                              "precision": request.precision, "data": str(Path(request.data).resolve()),
                              # how it is evaluated: a resumed run keeps its validation data and protocol
                              "eval": str(Path(request.eval_data).resolve()) if request.eval_data else None,
-                             "exclude_seen": True if request.exclude_seen else None})
+                             "exclude_seen": True if request.exclude_seen else None,
+                             "init_from": str(Path(request.init_from).resolve()) if request.init_from else None})
     defaults = {"epochs": tr.epochs, "batch_size": tr.batch_size, "lr": tr.optimizer.lr, "precision": tr.precision,
                 "exclude_seen": False}
     return {**{k: settings[k] or defaults.get(k) for k in settings}, "world_size": world_size}

@@ -80,6 +80,9 @@ def test_specc_train_init_from_trains_a_new_run_and_refuses_resume_with_it(train
             "--epochs", "1", "--quiet", "--init-from", str(trained / "run")]
     assert main(args) == 0
     assert "initialised from" in capsys.readouterr().err
-    assert json.loads((trained / "next" / "metrics.json").read_text())["epochs"] == 1
+    metrics = json.loads((trained / "next" / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["init_from"] == str((trained / "run").resolve())
     assert main(args[:6] + ["--resume", "--init-from", str(trained / "run")]) != 0
     assert "--init-from starts a new run" in capsys.readouterr().err
+    assert main(args[:6] + ["--epochs", "2", "--quiet", "--resume"]) == 0   # extended, it still says where it began
+    assert json.loads((trained / "next" / "metrics.json").read_text())["init_from"] == metrics["init_from"]
