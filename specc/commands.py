@@ -14,10 +14,11 @@ from pathlib import Path
 from specc.checkpoint import load, run_schema
 from specc.errors import UserError
 from specc.evaluation import evaluate, open_evaluation, open_for
-from specc.files import json_text, read_json
+from specc.files import json_text
 from specc.lock import refuse_inside_run
 from specc.mapping_agreement import require_same_ids
 from specc.mappings import raw_item_ids
+from specc.run_dir import read_metrics
 
 
 def _note(message: str) -> None:
@@ -66,14 +67,7 @@ def evaluate_command(args) -> int:
 
 def _training_protocol(run_dir) -> bool | None:
     """Whether the run's training evaluated with --exclude-seen (None: unknown, e.g. written before it was recorded)."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        return None
-    try:
-        record = read_json(path, what="metrics.json")
-    except UserError:   # a damaged metrics.json does not stop an evaluation, which does not need it
-        return None
-    value = record.get("exclude_seen") if isinstance(record, dict) else None
+    value = (read_metrics(run_dir) or {}).get("exclude_seen")
     return value if isinstance(value, bool) else None
 
 

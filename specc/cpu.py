@@ -55,10 +55,10 @@ def use_threads(threads: int | None) -> int:
     import sys
 
     import torch
-    threads = threads or default_threads()
-    if threads > usable_cpus():
-        print(f"warning: --threads {threads} on {usable_cpus()} CPU(s): torch's threads would wait for each other "
-              f"at every operation (several times slower); at most {usable_cpus()} pays", file=sys.stderr)
+    threads, cpus = threads or default_threads(), usable_cpus()
+    if threads > cpus:
+        print(f"warning: --threads {threads} on {cpus} CPU(s): torch's threads would wait for each other at every "
+              f"operation (several times slower); at most {cpus} pays", file=sys.stderr)
     torch.set_num_threads(threads)
     return threads
 

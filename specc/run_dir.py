@@ -200,10 +200,7 @@ class RunDirectory:
 
     def metrics(self) -> dict | None:
         """metrics.json, if it is there and readable."""
-        try:
-            return run_json(self.path / "metrics.json", "metrics") if (self.path / "metrics.json").exists() else None
-        except RunError:
-            return None
+        return read_metrics(self.path)
 
     def write_metrics(self, result: dict) -> None:
         if self.writer:
@@ -215,6 +212,15 @@ class RunDirectory:
 
 
 _REQUIRED = {"data"}   # settings whose flag a command line always gives
+
+
+def read_metrics(run_dir) -> dict | None:
+    """A run directory's metrics.json, if it is there and readable (a reader that does not need it goes on)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        return run_json(path, "metrics") if path.exists() else None
+    except RunError:
+        return None
 
 
 def _with(flag: str, value) -> str:

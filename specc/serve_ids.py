@@ -88,7 +88,7 @@ class RawIds:
     def __init__(self, signature, folder):
         self.raw = signature.raw
         self.ragged_lists = set(signature.list_columns) if signature.ragged else set()
-        self.mappings = {c: Mapping.load(folder, e["mapping"]) for c, e in self.raw.items()}
+        self.mappings = {c: Mapping.load(folder, e["mapping"]).ready() for c, e in self.raw.items()}
 
     def encode(self, arrays: dict, batch: int, offsets: np.ndarray | None = None) -> dict:
         """`arrays` (of `batch` rows; ragged list columns split by `offsets`) with each raw input column as int64
